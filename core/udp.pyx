@@ -1,0 +1,154 @@
+"""Batched UDP I/O for RTP legs (Linux ``recvmmsg``/``sendto``), usable without the GIL.
+
+The engine owns one :class:`RecvBatch` and drains every leg's non-blocking socket with one
+``recvmmsg`` per socket per tick. Sockets are created, bound and closed by Python; the engine
+only borrows their file descriptors. Errors are returned as ``-errno`` so the compiled loop never
+raises; the Python wrappers turn them into ``OSError``.
+"""
+from libc.stdint cimport uint8_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcmp, memset, memcpy
+from pbx.core.includes.sock cimport (
+    recvmmsg, sendto, sockaddr, sockaddr_in, sockaddr_in6, sockaddr_storage, socklen_t,
+    MSG_DONTWAIT, MSG_TRUNC, AF_INET, AF_INET6, htons, ntohs, inet_pton, inet_ntop, errno, EAGAIN,
+    EWOULDBLOCK, EINTR,
+)
+import os
+
+cdef class RecvBatch:
+    def __cinit__(self):
+        self.buffers = <uint8_t*>malloc(UDP_BATCH * UDP_MAX_DATAGRAM)
+        if self.buffers == NULL:
+            raise MemoryError("RecvBatch: cannot allocate receive buffers")
+        memset(self.msgs, 0, sizeof(self.msgs))
+        cdef int i
+        for i in range(UDP_BATCH):
+            self.iov[i].iov_base = self.buffers + i * UDP_MAX_DATAGRAM
+            self.iov[i].iov_len = UDP_MAX_DATAGRAM
+            self.msgs[i].msg_hdr.msg_iov = &self.iov[i]
+            self.msgs[i].msg_hdr.msg_iovlen = 1
+            self.msgs[i].msg_hdr.msg_name = &self.addrs[i]
+        self.count = 0
+        self.truncated = 0
+
+    def __dealloc__(self):
+        free(self.buffers)
+
+    cdef int recv_c(self, int fd) noexcept nogil:
+        """Receive up to UDP_BATCH datagrams without blocking; returns the count or -errno."""
+        cdef int i, n, kept = 0
+        for i in range(UDP_BATCH):
+            self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+            self.msgs[i].msg_hdr.msg_flags = 0
+        n = recvmmsg(fd, self.msgs, UDP_BATCH, MSG_DONTWAIT, NULL)
+        if n < 0:
+            self.count = 0
+            n = errno  # EWOULDBLOCK == EAGAIN on Linux; compared apart for other platforms
+            if n == EAGAIN or n == EINTR:
+                return 0
+            if n == EWOULDBLOCK:
+                return 0
+            return -n
+        # Compact away truncated datagrams: an oversized packet is garbage for RTP, never a partial parse.
+        for i in range(n):
+            if self.msgs[i].msg_hdr.msg_flags & MSG_TRUNC:
+                self.truncated += 1
+                continue
+            if kept != i:
+                memcpy(self.buffers + kept * UDP_MAX_DATAGRAM, self.buffers + i * UDP_MAX_DATAGRAM,
+                       self.msgs[i].msg_len)
+                self.msgs[kept].msg_len = self.msgs[i].msg_len
+                self.msgs[kept].msg_hdr.msg_namelen = self.msgs[i].msg_hdr.msg_namelen
+                memcpy(&self.addrs[kept], &self.addrs[i], sizeof(sockaddr_storage))
+            kept += 1
+        self.count = kept
+        return kept
+
+    def recv(self, int fd):
+        """Python entry for tests: ``[(payload, (host, port)), ...]`` drained from ``fd``."""
+        cdef int n
+        with nogil:
+            n = self.recv_c(fd)
+        if n < 0:
+            raise OSError(-n, os.strerror(-n))
+        return [(bytes(self.buffers[i * UDP_MAX_DATAGRAM:i * UDP_MAX_DATAGRAM + self.msgs[i].msg_len]),
+                 addr_to_python(&self.addrs[i], self.msgs[i].msg_hdr.msg_namelen)) for i in range(n)]
+
+    @property
+    def truncated(self):
+        return self.truncated
+
+
+cdef int addr_equal(const sockaddr_storage* a, socklen_t alen, const sockaddr_storage* b,
+                    socklen_t blen) noexcept nogil:
+    cdef const sockaddr_in* a4
+    cdef const sockaddr_in* b4
+    cdef const sockaddr_in6* a6
+    cdef const sockaddr_in6* b6
+    if a.ss_family != b.ss_family:
+        return 0
+    if a.ss_family == AF_INET:
+        a4 = <const sockaddr_in*>a
+        b4 = <const sockaddr_in*>b
+        return a4.sin_port == b4.sin_port and a4.sin_addr.s_addr == b4.sin_addr.s_addr
+    if a.ss_family == AF_INET6:
+        a6 = <const sockaddr_in6*>a
+        b6 = <const sockaddr_in6*>b
+        return a6.sin6_port == b6.sin6_port and memcmp(&a6.sin6_addr, &b6.sin6_addr, 16) == 0
+    return alen == blen and memcmp(a, b, alen) == 0
+
+
+cdef int send_datagram(int fd, const uint8_t* data, Py_ssize_t n, const UdpAddr* to) noexcept nogil:
+    """One datagram; returns 0, or -errno (EAGAIN counts as a drop, not an error, for real-time media)."""
+    if sendto(fd, data, n, MSG_DONTWAIT, <const sockaddr*>&to.sa, to.len) < 0:
+        return -errno
+    return 0
+
+
+cdef int addr_from_python(object host_port, UdpAddr* out) except -1:
+    """``(host, port)`` with a numeric IPv4/IPv6 host -> socket address."""
+    host, port = host_port
+    if not 0 <= port <= 65535:
+        raise ValueError(f"UDP port out of range: {port}")
+    cdef bytes h = host.encode("ascii")
+    cdef sockaddr_in* a4 = <sockaddr_in*>&out.sa
+    cdef sockaddr_in6* a6 = <sockaddr_in6*>&out.sa
+    memset(&out.sa, 0, sizeof(sockaddr_storage))
+    if inet_pton(AF_INET, h, &a4.sin_addr) == 1:
+        a4.sin_family = AF_INET
+        a4.sin_port = htons(port)
+        out.len = sizeof(sockaddr_in)
+        return 0
+    memset(&out.sa, 0, sizeof(sockaddr_storage))
+    if inet_pton(AF_INET6, h, &a6.sin6_addr) == 1:
+        a6.sin6_family = AF_INET6
+        a6.sin6_port = htons(port)
+        out.len = sizeof(sockaddr_in6)
+        return 0
+    raise ValueError(f"not a numeric IP address: {host!r}")
+
+
+cdef object addr_to_python(const sockaddr_storage* sa, socklen_t alen):
+    cdef char text[64]
+    cdef const sockaddr_in* a4
+    cdef const sockaddr_in6* a6
+    if sa.ss_family == AF_INET:
+        a4 = <const sockaddr_in*>sa
+        inet_ntop(AF_INET, &a4.sin_addr, text, sizeof(text))
+        return (text.decode("ascii"), ntohs(a4.sin_port))
+    if sa.ss_family == AF_INET6:
+        a6 = <const sockaddr_in6*>sa
+        inet_ntop(AF_INET6, &a6.sin6_addr, text, sizeof(text))
+        return (text.decode("ascii"), ntohs(a6.sin6_port))
+    return None
+
+
+def send_to(int fd, const uint8_t[::1] data, object host_port):
+    """Python entry for tests: send one datagram from ``fd`` to ``(host, port)``."""
+    cdef UdpAddr to
+    addr_from_python(host_port, &to)
+    cdef int rc
+    with nogil:
+        rc = send_datagram(fd, &data[0] if data.shape[0] else NULL, data.shape[0], &to)
+    if rc < 0:
+        raise OSError(-rc, os.strerror(-rc))
