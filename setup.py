@@ -56,6 +56,8 @@ def stage_tree() -> Path:
 OPUS_CFLAGS = [f[2:] for f in pkg_config("opus", "--cflags-only-I", ["-I/usr/include/opus"])]
 KERNEL_SETTINGS: dict[str, dict[str, list[str]]] = {
     "opus": {"libraries": ["opus"], "include_dirs": OPUS_CFLAGS},
+    # the Python oracle must reproduce every delay computation bit for bit: no fused multiply-add
+    "jitter": {"extra_compile_args": ["-ffp-contract=off"]},
 }
 
 
@@ -75,7 +77,7 @@ def extensions() -> list[Extension]:
         exts.append(Extension(
             f"pbx.core.{name}",
             [str(stage / "pbx" / "core" / pyx.name)],
-            include_dirs=[numpy.get_include(), str(ROOT / "core" / "csrc"), *settings.get("include_dirs", [])],
+            include_dirs=[numpy.get_include(), *OPUS_CFLAGS, *settings.get("include_dirs", [])],
             libraries=settings.get("libraries", []),
             extra_compile_args=base_args + settings.get("extra_compile_args", []),
             define_macros=macros,
@@ -88,8 +90,14 @@ def extensions() -> list[Extension]:
         "cdivision": True,
         "embedsignature": True,
     }
+    # Directives differ between debug and release builds, but Cython only regenerates C when a
+    # source changes: remember the mode and force a full regeneration when it flips.
+    mode_file = ROOT / stage / "build-mode"
+    mode = "debug" if DEBUG else "release"
+    force = not mode_file.exists() or mode_file.read_text() != mode
+    mode_file.write_text(mode)
     return cythonize(exts, include_path=[str(stage)], compiler_directives=directives,
-                     nthreads=os.cpu_count() or 1, quiet=True)
+                     nthreads=os.cpu_count() or 1, quiet=True, force=force)
 
 
 setup(ext_modules=extensions())

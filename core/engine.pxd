@@ -1,0 +1,137 @@
+# The media engine: every call leg served by one compiled loop on a 20 ms tick (see engine.pyx).
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from pbx.core.codec cimport Codec, CODEC_MAX_FRAME, CODEC_MAX_PAYLOAD
+from pbx.core.dtmf cimport DtmfReceiver, DtmfSender
+from pbx.core.jitter cimport JitterBuffer
+from pbx.core.pcmring cimport PcmRing
+from pbx.core.playout cimport Playout
+from pbx.core.resample cimport Resampler
+from pbx.core.udp cimport RecvBatch, UdpAddr
+from pbx.core.vad cimport VadBank, WebRtcBank
+from pbx.core.wav cimport WavWriter
+from pbx.core.silero cimport SileroBatch
+
+cdef enum:
+    ENGINE_RATE = 16000          # internal sample rate of every leg
+    FRAME_MS = 20
+    FRAME = 320                  # samples per frame at ENGINE_RATE
+    MAX_CATCHUP = 10             # frames one tick may process after a stall; beyond, time is skipped
+    RTP_PACKET_MAX = 1500
+
+cdef enum Transport:
+    TRANSPORT_UDP = 0            # RTP over a UDP socket the engine reads and writes itself
+    TRANSPORT_PACKETS = 1        # RTP datagrams pushed and drained by Python in batches (tests, WebRTC)
+    TRANSPORT_STREAM = 2         # codec bytes of any size pushed, 20 ms frames drained (WebSocket /call)
+
+cdef enum VadKind:
+    VAD_NONE = 0
+    VAD_WEBRTC = 1
+    VAD_SILERO = 2
+
+cdef enum EventKind:
+    EV_SPEAKING = 1              # a = onset ms
+    EV_SILENCE = 2               # a = silence start ms, b = duration ms
+    EV_SEGMENT_CAP = 3           # a = segment start ms (ASR buffer cap reached)
+    EV_DTMF = 4                  # a = digit character code
+    EV_PLAY_STARTED = 5          # a = item id
+    EV_PLAY_ENDED = 6            # a = item id, b = played ms, c = elapsed ms, d = interrupted
+    EV_PLAY_DROPPED = 7          # a = item id
+    EV_RTP_TIMEOUT = 8           # a = ms since the last packet
+    EV_LATCHED = 9               # the remote address was learned from the first packet
+    EV_RECORDER_ERROR = 10       # a = errno; the recorder is stopped
+    EV_INBOUND_OVERFLOW = 11     # a = samples dropped from a fed stream
+
+cdef struct EngineEvent:
+    int32_t leg
+    int32_t kind
+    int64_t time_ms              # leg-relative: ms since the leg was added
+    int64_t a, b, c, d
+
+
+cdef class Leg:
+    cdef readonly int slot
+    cdef readonly int transport
+    cdef readonly Codec codec
+    cdef readonly int payload_type
+    cdef readonly int dtmf_pt
+    cdef int64_t t0_ms
+    cdef Resampler up                # codec rate -> 16 kHz (None at 16 kHz)
+    cdef Resampler down              # 16 kHz -> codec rate
+    cdef JitterBuffer jb             # RTP transports
+    cdef PcmRing decoded             # codec-rate PCM waiting to become frames
+    cdef uint8_t pending_byte        # STREAM pcm: an odd trailing byte carried to the next feed
+    cdef bint has_pending_byte
+    cdef bint muted_in
+    cdef int vad_kind
+    cdef bint asr_on
+    cdef PcmRing asr
+    cdef WavWriter rec
+    cdef Resampler rec_left, rec_right
+    cdef readonly Playout playout
+    cdef int bridge
+    cdef bint stream_silence         # STREAM: send frames even when nothing plays
+    # RTP sending
+    cdef uint16_t seq
+    cdef uint32_t ts
+    cdef uint32_t ssrc
+    cdef bint marker_next
+    cdef uint32_t dtmf_ts
+    cdef DtmfReceiver dtmf_rx
+    cdef DtmfSender dtmf_tx
+    # UDP
+    cdef int fd
+    cdef UdpAddr remote
+    cdef bint has_remote
+    cdef bint latch                  # learn the remote address from the first packet (symmetric RTP)
+    cdef double rtp_timeout_ms
+    cdef bint timeout_reported
+    cdef double last_rx_ms
+    # per-frame buffers
+    cdef int16_t pcm[CODEC_MAX_FRAME * 4]
+    cdef int16_t in16[FRAME]
+    cdef int16_t out16[FRAME]
+    cdef int16_t stereo[2 * CODEC_MAX_FRAME]
+    cdef int16_t rec_l[CODEC_MAX_FRAME]
+    cdef int16_t rec_r[CODEC_MAX_FRAME]
+    cdef uint8_t payload[CODEC_MAX_PAYLOAD]
+    cdef uint8_t packet[RTP_PACKET_MAX]
+    # counters
+    cdef readonly uint64_t rx_packets, rx_bad, rx_foreign, rx_other_pt, tx_packets, tx_errors
+    cdef readonly uint64_t dtmf_digits
+
+
+cdef class Engine:
+    cdef readonly int max_legs
+    cdef list legs                   # slot -> Leg or None
+    cdef list active                 # the live legs, in slot order of creation
+    cdef list free_slots
+    cdef VadBank vad
+    cdef WebRtcBank webrtc
+    cdef SileroBatch silero          # created with the first silero leg
+    cdef RecvBatch recv
+    cdef bint started
+    cdef double next_frame_ms
+    cdef readonly uint64_t frames, skipped_frames
+    cdef EngineEvent* events
+    cdef int n_events, event_capacity
+    cdef readonly uint64_t lost_events
+    # outbound datagrams/frames of PACKETS and STREAM legs, drained by Python
+    cdef uint8_t* out_buf
+    cdef Py_ssize_t out_len, out_cap
+    cdef int32_t* out_legs
+    cdef int64_t* out_offsets        # n_out + 1 offsets into out_buf
+    cdef Py_ssize_t n_out, out_items_cap
+
+    cdef void emit(self, int leg, int kind, int64_t t, int64_t a, int64_t b, int64_t c, int64_t d) noexcept
+    cdef int out_append(self, int leg, const uint8_t* data, Py_ssize_t n) except -1
+    cdef void receive_udp(self, Leg leg, double now_ms) noexcept
+    cdef void receive_packet(self, Leg leg, const uint8_t* data, Py_ssize_t n, double arrival_ms) noexcept
+    cdef int inbound(self, Leg leg, double t_ms) except -1
+    cdef int outbound(self, Leg leg, double t_ms) except -1
+    cdef int send_rtp(self, Leg leg, uint8_t pt, bint marker, uint32_t ts, const uint8_t* payload,
+                      Py_ssize_t n) except -1
+    cdef int frame(self, double t_ms) except -1
+    cdef int drain_vad_events(self) except -1
+    cdef int run_silero(self) except -1
+    cdef void encode_out(self, Leg leg) noexcept
+    cdef void record(self, Leg leg, int64_t t_leg) noexcept

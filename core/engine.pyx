@@ -1,0 +1,718 @@
+"""The media engine: every call leg, served by one compiled loop on a 20 ms tick.
+
+A *leg* is one side of a call: audio in from the peer, audio out to it. Python creates and
+destroys legs and sets their options (VAD, ASR tap, recorder, bridge, mute), queues what to play
+(per chunk of PCM, through the leg's :class:`~pbx.core.playout.Playout`), and receives events and
+ASR audio in batches. The steady-state media path runs no Python per packet or per frame:
+
+    inbound, per leg:  UDP recvmmsg | pushed RTP | fed stream bytes
+                       -> RTP parse -> jitter buffer -> decode / conceal -> resample to 16 kHz
+                       -> mute -> VAD (webrtc: per frame; silero: one batched inference per tick)
+                       -> ASR tap (ring buffer) -> recorder (left channel)
+    outbound, per leg: playout queue -> + bridged leg's inbound -> recorder (right channel)
+                       -> resample to the codec rate -> encode -> RTP build -> sendto | drained
+
+Ticking. ``tick(now_ms)`` is called about every 20 ms by the control plane (from its asyncio loop:
+one call serves every leg). It receives what the UDP sockets hold, then processes every 20 ms frame
+whose time has come (``next_frame_ms <= now``), so a late tick catches up frame by frame (at most
+MAX_CATCHUP frames; past that the engine skips ahead and counts the skipped frames). Time is the
+caller's: tests pass explicit times and need no sleeps. We tick on the event loop rather than in a
+worker thread because webrtc VAD and onnxruntime calls need the GIL anyway, and one thread keeps
+the Python-side state (feeding, playout, draining) free of locks; the per-frame cost is compiled.
+
+Times in events are leg-relative milliseconds (since the leg was added); the control plane adds
+the leg's epoch start for the wire.
+
+Transports:
+- UDP: the engine reads the leg's non-blocking socket (borrowed fd) with recvmmsg and writes with
+  sendto. ``latch=True`` (symmetric RTP) learns the remote address from the first packet; after
+  that, packets from any other address are counted and dropped.
+- PACKETS: RTP datagrams pushed with :meth:`Engine.push_packets` (many legs in one call) and
+  outbound datagrams drained with :meth:`Engine.drain_out`: in-memory legs for tests and benchmarks,
+  and WebRTC legs whose SRTP/ICE lives elsewhere.
+- STREAM: codec bytes of any size fed with :meth:`Engine.feed` (a WebSocket binary message), and
+  20 ms encoded frames drained with :meth:`Engine.drain_out` (only while something plays, unless
+  ``stream_silence``).
+
+Mute of the inbound side zeroes its audio for VAD, ASR, recording and any bridge, and drops its DTMF.
+"""
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy, memset
+from libc.math cimport isfinite
+
+from pbx.core.codec cimport Codec, CODEC_MAX_FRAME, CODEC_MAX_PAYLOAD
+from pbx.core.dtmf cimport (
+    dtmf_receive, dtmf_sender_init, dtmf_sender_queue, dtmf_sender_busy, dtmf_sender_next,
+)
+from pbx.core.jitter cimport (
+    JitterBuffer, JitterOut, JITTER_NOTHING, JITTER_FRAME, JITTER_LOSS, JITTER_EXPAND, JITTER_EVENT,
+)
+from pbx.core.mixer cimport interleave_stereo_c
+from pbx.core.pcmring cimport (
+    PcmRing, ring_init, ring_free, ring_clear, ring_push, ring_push_overwrite, ring_pop,
+)
+from pbx.core.playout cimport Playout, PlayoutEvent, PLAY_STARTED, PLAY_ENDED, PLAY_DROPPED
+from pbx.core.resample cimport Resampler
+from pbx.core.rtp cimport RtpHeader, rtp_parse, rtp_build
+from pbx.core.udp cimport RecvBatch, UdpAddr, addr_equal, send_datagram, addr_from_python, addr_to_python
+from pbx.core.vad cimport VadBank, VadEvent, WebRtcBank, VAD_SPEAKING, VAD_SILENCE, VAD_SEGMENT_CAP
+from pbx.core.wav cimport WavWriter
+from pbx.core.silero cimport SileroBatch, SILERO_WINDOW_MS
+
+import os
+import numpy as np
+
+from pbx.core.codec import CODEC_NAMES
+
+# Event kinds, for Python callers.
+SPEAKING = EV_SPEAKING
+SILENCE = EV_SILENCE
+SEGMENT_CAP = EV_SEGMENT_CAP
+DTMF = EV_DTMF
+PLAY_STARTED_ = EV_PLAY_STARTED
+PLAY_ENDED_ = EV_PLAY_ENDED
+PLAY_DROPPED_ = EV_PLAY_DROPPED
+RTP_TIMEOUT = EV_RTP_TIMEOUT
+LATCHED = EV_LATCHED
+RECORDER_ERROR = EV_RECORDER_ERROR
+INBOUND_OVERFLOW = EV_INBOUND_OVERFLOW
+
+TRANSPORTS = {"udp": TRANSPORT_UDP, "packets": TRANSPORT_PACKETS, "stream": TRANSPORT_STREAM}
+INBOUND_BUFFER_SECONDS = 30      # fed stream audio waiting to be consumed, per leg
+
+
+cdef inline int16_t saturate(int32_t v) noexcept nogil:
+    if v > 32767:
+        return 32767
+    if v < -32768:
+        return -32768
+    return <int16_t>v
+
+
+cdef class Leg:
+    """One call side inside the engine. Created by :meth:`Engine.add_leg`; read-only from Python."""
+
+    def __dealloc__(self):
+        ring_free(&self.decoded)
+        ring_free(&self.asr)
+
+    @property
+    def stats(self):
+        s = {
+            "rx_packets": self.rx_packets, "rx_bad": self.rx_bad, "rx_foreign": self.rx_foreign,
+            "rx_other_pt": self.rx_other_pt, "tx_packets": self.tx_packets, "tx_errors": self.tx_errors,
+            "dtmf_digits": self.dtmf_digits, "inbound_dropped": self.decoded.dropped,
+        }
+        if self.jb is not None:
+            s["jitter"] = self.jb.stats()
+        return s
+
+    @property
+    def remote(self):
+        return addr_to_python(&self.remote.sa, self.remote.len) if self.has_remote else None
+
+    @property
+    def ssrc(self):
+        return self.ssrc
+
+
+cdef class Engine:
+    """All legs of one process. See the module docstring for the model."""
+
+    def __cinit__(self, int max_legs=4096, int event_capacity=65536):
+        if max_legs <= 0:
+            raise ValueError(f"max_legs must be positive, got {max_legs}")
+        self.max_legs = max_legs
+        self.legs = [None] * max_legs
+        self.active = []
+        self.free_slots = list(range(max_legs - 1, -1, -1))
+        self.vad = VadBank(max_legs)
+        self.webrtc = None
+        self.silero = None
+        self.recv = RecvBatch()
+        self.started = False
+        self.events = <EngineEvent*>malloc(event_capacity * sizeof(EngineEvent))
+        self.out_cap = 1 << 16
+        self.out_items_cap = 1024
+        self.out_buf = <uint8_t*>malloc(self.out_cap)
+        self.out_legs = <int32_t*>malloc(self.out_items_cap * sizeof(int32_t))
+        self.out_offsets = <int64_t*>malloc((self.out_items_cap + 1) * sizeof(int64_t))
+        if not (self.events and self.out_buf and self.out_legs and self.out_offsets):
+            raise MemoryError("engine: cannot allocate event and output buffers")
+        self.event_capacity = event_capacity
+        self.out_offsets[0] = 0
+
+    def __dealloc__(self):
+        free(self.events)
+        free(self.out_buf)
+        free(self.out_legs)
+        free(self.out_offsets)
+
+    # -- leg lifecycle --------------------------------------------------------------------------
+    def add_leg(self, str transport, str codec, double now_ms, *, int rate=0, int payload_type=-1,
+                int dtmf_payload_type=-1, int ptime_ms=20, int fd=-1, remote=None, bint latch=False,
+                double jitter_min_ms=20.0, double jitter_max_ms=200.0, double rtp_timeout_ms=0.0,
+                ssrc=None, bint stream_silence=False):
+        """Create a leg and return it; ``now_ms`` is its time zero.
+
+        ``transport``: "udp" (needs ``fd``, a bound non-blocking UDP socket, and ``remote`` or
+        ``latch``), "packets" or "stream". ``codec``: pcmu, pcma, g722, l16, pcm, opus.
+        """
+        if transport not in TRANSPORTS:
+            raise ValueError(f"unknown transport {transport!r}; expected udp, packets or stream")
+        if not self.free_slots:
+            raise ValueError(f"engine full: {self.max_legs} legs")
+        cdef int kind = TRANSPORTS[transport]
+        if kind == TRANSPORT_UDP and fd < 0:
+            raise ValueError("a udp leg needs the file descriptor of its socket")
+        if kind == TRANSPORT_UDP and remote is None and not latch:
+            raise ValueError("a udp leg needs a remote address or latch=True")
+        if ptime_ms not in (10, 20, 30, 40, 60):
+            raise ValueError(f"ptime must be 10, 20, 30, 40 or 60 ms, got {ptime_ms}")
+        cdef Leg leg = Leg.__new__(Leg)
+        leg.codec = Codec(codec, rate)
+        leg.transport = kind
+        leg.payload_type = payload_type if payload_type >= 0 else _default_pt(codec)
+        leg.dtmf_pt = dtmf_payload_type
+        leg.t0_ms = <int64_t>now_ms
+        if leg.codec.audio_rate != ENGINE_RATE:
+            leg.up = Resampler(leg.codec.audio_rate, ENGINE_RATE)
+            leg.down = Resampler(ENGINE_RATE, leg.codec.audio_rate)
+        if kind != TRANSPORT_STREAM:
+            leg.jb = JitterBuffer(leg.codec.clock_rate, leg.codec.clock_rate * ptime_ms // 1000,
+                                  min_delay_ms=jitter_min_ms, max_delay_ms=jitter_max_ms,
+                                  event_pt=dtmf_payload_type)
+        cap = leg.codec.audio_rate * (INBOUND_BUFFER_SECONDS if kind == TRANSPORT_STREAM else 1)
+        if ring_init(&leg.decoded, cap) < 0:
+            raise MemoryError("engine: cannot allocate the inbound buffer")
+        leg.playout = Playout()
+        leg.bridge = -1
+        leg.stream_silence = stream_silence
+        leg.ssrc = int.from_bytes(os.urandom(4), "big") if ssrc is None else ssrc
+        leg.seq = int.from_bytes(os.urandom(2), "big")
+        leg.ts = int.from_bytes(os.urandom(4), "big")
+        leg.marker_next = True
+        dtmf_sender_init(&leg.dtmf_tx, 8 * 100 * leg.codec.clock_rate // 8000, 60 * leg.codec.clock_rate // 1000)
+        leg.fd = fd
+        leg.latch = latch
+        if remote is not None:
+            addr_from_python(remote, &leg.remote)
+            leg.has_remote = True
+        leg.rtp_timeout_ms = rtp_timeout_ms
+        leg.last_rx_ms = now_ms
+        leg.slot = self.free_slots.pop()
+        self.legs[leg.slot] = leg
+        self.active.append(leg)
+        return leg
+
+    def remove_leg(self, Leg leg):
+        """Stop serving a leg: its recorder is finalized, its VAD slot reset, its slot freed."""
+        if self.legs[leg.slot] is not leg:
+            raise ValueError(f"leg {leg.slot} is not in this engine")
+        cdef Leg other
+        for other in self.active:
+            if other.bridge == leg.slot:
+                other.bridge = -1
+        self._stop_recorder(leg)
+        if leg.vad_kind != VAD_NONE:
+            self.vad.reset(leg.slot)
+            if leg.vad_kind == VAD_SILERO:
+                self.silero.reset(leg.slot)
+        self.active.remove(leg)
+        self.legs[leg.slot] = None
+        self.free_slots.append(leg.slot)
+        leg.playout.interrupt(False)
+
+    def leg(self, int slot):
+        return self.legs[slot]
+
+    @property
+    def leg_count(self):
+        return len(self.active)
+
+    # -- per-leg options ------------------------------------------------------------------------
+    def set_vad(self, Leg leg, str kind, *, int speech_padding_ms=250, int silence_padding_ms=100,
+                double ratio=0.5, double voice_threshold=0.5, silence_timeout_ms=None,
+                double max_buffer_secs=50.0, int silero_threads=1):
+        """Enable VAD ("webrtc" or "silero") with VADOption values, or disable it ("none")."""
+        if kind not in ("webrtc", "silero", "none"):
+            raise ValueError(f"unknown VAD type {kind!r}; expected webrtc or silero")
+        if leg.vad_kind == VAD_SILERO:
+            self.silero.reset(leg.slot)
+        if kind == "none":
+            leg.vad_kind = VAD_NONE
+            self.vad.reset(leg.slot)
+            return
+        # webrtc decisions are fed as 1.0/0.0 against 0.5; silero probabilities against voiceThreshold
+        self.vad.configure(leg.slot, speech_padding_ms=speech_padding_ms,
+                           silence_padding_ms=silence_padding_ms, ratio=ratio,
+                           threshold=voice_threshold if kind == "silero" else 0.5,
+                           silence_timeout_ms=silence_timeout_ms, max_buffer_secs=max_buffer_secs)
+        if kind == "webrtc":
+            if self.webrtc is None:
+                self.webrtc = WebRtcBank(self.max_legs)
+            self.webrtc.configure(leg.slot, voice_threshold)
+            leg.vad_kind = VAD_WEBRTC
+        else:
+            if self.silero is None:
+                self.silero = SileroBatch(self.max_legs, threads=silero_threads)
+            self.silero.reset(leg.slot)
+            leg.vad_kind = VAD_SILERO
+
+    def set_asr_tap(self, Leg leg, bint enabled, double max_seconds=50.0):
+        """Keep the leg's 16 kHz inbound audio (the newest ``max_seconds``) for :meth:`drain_asr`."""
+        ring_free(&leg.asr)
+        leg.asr_on = enabled
+        if enabled and ring_init(&leg.asr, <Py_ssize_t>(max_seconds * ENGINE_RATE)) < 0:
+            leg.asr_on = False
+            raise MemoryError("engine: cannot allocate the ASR buffer")
+
+    def drain_asr(self):
+        """``[(leg, int16 array), ...]`` of the audio tapped since the last drain, for legs with data."""
+        cdef Leg leg
+        cdef int16_t[::1] view
+        result = []
+        for leg in self.active:
+            if leg.asr_on and leg.asr.size:
+                arr = np.empty(leg.asr.size, dtype=np.int16)
+                view = arr
+                ring_pop(&leg.asr, &view[0], leg.asr.size)
+                result.append((leg, arr))
+        return result
+
+    def set_recorder(self, Leg leg, path, int samplerate=16000, int ptime_ms=200):
+        """Record the leg as stereo 16-bit WAV: left the remote party, right what we play."""
+        self._stop_recorder(leg)
+        rec = WavWriter(path, samplerate, 2, flush_ms=ptime_ms)
+        if samplerate != ENGINE_RATE:
+            leg.rec_left = Resampler(ENGINE_RATE, samplerate)
+            leg.rec_right = Resampler(ENGINE_RATE, samplerate)
+        leg.rec = rec
+
+    def stop_recorder(self, Leg leg):
+        self._stop_recorder(leg)
+
+    def _stop_recorder(self, Leg leg):
+        rec, leg.rec = leg.rec, None
+        leg.rec_left = leg.rec_right = None
+        if rec is not None:
+            rec.close()
+
+    def set_inbound_mute(self, Leg leg, bint muted):
+        leg.muted_in = muted
+
+    def bridge(self, Leg a, Leg b):
+        """Play each leg's inbound audio to the other (mixed with its playout)."""
+        a.bridge = b.slot
+        b.bridge = a.slot
+
+    def unbridge(self, Leg a):
+        cdef Leg b
+        if a.bridge >= 0:
+            b = self.legs[a.bridge]
+            if b is not None and b.bridge == a.slot:
+                b.bridge = -1
+        a.bridge = -1
+
+    def send_dtmf(self, Leg leg, str digits):
+        """Queue RFC 4733 digits; they replace the leg's audio packets while they play."""
+        if leg.dtmf_pt < 0:
+            raise ValueError("the leg has no telephone-event payload type")
+        for d in digits:
+            rc = dtmf_sender_queue(&leg.dtmf_tx, ord(d))
+            if rc == -2:
+                raise ValueError(f"not a DTMF digit: {d!r}")
+            if rc == -1:
+                raise ValueError("DTMF queue full")
+
+    def set_remote(self, Leg leg, remote):
+        addr_from_python(remote, &leg.remote)
+        leg.has_remote = True
+
+    # -- Python-fed media -----------------------------------------------------------------------
+    def feed(self, Leg leg, const uint8_t[::1] data):
+        """Inbound codec bytes of any length for a STREAM leg; returns samples accepted."""
+        if leg.transport != TRANSPORT_STREAM:
+            raise ValueError("feed() is for stream legs; RTP legs take push_packets()")
+        cdef Py_ssize_t n = data.shape[0], pos = 0, chunk, got, accepted = 0, dropped_before
+        cdef uint8_t two[2]
+        cdef int bytes_per_sample = 2 if leg.codec.kind in (CODEC_NAMES["pcm"], CODEC_NAMES["l16"]) else 1
+        dropped_before = leg.decoded.dropped
+        if bytes_per_sample == 2 and leg.has_pending_byte and n:
+            two[0] = leg.pending_byte
+            two[1] = data[0]
+            got = leg.codec.decode_c(two, 2, leg.pcm, CODEC_MAX_FRAME * 4)
+            accepted += ring_push(&leg.decoded, leg.pcm, got)
+            leg.has_pending_byte = False
+            pos = 1
+        while n - pos >= bytes_per_sample:
+            chunk = min(n - pos, CODEC_MAX_FRAME * 2)  # G.722 decodes 2 samples per byte
+            if bytes_per_sample == 2:
+                chunk &= ~1
+            got = leg.codec.decode_c(&data[pos], chunk, leg.pcm, CODEC_MAX_FRAME * 4)
+            if got < 0:
+                raise ValueError(f"{chunk} bytes do not decode as {leg.codec.kind}")
+            accepted += ring_push(&leg.decoded, leg.pcm, got)
+            pos += chunk
+        if pos < n:
+            leg.pending_byte = data[pos]
+            leg.has_pending_byte = True
+        if leg.decoded.dropped != dropped_before:
+            self.emit(leg.slot, EV_INBOUND_OVERFLOW, self._leg_now(leg),
+                      leg.decoded.dropped - dropped_before, 0, 0, 0)
+        return accepted
+
+    def push_packets(self, const int32_t[::1] slots, const uint8_t[::1] blob,
+                     const int64_t[::1] offsets, const double[::1] arrival_ms):
+        """RTP datagrams for PACKETS legs: datagram i is ``blob[offsets[i]:offsets[i+1]]`` for leg
+        ``slots[i]``, arrived at ``arrival_ms[i]``. Unknown slots are skipped; returns datagrams taken."""
+        cdef Py_ssize_t i, n = slots.shape[0], taken = 0
+        cdef Leg leg
+        if offsets.shape[0] != n + 1 or arrival_ms.shape[0] != n:
+            raise ValueError("push_packets: offsets must have len(slots)+1 entries, arrival_ms len(slots)")
+        if n and (offsets[0] < 0 or offsets[n] > blob.shape[0]):
+            raise ValueError("push_packets: offsets outside the blob")
+        for i in range(n):
+            if slots[i] < 0 or slots[i] >= self.max_legs or offsets[i + 1] < offsets[i]:
+                continue
+            leg = self.legs[slots[i]]
+            if leg is None or leg.transport != TRANSPORT_PACKETS:
+                continue
+            self.receive_packet(leg, &blob[offsets[i]] if offsets[i + 1] > offsets[i] else NULL,
+                                offsets[i + 1] - offsets[i], arrival_ms[i])
+            taken += 1
+        return taken
+
+    def drain_out(self):
+        """Outbound datagrams (PACKETS) and frames (STREAM) since the last drain:
+        ``(slots int32[n], offsets int64[n+1], data bytes)``."""
+        slots = np.array(<int32_t[:self.n_out]>self.out_legs, dtype=np.int32) if self.n_out else \
+            np.empty(0, dtype=np.int32)
+        offsets = np.array(<int64_t[:self.n_out + 1]>self.out_offsets, dtype=np.int64)
+        data = self.out_buf[:self.out_len]
+        self.n_out = 0
+        self.out_len = 0
+        return slots, offsets, data
+
+    # -- the tick ---------------------------------------------------------------------------------
+    def tick(self, double now_ms):
+        """Serve every leg up to ``now_ms``; returns the events as
+        ``[(slot, kind, leg_time_ms, a, b, c, d), ...]``."""
+        if not isfinite(now_ms):
+            raise ValueError("tick time must be finite")
+        cdef Leg leg
+        cdef int done = 0
+        if not self.started:
+            self.started = True
+            self.next_frame_ms = now_ms
+        for leg in self.active:
+            if leg.transport == TRANSPORT_UDP:
+                self.receive_udp(leg, now_ms)
+        while self.next_frame_ms <= now_ms:
+            if done == MAX_CATCHUP:
+                skipped = <uint64_t>((now_ms - self.next_frame_ms) // FRAME_MS) + 1
+                self.skipped_frames += skipped
+                self.next_frame_ms += skipped * FRAME_MS
+                break
+            self.frame(self.next_frame_ms)
+            self.next_frame_ms += FRAME_MS
+            done += 1
+        return self._drain_events()
+
+    @property
+    def next_frame_ms(self):
+        return self.next_frame_ms
+
+    cdef int frame(self, double t_ms) except -1:
+        cdef Leg leg
+        cdef bint silero_due = False
+        for leg in self.active:
+            self.inbound(leg, t_ms)
+            silero_due = silero_due or leg.vad_kind == VAD_SILERO
+        if silero_due:
+            self.run_silero()
+        self.drain_vad_events()
+        for leg in self.active:
+            self.outbound(leg, t_ms)
+        self.frames += 1
+        return 0
+
+    cdef int inbound(self, Leg leg, double t_ms) except -1:
+        cdef JitterOut out
+        cdef Codec codec = leg.codec
+        cdef int n, fs = codec.frame_samples, digit
+        cdef int64_t t_leg = <int64_t>t_ms - leg.t0_ms
+        if leg.transport != TRANSPORT_STREAM:
+            # Decode what the jitter buffer releases until a frame's worth of PCM is waiting.
+            while leg.decoded.size < fs:
+                leg.jb.pop_frame(t_ms, &out)
+                if out.kind == JITTER_NOTHING:
+                    break
+                if out.kind == JITTER_EVENT:
+                    digit = dtmf_receive(&leg.dtmf_rx, out.ssrc, out.timestamp, out.marker,
+                                         out.payload, out.length)
+                    if digit > 0 and not leg.muted_in:
+                        leg.dtmf_digits += 1
+                        self.emit(leg.slot, EV_DTMF, t_leg, digit, 0, 0, 0)
+                    continue
+                if out.kind == JITTER_FRAME:
+                    n = codec.decode_c(out.payload, out.length, leg.pcm, CODEC_MAX_FRAME * 4)
+                    if n < 0:
+                        n = codec.conceal_c(leg.pcm)
+                else:  # LOSS or EXPAND: conceal one packet time
+                    n = codec.conceal_c(leg.pcm)
+                ring_push(&leg.decoded, leg.pcm, n)
+            if leg.rtp_timeout_ms > 0 and not leg.timeout_reported \
+                    and t_ms - leg.last_rx_ms >= leg.rtp_timeout_ms:
+                leg.timeout_reported = True
+                self.emit(leg.slot, EV_RTP_TIMEOUT, t_leg, <int64_t>(t_ms - leg.last_rx_ms), 0, 0, 0)
+        n = ring_pop(&leg.decoded, leg.pcm, fs)
+        if n < fs:
+            memset(leg.pcm + n, 0, (fs - n) * sizeof(int16_t))
+        if leg.up is not None:
+            leg.up.process_c(leg.pcm, fs, leg.in16)
+        else:
+            memcpy(leg.in16, leg.pcm, FRAME * sizeof(int16_t))
+        if leg.muted_in:
+            memset(leg.in16, 0, FRAME * sizeof(int16_t))
+        if leg.vad_kind == VAD_WEBRTC:
+            self.vad.feed_c(leg.slot, <float>self.webrtc.is_speech_c(leg.slot, leg.in16, FRAME),
+                            t_leg, FRAME_MS)
+        elif leg.vad_kind == VAD_SILERO:
+            self.silero.push_c(leg.slot, leg.in16, FRAME, t_leg)
+        if leg.asr_on:
+            ring_push_overwrite(&leg.asr, leg.in16, FRAME)
+        return 0
+
+    cdef int run_silero(self) except -1:
+        """One inference over every leg with a full 32 ms window, then their state machines."""
+        cdef SileroBatch silero = self.silero
+        cdef int i
+        silero.run_ready()
+        for i in range(silero.n_results):
+            self.vad.feed_c(silero.result_slots[i], silero.result_probs[i], silero.result_start_ms[i],
+                            SILERO_WINDOW_MS)
+        return 0
+
+    cdef int drain_vad_events(self) except -1:
+        cdef int i
+        cdef VadEvent* e
+        for i in range(self.vad.n_events):
+            e = &self.vad.events[i]
+            if e.kind == VAD_SPEAKING:
+                self.emit(e.slot, EV_SPEAKING, e.time_ms, e.start_ms, 0, 0, 0)
+            elif e.kind == VAD_SILENCE:
+                self.emit(e.slot, EV_SILENCE, e.time_ms, e.start_ms, e.duration_ms, 0, 0)
+            elif e.kind == VAD_SEGMENT_CAP:
+                self.emit(e.slot, EV_SEGMENT_CAP, e.time_ms, e.start_ms, 0, 0, 0)
+        self.vad.n_events = 0
+        return 0
+
+    cdef int outbound(self, Leg leg, double t_ms) except -1:
+        cdef Playout playout = leg.playout
+        cdef Leg partner
+        cdef Codec codec = leg.codec
+        cdef Py_ssize_t played, n
+        cdef int i, rc
+        cdef int64_t t_leg = <int64_t>t_ms - leg.t0_ms
+        cdef PlayoutEvent* pe
+        cdef bint marker, new_event
+        played = playout.pull_c(leg.out16, FRAME)
+        for i in range(playout.n_events):
+            pe = &playout.events[i]
+            t_event = t_leg + pe.offset * 1000 // ENGINE_RATE
+            if pe.kind == PLAY_STARTED:
+                self.emit(leg.slot, EV_PLAY_STARTED, t_event, pe.item_id, 0, 0, 0)
+            elif pe.kind == PLAY_ENDED:
+                self.emit(leg.slot, EV_PLAY_ENDED, t_event, pe.item_id, pe.played * 1000 // ENGINE_RATE,
+                          pe.elapsed * 1000 // ENGINE_RATE, pe.interrupted)
+            else:
+                self.emit(leg.slot, EV_PLAY_DROPPED, t_event, pe.item_id, 0, 0, 0)
+        playout.n_events = 0
+        if leg.bridge >= 0:
+            partner = self.legs[leg.bridge]
+            if partner is not None:
+                for i in range(FRAME):
+                    leg.out16[i] = saturate(<int32_t>leg.out16[i] + partner.in16[i])
+                played = FRAME
+        if leg.rec is not None:
+            self.record(leg, t_leg)
+        if leg.transport == TRANSPORT_STREAM:
+            if played == 0 and not leg.stream_silence:
+                return 0
+            self.encode_out(leg)
+            n = codec.encode_c(leg.pcm, leg.payload)
+            if n > 0:
+                self.out_append(leg.slot, leg.payload, n)
+                leg.tx_packets += 1
+            return 0
+        if dtmf_sender_busy(&leg.dtmf_tx) and leg.dtmf_pt >= 0:
+            n = dtmf_sender_next(&leg.dtmf_tx, codec.frame_ticks, leg.payload, &marker, &new_event)
+            if new_event:
+                leg.dtmf_ts = leg.ts
+            if n > 0:
+                self.send_rtp(leg, leg.dtmf_pt, marker, leg.dtmf_ts, leg.payload, n)
+            leg.ts += codec.frame_ticks
+            leg.marker_next = True   # audio resumes as a new talkspurt after the event
+            return 0
+        self.encode_out(leg)
+        n = codec.encode_c(leg.pcm, leg.payload)
+        if n > 0:
+            self.send_rtp(leg, leg.payload_type, leg.marker_next, leg.ts, leg.payload, n)
+            leg.marker_next = False
+        leg.ts += codec.frame_ticks
+        return 0
+
+    cdef void encode_out(self, Leg leg) noexcept:
+        """out16 (16 kHz) -> leg.pcm at the codec rate."""
+        if leg.down is not None:
+            leg.down.process_c(leg.out16, FRAME, leg.pcm)
+        else:
+            memcpy(leg.pcm, leg.out16, FRAME * sizeof(int16_t))
+
+    cdef void record(self, Leg leg, int64_t t_leg) noexcept:
+        cdef Py_ssize_t frames = FRAME
+        cdef int rc
+        if leg.rec_left is not None:
+            frames = leg.rec_left.process_c(leg.in16, FRAME, leg.rec_l)
+            leg.rec_right.process_c(leg.out16, FRAME, leg.rec_r)
+            interleave_stereo_c(leg.rec_l, leg.rec_r, leg.stereo, frames)
+        else:
+            interleave_stereo_c(leg.in16, leg.out16, leg.stereo, frames)
+        rc = leg.rec.write_frames(leg.stereo, frames)
+        if rc < 0:
+            # A full disk must not take the call down: stop recording and say so.
+            self.emit(leg.slot, EV_RECORDER_ERROR, t_leg, -rc, 0, 0, 0)
+            try:
+                leg.rec.close()
+            except OSError:
+                pass
+            leg.rec = None
+
+    cdef int send_rtp(self, Leg leg, uint8_t pt, bint marker, uint32_t ts, const uint8_t* payload,
+                      Py_ssize_t n) except -1:
+        cdef RtpHeader h
+        cdef Py_ssize_t size
+        memset(&h, 0, sizeof(RtpHeader))
+        h.payload_type = pt
+        h.marker = marker
+        h.sequence = leg.seq
+        h.timestamp = ts
+        h.ssrc = leg.ssrc
+        size = rtp_build(&h, payload, n, leg.packet, RTP_PACKET_MAX)
+        if size < 0:
+            leg.tx_errors += 1
+            return 0
+        leg.seq += 1
+        if leg.transport == TRANSPORT_PACKETS:
+            self.out_append(leg.slot, leg.packet, size)
+            leg.tx_packets += 1
+        elif leg.has_remote:
+            if send_datagram(leg.fd, leg.packet, size, &leg.remote) < 0:
+                leg.tx_errors += 1
+            else:
+                leg.tx_packets += 1
+        return 0
+
+    cdef void receive_udp(self, Leg leg, double now_ms) noexcept:
+        cdef RecvBatch rb = self.recv
+        cdef int i, n
+        while True:
+            n = rb.recv_c(leg.fd)
+            if n <= 0:
+                return
+            for i in range(n):
+                if leg.latch and not leg.has_remote:
+                    memcpy(&leg.remote.sa, &rb.addrs[i], sizeof(rb.addrs[i]))
+                    leg.remote.len = rb.msgs[i].msg_hdr.msg_namelen
+                    leg.has_remote = True
+                    self.emit(leg.slot, EV_LATCHED, <int64_t>now_ms - leg.t0_ms, 0, 0, 0, 0)
+                elif leg.has_remote and not addr_equal(&rb.addrs[i], rb.msgs[i].msg_hdr.msg_namelen,
+                                                       &leg.remote.sa, leg.remote.len):
+                    leg.rx_foreign += 1
+                    continue
+                self.receive_packet(leg, rb.data(i), rb.length(i), now_ms)
+            if n < 32:
+                return
+
+    cdef void receive_packet(self, Leg leg, const uint8_t* data, Py_ssize_t n, double arrival_ms) noexcept:
+        cdef RtpHeader h
+        if n >= 2 and 200 <= data[1] <= 204:
+            # RTCP multiplexed on the RTP port (RFC 5761): not media; reports are not used yet.
+            return
+        if rtp_parse(data, n, &h) != 0:
+            leg.rx_bad += 1
+            return
+        if h.payload_type != leg.payload_type and h.payload_type != leg.dtmf_pt:
+            leg.rx_other_pt += 1
+            return
+        leg.jb.put_packet(h.sequence, h.timestamp, h.ssrc, h.payload_type, h.marker,
+                          data + h.payload_offset, h.payload_length, arrival_ms)
+        leg.rx_packets += 1
+        leg.last_rx_ms = arrival_ms
+        leg.timeout_reported = False
+
+    # -- events and output buffers -----------------------------------------------------------------
+    cdef void emit(self, int leg, int kind, int64_t t, int64_t a, int64_t b, int64_t c, int64_t d) noexcept:
+        cdef EngineEvent* e
+        if self.n_events == self.event_capacity:
+            self.lost_events += 1
+            return
+        e = &self.events[self.n_events]
+        self.n_events += 1
+        e.leg = leg
+        e.kind = kind
+        e.time_ms = t
+        e.a = a
+        e.b = b
+        e.c = c
+        e.d = d
+
+    def _drain_events(self):
+        cdef int i
+        cdef EngineEvent* e
+        if self.n_events == 0:
+            return []
+        result = []
+        for i in range(self.n_events):
+            e = &self.events[i]
+            result.append((e.leg, e.kind, e.time_ms, e.a, e.b, e.c, e.d))
+        self.n_events = 0
+        return result
+
+    def _leg_now(self, Leg leg):
+        return <int64_t>self.next_frame_ms - leg.t0_ms if self.started else 0
+
+    cdef int out_append(self, int leg, const uint8_t* data, Py_ssize_t n) except -1:
+        cdef Py_ssize_t cap
+        cdef void* grown
+        if self.out_len + n > self.out_cap:
+            cap = max(2 * self.out_cap, self.out_len + n)
+            grown = realloc(self.out_buf, cap)
+            if grown == NULL:
+                raise MemoryError("engine: cannot grow the output buffer")
+            self.out_buf = <uint8_t*>grown
+            self.out_cap = cap
+        if self.n_out == self.out_items_cap:
+            cap = 2 * self.out_items_cap
+            grown = realloc(self.out_legs, cap * sizeof(int32_t))
+            if grown == NULL:
+                raise MemoryError("engine: cannot grow the output index")
+            self.out_legs = <int32_t*>grown
+            grown = realloc(self.out_offsets, (cap + 1) * sizeof(int64_t))
+            if grown == NULL:
+                raise MemoryError("engine: cannot grow the output index")
+            self.out_offsets = <int64_t*>grown
+            self.out_items_cap = cap
+        memcpy(self.out_buf + self.out_len, data, n)
+        self.out_len += n
+        self.out_legs[self.n_out] = leg
+        self.n_out += 1
+        self.out_offsets[self.n_out] = self.out_len
+        return 0
+
+
+def _default_pt(str codec):
+    """Static RTP payload types of RFC 3551; dynamic codecs default to 96."""
+    return {"pcmu": 0, "pcma": 8, "g722": 9}.get(codec, 96)
