@@ -10,6 +10,7 @@ from pbx.core.udp cimport RecvBatch, UdpAddr
 from pbx.core.vad cimport VadBank, WebRtcBank
 from pbx.core.wav cimport WavWriter
 from pbx.core.silero cimport SileroBatch
+from pbx.core.denoise cimport DenoiseBank
 
 cdef enum:
     ENGINE_RATE = 16000          # internal sample rate of every leg
@@ -62,6 +63,7 @@ cdef class Leg:
     cdef uint8_t pending_byte        # STREAM pcm: an odd trailing byte carried to the next feed
     cdef bint has_pending_byte
     cdef bint muted_in
+    cdef bint denoise
     cdef int vad_kind
     cdef bint asr_on
     cdef PcmRing asr
@@ -108,6 +110,7 @@ cdef class Engine:
     cdef VadBank vad
     cdef WebRtcBank webrtc
     cdef SileroBatch silero          # created with the first silero leg
+    cdef DenoiseBank denoiser        # created with the first leg that asks for denoise
     cdef RecvBatch recv
     cdef bint started
     cdef double next_frame_ms
