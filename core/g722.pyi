@@ -1,0 +1,26 @@
+"""ITU-T G.722 at 64 kbit/s (mode 1), bit-exact with the ITU-T reference: 16 kHz int16 audio, one byte per
+two samples."""
+
+from typing import TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+from typing_extensions import Buffer
+
+# numpy declares ``__buffer__`` only for Python >= 3.12, so arrays are listed explicitly.
+Int16Buffer: TypeAlias = npt.NDArray[np.int16] | Buffer
+ByteBuffer: TypeAlias = npt.NDArray[np.uint8] | npt.NDArray[np.int8] | Buffer
+
+class G722Encoder:
+    """Encoder state; feed a stream in pieces of any even number of samples."""
+    def __init__(self) -> None: ...
+    def encode(self, pcm: Int16Buffer) -> bytes: ...
+    def encode_into(self, pcm: Int16Buffer, out: ByteBuffer) -> int: ...
+    def reset(self) -> None: ...
+
+class G722Decoder:
+    """Decoder state; feed a stream in pieces of any number of bytes."""
+    def __init__(self) -> None: ...
+    def decode(self, data: ByteBuffer) -> npt.NDArray[np.int16]: ...
+    def decode_into(self, data: ByteBuffer, out: Int16Buffer) -> int: ...
+    def reset(self) -> None: ...
