@@ -83,8 +83,8 @@ TRANSPORTS = {"udp": TRANSPORT_UDP, "packets": TRANSPORT_PACKETS, "stream": TRAN
 INBOUND_BUFFER_SECONDS = 30      # fed stream audio waiting to be consumed, per leg
 
 
-# -55 dBFS as a mean square: (32768 * 10 ** (-55 / 20)) ** 2
-cdef double WEBRTC_ENERGY_FLOOR = 3400.0
+# VAD energy floor, -55 dBFS as a mean square: (32768 * 10 ** (-55 / 20)) ** 2
+cdef double ENERGY_FLOOR = 3400.0
 
 
 cdef inline double mean_square(const int16_t* x, int n) noexcept nogil:
@@ -506,9 +506,10 @@ cdef class Engine:
             self.denoiser.process_c(leg.slot, leg.in16, FRAME)
         if leg.vad_kind == VAD_WEBRTC:
             # WebRTC VAD holds "speech" for its hangover (60-140 ms by mode) after speech stops; a frame
-            # below the energy floor is not speech whatever it says, so offsets into quiet are exact.
+            # below the energy floor is not speech whatever the detector says, so offsets into quiet are
+            # on time. Above the floor (background noise) the detector's own lag remains.
             voiced = self.webrtc.is_speech_c(leg.slot, leg.in16, FRAME)
-            if mean_square(leg.in16, FRAME) < WEBRTC_ENERGY_FLOOR:
+            if mean_square(leg.in16, FRAME) < ENERGY_FLOOR:
                 voiced = 0
             self.vad.feed_c(leg.slot, <float>voiced, t_leg, FRAME_MS)
         elif leg.vad_kind == VAD_SILERO:
@@ -523,8 +524,11 @@ cdef class Engine:
         cdef int i
         silero.run_ready()
         for i in range(silero.n_results):
-            self.vad.feed_c(silero.result_slots[i], silero.result_probs[i], silero.result_start_ms[i],
-                            SILERO_WINDOW_MS)
+            # silero's recurrent state keeps "speech" up for 2-3 windows of digital silence after speech:
+            # the same energy floor as for webrtc applies.
+            self.vad.feed_c(silero.result_slots[i],
+                            silero.result_probs[i] if silero.result_mean_square[i] >= ENERGY_FLOOR else 0.0,
+                            silero.result_start_ms[i], SILERO_WINDOW_MS)
         return 0
 
     cdef int drain_vad_events(self) except -1:

@@ -1,0 +1,42 @@
+"""Silero VAD for every leg, one onnxruntime inference per 32 ms window over all legs that have one."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+MODEL_FILE: str
+INPUT_NAMES: tuple[str, ...]
+OUTPUT_NAMES: tuple[str, ...]
+WINDOW: int
+WINDOW_MS: int
+CONTEXT: int
+RATE: int
+
+def model_bytes() -> bytes: ...
+def make_session(threads: int = 1, model: bytes | None = None) -> Any: ...
+
+class SileroBatch:
+    max_legs: int
+    threads: int
+    n_results: int
+    def __init__(self, max_legs: int, threads: int = 1, model: bytes | None = None) -> None: ...
+    def infer(
+        self, slots: npt.ArrayLike, windows: npt.ArrayLike
+    ) -> npt.NDArray[np.float32]: ...
+    def infer_into(
+        self,
+        slots: npt.NDArray[np.int32],
+        windows: npt.NDArray[np.float32],
+        out: npt.NDArray[np.float32],
+    ) -> int: ...
+    def push(self, slot: int, pcm: npt.NDArray[np.int16], start_ms: int) -> int: ...
+    def run_ready(self) -> int: ...
+    def results(
+        self,
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32], npt.NDArray[np.int64]]: ...
+    def result_energies(self) -> npt.NDArray[np.float64]: ...
+    @property
+    def ready(self) -> int: ...
+    def reset(self, slot: int) -> None: ...
+    def state(self, slot: int) -> npt.NDArray[np.float32]: ...

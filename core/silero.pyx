@@ -1,0 +1,303 @@
+# cython: language_level=3
+"""Silero VAD for every call leg, one onnxruntime inference per 32 ms window over all legs that have one.
+
+The model is ``models/silero_vad.onnx`` (silero-vad 6.2.3, MIT, see
+``models/LICENSE.silero-vad``), loaded with importlib.resources, never downloaded.
+At 16 kHz it takes
+
+    input   float32 [N, 576]      64 samples of context (end of the previous window) + 512 new samples
+    state   float32 [2, N, 128]   LSTM state, zeros for a fresh stream
+    sr      int64   []            16000
+
+and returns ``output`` float32 [N, 1] (speech probability) and ``stateN`` [2, N, 128].
+
+:class:`SileroBatch` keeps every leg's state and context in numpy arrays indexed by
+leg slot.  A batch gathers the rows of the slots taking part into scratch arrays,
+runs ``session.run`` once for all of them, and scatters the new state and context
+back: per-leg results equal single-stream ones, at a fraction of the cost
+(one inference of N rows costs far less than N inferences of one row).
+
+Why a .pyx: the gather/scatter loops and the engine's per-leg audio path
+(``push_c``: int16 to float, append, queue the slot when a window is full) run in C
+without the GIL; Python runs once per batch (``run_ready`` / ``infer``), never
+per leg.  Two ways in:
+
+- ``infer(slots, windows)``: the caller hands full 512-sample float32 windows.
+- ``push_c(slot, pcm, n, start_ms)`` per leg per tick from the engine (20 ms of
+  int16 audio), then one ``run_ready()`` per tick: every slot holding a full
+  window gets one inference; results in ``result_slots/result_probs/
+  result_start_ms[0:n_results]``.  With 320-sample ticks a slot never holds two
+  windows at once, so one call per tick drains everything.
+
+Do not mix the two for the same slot (they share its state).
+"""
+
+from importlib import resources
+
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t
+from libc.string cimport memcpy, memmove, memset
+
+import numpy as np
+
+from pbx.core.errors import CoreError
+
+MODEL_FILE = "silero_vad.onnx"
+INPUT_NAMES = ("input", "state", "sr")
+OUTPUT_NAMES = ("output", "stateN")
+WINDOW = SILERO_WINDOW
+WINDOW_MS = SILERO_WINDOW_MS
+CONTEXT = SILERO_CONTEXT
+RATE = SILERO_RATE
+
+
+def model_bytes():
+    """The bundled silero_vad.onnx."""
+    return resources.files("pbx.core").joinpath("models", MODEL_FILE).read_bytes()
+
+
+def make_session(int threads=1, model=None):
+    """An onnxruntime CPU session: ``threads`` intra-op threads, sequential execution, all graph optimisations."""
+    if threads <= 0:
+        raise ValueError("threads must be positive")
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(model_bytes() if model is None else model, sess_options=opts,
+                                   providers=["CPUExecutionProvider"])
+    inputs = tuple(i.name for i in session.get_inputs())
+    outputs = tuple(o.name for o in session.get_outputs())
+    if inputs != INPUT_NAMES or outputs != OUTPUT_NAMES:
+        raise CoreError(f"silero model has inputs {inputs} and outputs {outputs}, "
+                        f"expected {INPUT_NAMES} and {OUTPUT_NAMES}")
+    return session
+
+
+cdef class SileroBatch:
+    """Silero VAD state of ``max_legs`` legs (16 kHz), inferred in batches across legs."""
+
+    def __init__(self, int max_legs, int threads=1, model=None):
+        if max_legs <= 0:
+            raise ValueError("max_legs must be positive")
+        self.max_legs = max_legs
+        self.threads = threads
+        self._session = make_session(threads, model)
+        self._output_names = list(OUTPUT_NAMES)
+        self._feeds_sr = np.array(SILERO_RATE, dtype=np.int64)
+        self._state_arr = np.zeros((max_legs, 2, SILERO_STATE), dtype=np.float32)
+        self._state = self._state_arr
+        self._context_arr = np.zeros((max_legs, SILERO_CONTEXT), dtype=np.float32)
+        self._context = self._context_arr
+        self._pending_arr = np.zeros((max_legs, SILERO_PENDING), dtype=np.float32)
+        self._pending = self._pending_arr
+        self._fill = np.zeros(max_legs, dtype=np.int32)
+        self._pending_start_ms = np.zeros(max_legs, dtype=np.int64)
+        self._queued = np.zeros(max_legs, dtype=np.uint8)
+        self._ready = np.zeros(max_legs, dtype=np.int32)
+        self.n_ready = 0
+        self._input_arr = np.zeros(max_legs * SILERO_ROW, dtype=np.float32)
+        self._input = self._input_arr
+        self._state_in_arr = np.zeros(2 * max_legs * SILERO_STATE, dtype=np.float32)
+        self._state_in = self._state_in_arr
+        self._seen = np.zeros(max_legs, dtype=np.uint8)
+        self._result_slots_arr = np.zeros(max_legs, dtype=np.int32)
+        self._result_probs_arr = np.zeros(max_legs, dtype=np.float32)
+        self._result_start_arr = np.zeros(max_legs, dtype=np.int64)
+        self._result_ms_arr = np.zeros(max_legs, dtype=np.float64)
+        self.result_mean_square = self._result_ms_arr
+        self.result_slots = self._result_slots_arr
+        self.result_probs = self._result_probs_arr
+        self.result_start_ms = self._result_start_arr
+        self.n_results = 0
+
+    cdef int _slot_arg(self, int slot) except -1:
+        if slot < 0 or slot >= self.max_legs:
+            raise ValueError(f"slot {slot} out of range 0..{self.max_legs - 1}")
+        return slot
+
+    cdef int _run(self, int n, const int32_t* slots, float* probs) except -1:
+        """One inference over batch rows 0..n-1 (input rows already filled); slots[i] owns row i."""
+        cdef int i, s
+        cdef float* st_in = &self._state_in[0]
+        cdef float* inp = &self._input[0]
+        with nogil:
+            for i in range(n):   # state [max_legs, 2, 128] -> [2, n, 128]
+                s = slots[i]
+                memcpy(st_in + i * SILERO_STATE, &self._state[s, 0, 0], SILERO_STATE * sizeof(float))
+                memcpy(st_in + (n + i) * SILERO_STATE, &self._state[s, 1, 0], SILERO_STATE * sizeof(float))
+        outs = self._session.run(self._output_names, {
+            "input": self._input_arr[:n * SILERO_ROW].reshape(n, SILERO_ROW),
+            "state": self._state_in_arr[:2 * n * SILERO_STATE].reshape(2, n, SILERO_STATE),
+            "sr": self._feeds_sr,
+        })
+        cdef const float[:, ::1] out = outs[0]
+        cdef const float[:, :, ::1] state_out = outs[1]
+        if out.shape[0] != n or state_out.shape[1] != n:
+            raise CoreError(f"silero model returned {out.shape[0]} results for {n} rows")
+        with nogil:
+            for i in range(n):
+                s = slots[i]
+                probs[i] = out[i, 0]
+                memcpy(&self._state[s, 0, 0], &state_out[0, i, 0], SILERO_STATE * sizeof(float))
+                memcpy(&self._state[s, 1, 0], &state_out[1, i, 0], SILERO_STATE * sizeof(float))
+                memcpy(&self._context[s, 0], inp + i * SILERO_ROW + SILERO_WINDOW,
+                       SILERO_CONTEXT * sizeof(float))
+        return n
+
+    def infer_into(self, const int32_t[::1] slots, const float[:, ::1] windows, float[::1] out):
+        """Probabilities of one 512-sample window per slot into ``out``; returns the count.
+
+        ``slots``: int32, distinct; ``windows``: float32 [n, 512] in [-1, 1].
+        """
+        cdef Py_ssize_t n = slots.shape[0]
+        cdef int i, s
+        if windows.shape[0] != n or windows.shape[1] != SILERO_WINDOW:
+            raise ValueError(f"windows must be float32 [{n}, {SILERO_WINDOW}], "
+                             f"got [{windows.shape[0]}, {windows.shape[1]}]")
+        if out.shape[0] < n:
+            raise ValueError(f"out holds {out.shape[0]} values, need {n}")
+        if n == 0:
+            return 0
+        if n > self.max_legs:
+            raise ValueError(f"{n} windows for {self.max_legs} legs")
+        for i in range(n):
+            self._slot_arg(slots[i])
+        try:
+            for i in range(n):
+                s = slots[i]
+                if self._seen[s]:
+                    raise ValueError(f"slot {s} appears twice in one batch")
+                self._seen[s] = 1
+        finally:
+            for i in range(n):
+                self._seen[slots[i]] = 0
+        cdef float* inp = &self._input[0]
+        with nogil:
+            for i in range(n):
+                s = slots[i]
+                memcpy(inp + i * SILERO_ROW, &self._context[s, 0], SILERO_CONTEXT * sizeof(float))
+                memcpy(inp + i * SILERO_ROW + SILERO_CONTEXT, &windows[i, 0], SILERO_WINDOW * sizeof(float))
+        return self._run(<int>n, &slots[0], &out[0])
+
+    def infer(self, slots, windows):
+        """Speech probability (float32 [n]) of one 512-sample window per slot, one inference for all."""
+        slots = np.ascontiguousarray(slots, dtype=np.int32)
+        windows = np.ascontiguousarray(windows, dtype=np.float32)
+        if windows.ndim != 2:
+            raise ValueError(f"windows must be float32 [{slots.shape[0]}, {SILERO_WINDOW}], "
+                             f"got {windows.ndim} dimensions")
+        out = np.empty(slots.shape[0], dtype=np.float32)
+        self.infer_into(slots, windows, out)
+        return out
+
+    cdef int push_c(self, int slot, const int16_t* pcm, int n, int64_t start_ms) noexcept nogil:
+        if slot < 0 or slot >= self.max_legs or n < 0:
+            return -1
+        cdef int fill = self._fill[slot], i
+        if fill + n > SILERO_PENDING:
+            return -1
+        if fill == 0:
+            self._pending_start_ms[slot] = start_ms
+        cdef float* dst = &self._pending[slot, 0] + fill
+        for i in range(n):
+            dst[i] = pcm[i] * (1.0 / 32768.0)
+        fill += n
+        self._fill[slot] = fill
+        if fill >= SILERO_WINDOW and not self._queued[slot]:
+            self._queued[slot] = 1
+            self._ready[self.n_ready] = slot
+            self.n_ready += 1
+        return fill // SILERO_WINDOW
+
+    def push(self, int slot, const int16_t[::1] pcm, long long start_ms):
+        """Append a leg's 16 kHz audio (pcm[0] at ``start_ms``); returns its full windows waiting."""
+        self._slot_arg(slot)
+        if pcm.shape[0] == 0:
+            return self._fill[slot] // SILERO_WINDOW
+        cdef int r = self.push_c(slot, &pcm[0], <int>pcm.shape[0], start_ms)
+        if r < 0:
+            raise ValueError(f"slot {slot} holds more than {SILERO_PENDING} samples: call run_ready()")
+        return r
+
+    cpdef int run_ready(self) except -1:
+        """One inference for every slot holding a full window; returns how many (see result_*)."""
+        cdef int n = self.n_ready, i, j, k, s, rest
+        cdef float* inp = &self._input[0]
+        cdef const float* w
+        cdef double acc
+        self.n_results = 0
+        if n == 0:
+            return 0
+        with nogil:
+            for i in range(n):
+                s = self._ready[i]
+                memcpy(inp + i * SILERO_ROW, &self._context[s, 0], SILERO_CONTEXT * sizeof(float))
+                memcpy(inp + i * SILERO_ROW + SILERO_CONTEXT, &self._pending[s, 0],
+                       SILERO_WINDOW * sizeof(float))
+                self.result_slots[i] = s
+                self.result_start_ms[i] = self._pending_start_ms[s]
+                w = &self._pending[s, 0]
+                acc = 0.0
+                for j in range(SILERO_WINDOW):
+                    acc += <double>w[j] * w[j]
+                self.result_mean_square[i] = acc * (32768.0 * 32768.0 / SILERO_WINDOW)
+        self._run(n, &self.result_slots[0], &self.result_probs[0])
+        with nogil:
+            k = 0
+            for i in range(n):   # consume the window; a slot with another full one stays queued
+                s = self.result_slots[i]
+                rest = self._fill[s] - SILERO_WINDOW
+                memmove(&self._pending[s, 0], &self._pending[s, SILERO_WINDOW], rest * sizeof(float))
+                self._fill[s] = rest
+                self._pending_start_ms[s] += SILERO_WINDOW_MS
+                if rest >= SILERO_WINDOW:
+                    self._ready[k] = s
+                    k += 1
+                else:
+                    self._queued[s] = 0
+            self.n_ready = k
+        self.n_results = n
+        return n
+
+    def results(self):
+        """Copies of the last run_ready() results: (slots int32, probabilities float32, window start ms int64)."""
+        n = self.n_results
+        return (self._result_slots_arr[:n].copy(), self._result_probs_arr[:n].copy(),
+                self._result_start_arr[:n].copy())
+
+    def result_energies(self):
+        """Mean square (int16 units squared, float64) of each window of the last run_ready()."""
+        return self._result_ms_arr[:self.n_results].copy()
+
+    @property
+    def ready(self):
+        """Slots holding a full window now."""
+        return self.n_ready
+
+    cdef void reset_c(self, int slot) noexcept nogil:
+        if slot < 0 or slot >= self.max_legs:
+            return
+        memset(&self._state[slot, 0, 0], 0, 2 * SILERO_STATE * sizeof(float))
+        memset(&self._context[slot, 0], 0, SILERO_CONTEXT * sizeof(float))
+        self._fill[slot] = 0
+        cdef int i, k = 0
+        if self._queued[slot]:
+            for i in range(self.n_ready):
+                if self._ready[i] != slot:
+                    self._ready[k] = self._ready[i]
+                    k += 1
+            self.n_ready = k
+            self._queued[slot] = 0
+
+    def reset(self, int slot):
+        """Start the slot afresh: zero state and context, drop its pending audio."""
+        self._slot_arg(slot)
+        self.reset_c(slot)
+
+    def state(self, int slot):
+        """Copy of the slot's LSTM state, float32 [2, 128]."""
+        self._slot_arg(slot)
+        return self._state_arr[slot].copy()
