@@ -1,0 +1,1 @@
+"""Speech recognition providers: the interface the session uses, and a registry by name."""

@@ -1,0 +1,1 @@
+"""Text-to-speech providers: the interface the session uses, and a registry by name."""

@@ -1,0 +1,51 @@
+"""The TTS provider interface.
+
+A provider turns one text into a stream of PCM chunks (int16 mono at the requested rate) as soon as
+audio is available: the first chunk's latency is what the ``ttfb.tts.<provider>`` metric reports.
+Chunks may carry word boundaries so that an interruption can report the ``position`` (word index)
+of the text that was playing.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True, slots=True)
+class TtsRequest:
+    text: str
+    speaker: str | None = None        # provider voice name
+    speed: float = 1.0                # 1.0 = the provider's normal rate
+    samplerate: int = 16000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WordMark:
+    sample: int                       # offset of the word's first sample from the start of the text's audio
+    index: int                        # 0-based word index in the request text
+
+
+@dataclass(frozen=True, slots=True)
+class TtsChunk:
+    pcm: npt.NDArray[np.int16]        # mono, at TtsRequest.samplerate
+    words: tuple[WordMark, ...] = ()  # words that start inside this chunk
+
+
+class TtsProvider(abc.ABC):
+    """One provider instance serves many sessions; per-text state lives in the iterator."""
+
+    name: str
+
+    @abc.abstractmethod
+    def synthesize(self, request: TtsRequest) -> AsyncIterator[TtsChunk]:
+        """Stream the audio of ``request.text``; raises :class:`pbx.errors.ProviderError`."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release provider resources (threads, connections)."""
