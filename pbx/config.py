@@ -1,0 +1,154 @@
+"""Server configuration: TOML with embedded defaults that need no cloud account.
+
+Every key, its type and default is in :data:`KEYS` (the README's table is generated from the same
+names). A bad file is a :class:`~pbx.errors.ConfigError` whose message names the key. ICE servers
+can be overridden from the environment (see :func:`ice_servers_from_env`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pbx.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"urls": self.urls, "username": self.username, "credential": self.credential}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    http_addr: str = "0.0.0.0:8080"
+    data_dir: Path = Path("pypbx-data")
+    recordings_dir: Path | None = None          # default: data_dir/recordings
+    dumps_dir: Path | None = None               # default: data_dir/dumps
+    media_dir: Path | None = None               # default: data_dir/media
+    max_calls: int = 4096
+    max_message_bytes: int = 1 << 20            # largest WebSocket message a client may send
+    download_max_bytes: int = 20_000_000
+    download_timeout_secs: float = 10.0
+    play_max_seconds: float = 600.0
+    media_cache_bytes: int = 200_000_000
+    asr_provider: str = "pocketsphinx"
+    tts_provider: str = "espeak"
+    log_level: str = "info"
+    ice_servers: list[IceServer] = field(default_factory=list)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.http_addr.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+    def directory(self, name: str) -> Path:
+        """recordings, dumps or media: the configured folder, else one under data_dir."""
+        value = getattr(self, f"{name}_dir")
+        return Path(value) if value is not None else self.data_dir / name
+
+
+# key -> (type check, description); the README documents the same keys with their defaults.
+KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "http_addr": (str, "address:port of the HTTP/WebSocket listener"),
+    "data_dir": (str, "folder for recordings, dumps and the media cache"),
+    "recordings_dir": (str, "where recorderFile paths are confined (default data_dir/recordings)"),
+    "dumps_dir": (str, "where dump=true writes JSON lines (default data_dir/dumps)"),
+    "media_dir": (str, "where play may read local files (default data_dir/media)"),
+    "max_calls": (int, "concurrent calls (media engine legs)"),
+    "max_message_bytes": (int, "largest WebSocket message accepted from a client"),
+    "download_max_bytes": (int, "size limit of a play/ringtone download"),
+    "download_timeout_secs": ((int, float), "total time limit of a download"),
+    "play_max_seconds": ((int, float), "longest audio a play command may load"),
+    "media_cache_bytes": (int, "decoded audio kept in the play cache"),
+    "asr_provider": (str, "ASR provider when a call names none"),
+    "tts_provider": (str, "TTS provider when a call names none"),
+    "log_level": (str, "debug, info, warning or error"),
+    "ice_servers": (list, "[[ice_servers]] tables: urls, username, credential"),
+}
+PATH_KEYS = {"data_dir", "recordings_dir", "dumps_dir", "media_dir"}
+
+
+def _check(key: str, value: Any) -> Any:
+    expected, _ = KEYS[key]
+    if isinstance(value, bool) or not isinstance(value, expected):
+        names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+        raise ConfigError(f"config key {key!r}: expected {names}, got {type(value).__name__}")
+    if key == "http_addr":
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"config key 'http_addr': expected host:port, got {value!r}")
+    if key in ("max_calls", "max_message_bytes", "download_max_bytes", "media_cache_bytes") and value <= 0:
+        raise ConfigError(f"config key {key!r}: must be positive, got {value}")
+    if key in ("download_timeout_secs", "play_max_seconds") and value <= 0:
+        raise ConfigError(f"config key {key!r}: must be positive, got {value}")
+    if key == "log_level" and value not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"config key 'log_level': expected debug, info, warning or error, got {value!r}")
+    if key in PATH_KEYS:
+        return Path(value)
+    if key == "ice_servers":
+        return [_ice_server(i, entry) for i, entry in enumerate(value)]
+    return float(value) if key in ("download_timeout_secs", "play_max_seconds") else value
+
+
+def _ice_server(i: int, entry: Any) -> IceServer:
+    where = f"config key 'ice_servers[{i}]'"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected a table")
+    urls = entry.get("urls")
+    if isinstance(urls, str):
+        urls = [urls]
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+        raise ConfigError(f"{where}.urls: expected a string or a list of strings")
+    for name in ("username", "credential"):
+        if name in entry and not isinstance(entry[name], str):
+            raise ConfigError(f"{where}.{name}: expected str")
+    return IceServer(urls, entry.get("username"), entry.get("credential"))
+
+
+def from_mapping(values: dict[str, Any]) -> Config:
+    unknown = sorted(set(values) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]!r}")
+    return Config(**{key: _check(key, value) for key, value in values.items()})
+
+
+def load(path: str | os.PathLike[str] | None) -> Config:
+    """The embedded defaults, overlaid with the TOML file at ``path`` and the ICE environment."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                values = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    config = from_mapping(values)
+    env_ice = ice_servers_from_env(os.environ)
+    if env_ice is not None:
+        config = from_mapping({**values, "ice_servers": [s.to_json() for s in env_ice]})
+    return config
+
+
+def ice_servers_from_env(env: os._Environ[str] | dict[str, str]) -> list[IceServer] | None:
+    """``PYPBX_STUN_URLS`` (comma separated), ``PYPBX_TURN_URLS``, ``PYPBX_TURN_USERNAME``,
+    ``PYPBX_TURN_CREDENTIAL``: when any is set, they replace the configured ICE servers."""
+    stun = [u for u in env.get("PYPBX_STUN_URLS", "").split(",") if u.strip()]
+    turn = [u for u in env.get("PYPBX_TURN_URLS", "").split(",") if u.strip()]
+    if not stun and not turn:
+        return None
+    servers = []
+    if stun:
+        servers.append(IceServer([u.strip() for u in stun]))
+    if turn:
+        servers.append(IceServer([u.strip() for u in turn], env.get("PYPBX_TURN_USERNAME"),
+                                 env.get("PYPBX_TURN_CREDENTIAL")))
+    return servers

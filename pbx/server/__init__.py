@@ -1,0 +1,1 @@
+"""The call server: WebSocket sessions, REST endpoints and the media engine driver."""
