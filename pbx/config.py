@@ -76,13 +76,14 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
 PATH_KEYS = {"data_dir", "recordings_dir", "dumps_dir", "media_dir"}
 
 
-def _check(key: str, value: Any) -> Any:
+def _check(key: str, raw: Any) -> Any:
     expected, _ = KEYS[key]
-    if isinstance(value, bool) or not isinstance(value, expected):
+    if isinstance(raw, bool) or not isinstance(raw, expected):
         names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
-        raise ConfigError(f"config key {key!r}: expected {names}, got {type(value).__name__}")
+        raise ConfigError(f"config key {key!r}: expected {names}, got {type(raw).__name__}")
+    value: Any = raw  # isinstance against a runtime tuple narrows to object; the table guarantees the type
     if key == "http_addr":
-        host, sep, port = value.rpartition(":")
+        _, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"config key 'http_addr': expected host:port, got {value!r}")
     if key in ("max_calls", "max_message_bytes", "download_max_bytes", "media_cache_bytes") and value <= 0:

@@ -24,5 +24,5 @@ def test_symlink_escape_is_refused(tmp_path: Path) -> None:
     base = tmp_path / "rec"
     base.mkdir()
     (base / "link").symlink_to(tmp_path)
-    with pytest.raises(OutsideDirectory, match="link/x.wav is outside"):
+    with pytest.raises(OutsideDirectory, match=r"link/x\.wav is outside"):
         confine(base, "link/x.wav")

@@ -57,7 +57,7 @@ def espeak_speech(rate: int = 16000, text: str = DEFAULT_TEXT, voice: str = "en-
 
 def tone(freq: float, rate: int, seconds: float, amplitude: float = 0.5) -> np.ndarray:
     """A sine tone as int16 (amplitude relative to full scale)."""
-    t = np.arange(int(round(rate * seconds))) / rate
+    t = np.arange(round(rate * seconds)) / rate
     return np.round(amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
 
 
