@@ -1,0 +1,66 @@
+"""REST endpoints served on the WebSocket port: /call/lists, /call/kill/{id}, /iceservers, /health.
+
+Answered from ``websockets``' ``process_request`` hook, before any WebSocket handshake: requests to
+the WebSocket paths fall through (``None``) to the handshake, everything else gets a JSON response.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+WEBSOCKET_PATHS = {"/call": "websocket", "/call/sip": "sip", "/call/webrtc": "webrtc"}
+
+
+class CallRegistry(Protocol):
+    def list_calls(self) -> list[dict[str, Any]]: ...
+    def kill(self, call_id: str) -> bool: ...
+    def ice_servers(self) -> list[dict[str, Any]]: ...
+    def health(self) -> dict[str, Any]: ...
+
+
+def json_response(status: http.HTTPStatus, body: Any) -> Response:
+    data = json.dumps(body).encode()
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+                       ("Connection", "close")])
+    return Response(status.value, status.phrase, headers, data)
+
+
+def error(status: http.HTTPStatus, message: str) -> Response:
+    return json_response(status, {"error": message})
+
+
+def make_router(registry: CallRegistry) -> Callable[[ServerConnection, Request], Response | None]:
+    def route(connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        method = request.method
+        if path in WEBSOCKET_PATHS:
+            if method != "GET":
+                return error(http.HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed on {path}")
+            if "upgrade" not in request.headers.get("Connection", "").lower():
+                return error(http.HTTPStatus.UPGRADE_REQUIRED, f"{path} is a WebSocket endpoint")
+            return None
+        if path == "/call/lists" and method == "GET":
+            return json_response(http.HTTPStatus.OK, {"calls": registry.list_calls()})
+        if path.startswith("/call/kill/") and method == "POST":
+            call_id = unquote(path[len("/call/kill/"):])
+            if not registry.kill(call_id):
+                return error(http.HTTPStatus.NOT_FOUND, f"no call with id {call_id!r}")
+            return json_response(http.HTTPStatus.OK, True)
+        if path == "/iceservers" and method == "GET":
+            return json_response(http.HTTPStatus.OK, registry.ice_servers())
+        if path == "/health" and method == "GET":
+            return json_response(http.HTTPStatus.OK, registry.health())
+        known = {"/call/lists", "/iceservers", "/health"}
+        if path in known or path.startswith("/call/kill/"):
+            return error(http.HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed on {path}")
+        return error(http.HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
+
+    return route
