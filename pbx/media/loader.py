@@ -1,0 +1,166 @@
+"""Load audio to play (``play`` command, ``ringing.ringtone``) from a URL or the media directory.
+
+A source is an ``http://`` or ``https://`` URL (fetched by :func:`pbx.media.http.http_get`), a
+``file://`` URL, or a plain path. File sources are confined to the media directory: the path is
+resolved (symlinks and ``..``) and must land inside it, whether it was given relative or absolute.
+
+Decoded audio (mono int16, read-only arrays shared by all callers) is kept in an LRU cache bounded
+by total bytes and keyed by source and rate; a file's key also holds its mtime and size, so an
+edited file is loaded again. Concurrent loads of one key share one fetch and decode. Decoding runs
+in a worker thread so the event loop keeps serving calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import ssl
+import urllib.parse
+from collections import OrderedDict
+from pathlib import Path
+from stat import S_ISREG
+
+import numpy as np
+import numpy.typing as npt
+
+from pbx.errors import MediaError
+from pbx.media.decode import decode_audio
+from pbx.media.http import http_get
+
+Pcm = npt.NDArray[np.int16]
+# (canonical source, rate, file version or None for URLs)
+CacheKey = tuple[str, int, tuple[int, int] | None]
+
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+class MediaLoader:
+    """Fetches, decodes and caches audio; one instance serves the whole server."""
+
+    def __init__(
+        self,
+        media_dir: Path,
+        *,
+        max_bytes: int = 20_000_000,
+        timeout_s: float = 10.0,
+        max_seconds: float = 600.0,
+        cache_bytes: int = 64 * 1024 * 1024,
+        connect_timeout_s: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.media_dir = media_dir.resolve()
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.max_seconds = max_seconds
+        self.cache_bytes = cache_bytes
+        self._ssl_context = ssl_context
+        self._cache: OrderedDict[CacheKey, Pcm] = OrderedDict()
+        self._cached_bytes = 0
+        self._inflight: dict[CacheKey, asyncio.Task[Pcm]] = {}
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._cached_bytes
+
+    async def load(self, source: str, rate: int = 16000) -> Pcm:
+        """Mono int16 audio of ``source`` at ``rate`` Hz (read-only); raises :class:`MediaError`."""
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
+        where = self._locate(source)
+        if isinstance(where, Path):
+            stat = self._stat(where, source)
+            key: CacheKey = (str(where), rate, (stat.st_mtime_ns, stat.st_size))
+        else:
+            key = (source, rate, None)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._produce(key, source, where, rate))
+            self._inflight[key] = task
+        # One caller giving up (cancelled) must not cancel the load the others wait for.
+        return await asyncio.shield(task)
+
+    async def close(self) -> None:
+        """Cancel loads in progress and drop the cache."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._cache.clear()
+        self._cached_bytes = 0
+
+    async def _produce(self, key: CacheKey, source: str, where: str | Path, rate: int) -> Pcm:
+        try:
+            data: bytes | Path
+            if isinstance(where, Path):
+                data = where
+            else:
+                data = await http_get(where, max_bytes=self.max_bytes, timeout_s=self.timeout_s,
+                                      connect_timeout_s=self.connect_timeout_s,
+                                      ssl_context=self._tls_context())  # http may redirect to https
+            audio = await asyncio.to_thread(decode_audio, data, rate, max_seconds=self.max_seconds,
+                                            name=source)
+            audio.flags.writeable = False  # shared by every caller and the cache
+            self._remember(key, audio)
+            return audio
+        finally:
+            del self._inflight[key]
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._ssl_context is None:  # loading the system CA store once, not per fetch
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
+
+    def _remember(self, key: CacheKey, audio: Pcm) -> None:
+        size = audio.nbytes
+        if size > self.cache_bytes:
+            return
+        while self._cached_bytes + size > self.cache_bytes:
+            _, evicted = self._cache.popitem(last=False)
+            self._cached_bytes -= evicted.nbytes
+        self._cache[key] = audio
+        self._cached_bytes += size
+
+    def _locate(self, source: str) -> str | Path:
+        """The URL of an http(s) source, or the resolved path of a file inside the media dir."""
+        match = _URL_SCHEME.match(source)
+        if match is None:
+            return self._confine(source, source)
+        scheme = match.group(1).lower()
+        if scheme in ("http", "https"):
+            return source
+        if scheme != "file":
+            raise MediaError(f"unsupported URL scheme {scheme!r} in {source} (only http, https and file)")
+        parts = urllib.parse.urlsplit(source)
+        if parts.netloc not in ("", "localhost"):
+            raise MediaError(f"file URL {source} names a host; only local files can be played")
+        return self._confine(urllib.parse.unquote(parts.path), source)
+
+    def _confine(self, path_text: str, source: str) -> Path:
+        if not path_text or "\0" in path_text:
+            raise MediaError(f"bad file name {source!r}")
+        candidate = Path(path_text)
+        if not candidate.is_absolute():
+            candidate = self.media_dir / candidate
+        try:
+            resolved = candidate.resolve()
+        except (OSError, RuntimeError) as exc:  # symlink loop: RuntimeError before 3.13
+            raise MediaError(f"cannot resolve {source}: {exc}") from None
+        if not resolved.is_relative_to(self.media_dir):
+            raise MediaError(f"{source} is outside the media directory")
+        return resolved
+
+    @staticmethod
+    def _stat(path: Path, source: str) -> os.stat_result:
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise MediaError(f"cannot open {source}: {exc.strerror or exc}") from None
+        if not S_ISREG(stat.st_mode):
+            raise MediaError(f"{source} is not a regular file")
+        return stat
