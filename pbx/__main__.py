@@ -1,20 +1,41 @@
-"""Command line entry point: ``pypbx serve`` / ``python -m pbx serve``."""
+"""Command line entry point: ``pypbx serve [--config config.toml]`` / ``python -m pbx serve``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
+
+from pbx.config import load
+from pbx.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pypbx", description="pypbx voice-call media server")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="start the call server")
-    serve.add_argument("--config", help="TOML configuration file")
+    serve.add_argument("--config", help="TOML configuration file (default: embedded defaults)")
+    serve.add_argument("--http-addr", help="override http_addr, e.g. 127.0.0.1:8080")
     args = parser.parse_args(argv)
-    if args.command == "serve":
-        print("pypbx: server not built yet (the media core is; see README)", file=sys.stderr)
+    try:
+        config = load(args.config)
+        if args.http_addr:
+            from dataclasses import replace
+
+            from pbx.config import from_mapping
+            from_mapping({"http_addr": args.http_addr})  # validates the value
+            config = replace(config, http_addr=args.http_addr)
+    except ConfigError as exc:
+        print(f"pypbx: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pbx.server.app import CallServer
+    try:
+        asyncio.run(CallServer(config).serve_forever())
+    except OSError as exc:
+        print(f"pypbx: cannot listen on {config.http_addr}: {exc.strerror}", file=sys.stderr)
+        return 1
     return 0
 
 

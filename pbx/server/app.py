@@ -1,0 +1,119 @@
+"""The call server: one HTTP port for the WebSocket call API and the REST endpoints.
+
+``CallServer`` owns the media engine (one per process, ticked by :class:`MediaRunner`), the
+providers, the media loader and the live sessions. WebSocket paths: ``/call`` (audio over the
+WebSocket), ``/call/sip`` and ``/call/webrtc`` (their transports come with later work: commands that
+need them get an ``error`` event). REST: see :mod:`pbx.server.rest`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from pbx.config import Config
+from pbx.core.engine import Engine
+from pbx.media.loader import MediaLoader
+from pbx.protocol import HangupReason, Initiator
+from pbx.server.media import MediaRunner
+from pbx.server.providers import Providers
+from pbx.server.rest import WEBSOCKET_PATHS, make_router
+from pbx.server.session import CallSession
+
+log = logging.getLogger(__name__)
+
+
+class CallServer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.media = MediaRunner(Engine(config.max_calls))
+        self.providers = Providers(config.tts_provider, config.asr_provider)
+        self.loader = MediaLoader(config.directory("media"), max_bytes=config.download_max_bytes,
+                                  timeout_s=config.download_timeout_secs, max_seconds=config.play_max_seconds,
+                                  cache_bytes=config.media_cache_bytes)
+        self.sessions: dict[str, CallSession] = {}
+        self._server: Server | None = None
+        self.started_at = time.time()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self, host: str | None = None, port: int | None = None) -> tuple[str, int]:
+        """Listen (``port=0`` picks a free one) and start the media tick; returns the bound address."""
+        cfg_host, cfg_port = self.config.host_port
+        for name in ("recordings", "dumps", "media"):
+            os.makedirs(self.config.directory(name), exist_ok=True)
+        self.media.start()
+        self._server = await serve(
+            self._handle, host if host is not None else cfg_host, cfg_port if port is None else port,
+            process_request=make_router(self), max_size=self.config.max_message_bytes,
+            ping_interval=None,  # each session pings at its own pingInterval
+            compression=None)
+        sockname = next(iter(self._server.sockets)).getsockname()
+        return sockname[0], sockname[1]
+
+    async def stop(self) -> None:
+        for session in list(self.sessions.values()):
+            await session.end(HangupReason.SHUTDOWN.value, Initiator.SYSTEM.value)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        self.media.stop()
+        await self.providers.close()
+
+    async def serve_forever(self) -> None:
+        host, port = await self.start()
+        log.info("pypbx listening on %s:%d", host, port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await self.stop()
+
+    # -- WebSocket sessions ------------------------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        url = urlsplit(ws.request.path if ws.request is not None else "/call")
+        call_type = WEBSOCKET_PATHS.get(url.path, "websocket")
+        query = dict(parse_qsl(url.query))
+        session = CallSession(self, ws, call_type, query)
+        if session.id in self.sessions:
+            await ws.close(1008, f"call id {session.id!r} is already in use")
+            return
+        self.sessions[session.id] = session
+        try:
+            await session.run()
+        finally:
+            self.unregister(session)
+
+    def unregister(self, session: CallSession) -> None:
+        if self.sessions.get(session.id) is session:
+            del self.sessions[session.id]
+
+    # -- REST (CallRegistry) -------------------------------------------------------------------------
+    def list_calls(self) -> list[dict[str, Any]]:
+        return [s.listing() for s in self.sessions.values()]
+
+    def kill(self, call_id: str) -> bool:
+        session = self.sessions.get(call_id)
+        if session is None:
+            return False
+        session.kill()
+        return True
+
+    def ice_servers(self) -> list[dict[str, Any]]:
+        return [s.to_json() for s in self.config.ice_servers]
+
+    def health(self) -> dict[str, Any]:
+        engine = self.media.engine
+        return {"status": "ok", "calls": len(self.sessions), "legs": engine.leg_count,
+                "uptime_seconds": round(time.time() - self.started_at, 1),
+                "media_frames": engine.frames, "media_skipped_frames": engine.skipped_frames,
+                "media_tick_cpu_seconds": round(self.media.tick_seconds_total, 3)}

@@ -1,0 +1,366 @@
+"""What a session plays: TTS and play tracks on top of the engine's playout queue.
+
+A *track* is what the client sees (``trackStart``/``trackEnd`` with a ``playId``); it holds one
+*item* of the engine's playout queue per ``tts`` or ``play`` command. Rules (the spec's, made exact):
+
+- A ``tts``/``play`` whose playId equals the live track's joins that track (a new item after the
+  others); any other playId replaces the live track: ``interruption``, ``trackEnd``, then the new
+  track's ``trackStart`` when its audio starts. ``play``'s playId is its URL.
+- An item is reserved in the playout queue when the command arrives (so items play in command order
+  however long synthesis or download takes) and filled as audio arrives.
+- A track ends (``trackEnd``, ``duration`` = ms of audio played) when every item has played, no audio
+  is still being produced, and, for a streaming track, a command with ``endOfStream`` arrived.
+- ``interrupt``: the live track's current item stops at the next frame; ``interruption`` reports the
+  subtitle (the text of the item cut), ``position`` (index of the word playing), ``totalDuration``
+  (ms of audio the track had) and ``current`` (ms since the track started); then ``trackEnd``.
+  ``graceful`` lets the current item finish and drops the rest, without ``interruption``.
+  Either cancels a pending ``autoHangup``.
+- A track that ends by itself triggers its ``autoHangup`` or starts its ``waitInputTimeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+import soxr  # type: ignore[import-untyped]
+
+from pbx.core import engine as eng
+from pbx.core.engine import Leg
+from pbx.errors import MediaError, PbxError, ProviderError
+from pbx.media.loader import MediaLoader
+from pbx.protocol import (
+    Event,
+    InterruptionEvent,
+    MetricsEvent,
+    PlayCommand,
+    SynthesisOption,
+    TrackEndEvent,
+    TrackStartEvent,
+    TtsCommand,
+    merge_option,
+)
+from pbx.tts.base import TtsChunk, TtsProvider, TtsRequest, WordMark
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+
+
+class PlaybackHost(Protocol):
+    """The session, as the playback controller needs it."""
+
+    leg: Leg | None
+    server_track_id: str
+
+    def emit(self, event: Event) -> None: ...
+    def report_error(self, sender: str, message: str, code: int | None = None) -> None: ...
+    def epoch_ms(self, leg_ms: int | None = None) -> int: ...
+    def auto_hangup(self) -> None: ...
+    def start_wait_input(self, timeout_s: float, since_ms: int) -> None: ...
+    def tts_provider(self, option: SynthesisOption) -> TtsProvider: ...
+
+
+@dataclass(slots=True)
+class Item:
+    item_id: int
+    text: str | None                      # subtitle of a TTS item
+    marks: list[WordMark] = field(default_factory=list)
+    samples: int = 0                      # audio queued so far
+    played_ms: int = 0
+    elapsed_ms: int = 0
+    ended: bool = False
+    producing: bool = True                # synthesis / download still running
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(slots=True)
+class Track:
+    number: int
+    play_id: str | None
+    streaming: bool
+    auto_hangup: bool = False
+    wait_input_timeout: float | None = None
+    items: list[Item] = field(default_factory=list)
+    end_of_stream: bool = False
+    started: bool = False
+    interrupting: bool = False            # an immediate interrupt is being reported
+    graceful: bool = False
+    finished: bool = False
+
+    def item(self, item_id: int) -> Item | None:
+        return next((i for i in self.items if i.item_id == item_id), None)
+
+    @property
+    def played_ms(self) -> int:
+        return sum(i.played_ms for i in self.items)
+
+    @property
+    def total_ms(self) -> int:
+        return sum(i.samples for i in self.items) * 1000 // RATE
+
+
+class Playback:
+    def __init__(self, host: PlaybackHost, call_tts: SynthesisOption, loader: MediaLoader) -> None:
+        self.host = host
+        self.call_tts = call_tts
+        self.loader = loader
+        self.track: Track | None = None
+        self._numbers = itertools.count(1)
+        self._item_ids = itertools.count(1)
+        self._items: dict[int, tuple[Track, Item]] = {}
+
+    # -- commands ---------------------------------------------------------------------------------
+    def tts(self, cmd: TtsCommand) -> None:
+        option = merge_option(self.call_tts, cmd.option)
+        if cmd.speaker is not None:
+            option = merge_option(option, SynthesisOption(speaker=cmd.speaker, fields_set=frozenset({"speaker"})))
+        if not 1 <= option.volume <= 10:
+            self.host.report_error("tts", f"volume must be 1-10, got {option.volume}")
+            return
+        provider: TtsProvider | None = None
+        if not cmd.base64:
+            try:
+                provider = self.host.tts_provider(option)
+            except PbxError as exc:
+                self.host.report_error(getattr(exc, "sender", "tts"), str(exc))
+                return
+        track = self._track_for(cmd.play_id, streaming=cmd.streaming)
+        track.auto_hangup = track.auto_hangup or cmd.auto_hangup
+        if cmd.wait_input_timeout is not None:
+            track.wait_input_timeout = cmd.wait_input_timeout
+        if cmd.end_of_stream:
+            track.end_of_stream = True
+        if cmd.text or not cmd.end_of_stream:
+            item = self._reserve(track, None if cmd.base64 else cmd.text)
+            if cmd.base64:
+                self._fill_base64(track, item, cmd.text, option)
+            else:
+                assert provider is not None
+                item.task = asyncio.create_task(self._synthesize(track, item, provider, cmd, option))
+        self._check_finished(track)
+
+    def play(self, cmd: PlayCommand) -> None:
+        track = self._track_for(cmd.url, streaming=False)
+        track.auto_hangup = track.auto_hangup or cmd.auto_hangup
+        if cmd.wait_input_timeout is not None:
+            track.wait_input_timeout = cmd.wait_input_timeout
+        item = self._reserve(track, None)
+        item.task = asyncio.create_task(self._load(track, item, cmd.url))
+
+    def interrupt(self, graceful: bool) -> None:
+        track = self.track
+        leg = self.host.leg
+        if track is None or track.finished or leg is None:
+            return
+        track.auto_hangup = False
+        if graceful:
+            track.graceful = True
+            track.streaming = False
+            current = next((i for i in track.items if not i.ended), None)
+            for item in track.items:
+                if item is not current and item.task is not None:
+                    item.task.cancel()
+            leg.playout.interrupt(True)
+        else:
+            track.interrupting = True
+            for item in track.items:
+                if item.task is not None:
+                    item.task.cancel()
+            leg.playout.interrupt(False)
+        self._check_finished(track)
+
+    def mute(self, muted: bool) -> None:
+        if self.host.leg is not None:
+            self.host.leg.playout.mute_all_tracks(muted)
+
+    def close(self) -> None:
+        for track, item in list(self._items.values()):
+            if item.task is not None:
+                item.task.cancel()
+            track.finished = True
+        self._items.clear()
+
+    # -- engine events ----------------------------------------------------------------------------
+    def on_play_event(self, kind: int, leg_ms: int, item_id: int, played_ms: int, elapsed_ms: int,
+                      interrupted: int) -> None:
+        entry = self._items.get(item_id)
+        if entry is None:
+            return
+        track, item = entry
+        if kind == eng.PLAY_STARTED_:
+            if not track.started and not track.interrupting:
+                track.started = True
+                self.host.emit(TrackStartEvent(track_id=self.host.server_track_id,
+                                               timestamp=self.host.epoch_ms(leg_ms), play_id=track.play_id))
+            return
+        item.ended = True
+        item.played_ms = played_ms
+        item.elapsed_ms = elapsed_ms
+        if item.task is not None and interrupted:
+            item.task.cancel()
+        del self._items[item_id]
+        if kind == eng.PLAY_ENDED_ and interrupted and track.interrupting:
+            self._report_interruption(track, item, leg_ms)
+        self._check_finished(track, leg_ms)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _track_for(self, play_id: str | None, streaming: bool) -> Track:
+        live = self.track
+        if live is not None and not live.finished and not live.interrupting and not live.graceful:
+            if play_id == live.play_id:
+                live.streaming = live.streaming or streaming
+                return live
+            self.interrupt(graceful=False)   # another playId replaces the live track
+        track = Track(next(self._numbers), play_id, streaming)
+        self.track = track
+        return track
+
+    def _reserve(self, track: Track, text: str | None) -> Item:
+        item = Item(next(self._item_ids), text)
+        track.items.append(item)
+        self._items[item.item_id] = (track, item)
+        leg = self.host.leg
+        if leg is not None:
+            leg.playout.enqueue(item.item_id, track.number, None, complete=False)
+        return item
+
+    def _append(self, item: Item, pcm: npt.NDArray[np.int16], complete: bool) -> None:
+        leg = self.host.leg
+        if leg is None or item.ended:
+            return
+        try:
+            leg.playout.append(item.item_id, pcm, complete=complete)
+        except KeyError:
+            return   # the item was dropped (interrupt) while audio was on its way
+        item.samples += len(pcm)
+
+    def _complete(self, item: Item) -> None:
+        item.producing = False
+        leg = self.host.leg
+        if leg is not None and not item.ended:
+            with contextlib.suppress(KeyError, ValueError):
+                leg.playout.complete(item.item_id)
+        entry = self._items.get(item.item_id)
+        if entry is not None:
+            self._check_finished(entry[0])
+
+    async def _synthesize(self, track: Track, item: Item, provider: TtsProvider, cmd: TtsCommand,
+                          option: SynthesisOption) -> None:
+        request = TtsRequest(cmd.text, option.speaker, option.speed, RATE, dict(option.extra or {}))
+        gain = option.volume / 5.0
+        started = time.monotonic()
+        first = True
+        try:
+            chunks: AsyncIterator[TtsChunk] = provider.synthesize(request)
+            async for chunk in chunks:
+                if first:
+                    first = False
+                    self.host.emit(MetricsEvent(
+                        timestamp=self.host.epoch_ms(), key=f"ttfb.tts.{provider.name}",
+                        duration=round((time.monotonic() - started) * 1000),
+                        data={"playId": track.play_id, "provider": provider.name}))
+                base = item.samples
+                item.marks.extend(WordMark(base + m.sample, m.index) for m in chunk.words)
+                self._append(item, _apply_gain(chunk.pcm, gain), complete=False)
+        except asyncio.CancelledError:
+            raise
+        except ProviderError as exc:
+            self.host.report_error(exc.sender, str(exc), exc.code)
+        except Exception as exc:   # a provider bug must not take the session down
+            log.exception("tts provider %s failed", provider.name)
+            self.host.report_error("tts", f"{provider.name} failed: {exc}")
+        finally:
+            self._complete(item)
+
+    def _fill_base64(self, track: Track, item: Item, text: str, option: SynthesisOption) -> None:
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            self.host.report_error("tts", "base64 text is not valid base64")
+            self._complete(item)
+            return
+        if len(raw) % 2:
+            raw = raw[:-1]
+        pcm = np.frombuffer(raw, dtype="<i2").astype(np.int16)
+        if option.samplerate != RATE and len(pcm):
+            pcm = _resample(pcm, option.samplerate)
+        self._append(item, _apply_gain(pcm, option.volume / 5.0), complete=False)
+        self._complete(item)
+
+    async def _load(self, track: Track, item: Item, url: str) -> None:
+        try:
+            pcm = await self.loader.load(url, RATE)
+            self._append(item, pcm, complete=False)
+        except asyncio.CancelledError:
+            raise
+        except MediaError as exc:
+            self.host.report_error("play", str(exc), exc.code)
+        finally:
+            self._complete(item)
+
+    def _report_interruption(self, track: Track, cut: Item, leg_ms: int) -> None:
+        position = None
+        if cut.text is not None:
+            played_samples = cut.played_ms * RATE // 1000
+            spoken = [m.index for m in cut.marks if m.sample <= played_samples]
+            position = spoken[-1] if spoken else 0
+        current = sum(i.elapsed_ms for i in track.items if i.ended)
+        self.host.emit(InterruptionEvent(
+            track_id=self.host.server_track_id, timestamp=self.host.epoch_ms(leg_ms), play_id=track.play_id,
+            subtitle=cut.text, position=position, total_duration=track.total_ms, current=current))
+
+    def _check_finished(self, track: Track, leg_ms: int | None = None) -> None:
+        if track.finished:
+            return
+        if any(not i.ended for i in track.items):
+            return
+        if track.interrupting:
+            if not any(i.played_ms for i in track.items) and not track.started:
+                # Cut before a sample played: still report what was interrupted.
+                self._report_interruption_unplayed(track, leg_ms)
+        elif not track.items or any(i.producing for i in track.items) or (
+                track.streaming and not track.end_of_stream):
+            return
+        track.finished = True
+        leg = self.host.leg
+        self.host.emit(TrackEndEvent(
+            track_id=self.host.server_track_id, timestamp=self.host.epoch_ms(leg_ms),
+            duration=track.played_ms, ssrc=leg.ssrc if leg is not None else 0, play_id=track.play_id))
+        if track.interrupting or track.graceful:
+            return
+        end_ms = self.host.epoch_ms(leg_ms)
+        if track.auto_hangup:
+            self.host.auto_hangup()
+        elif track.wait_input_timeout:
+            self.host.start_wait_input(track.wait_input_timeout, end_ms)
+
+    def _report_interruption_unplayed(self, track: Track, leg_ms: int | None) -> None:
+        first = track.items[0] if track.items else None
+        self.host.emit(InterruptionEvent(
+            track_id=self.host.server_track_id, timestamp=self.host.epoch_ms(leg_ms), play_id=track.play_id,
+            subtitle=first.text if first is not None else None, position=0 if first and first.text else None,
+            total_duration=track.total_ms, current=0))
+
+
+def _apply_gain(pcm: npt.NDArray[np.int16], gain: float) -> npt.NDArray[np.int16]:
+    """``volume`` 1-10 as a linear gain, 5 = unity, saturating."""
+    if gain == 1.0 or not len(pcm):
+        return pcm
+    return np.clip(np.round(pcm.astype(np.float32) * gain), -32768, 32767).astype(np.int16)
+
+
+def _resample(pcm: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.int16]:
+    out: npt.NDArray[np.float32] = soxr.resample(pcm.astype(np.float32) / 32768.0, rate, RATE, quality="HQ")
+    return np.clip(np.round(out * 32768.0), -32768, 32767).astype(np.int16)
+

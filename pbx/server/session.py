@@ -1,0 +1,533 @@
+"""One call: a WebSocket connection, its commands and events, and its media leg.
+
+Lifecycle: ``new`` (connected) -> ``answered`` (invite/accept on /call answers at once) -> ``ended``.
+Every session ends with exactly one ``hangup`` event (when the socket is still open to carry it),
+whatever ended it: the client's ``hangup``, ``autoHangup``, ``/call/kill``, a ping timeout, a closed
+socket, or server shutdown (reasons: :class:`pbx.protocol.HangupReason`).
+
+Bad input never ends a call: a malformed or unknown command, a wrong field type, a command that
+does not fit the state, an unreachable URL or a provider without credentials each produce one
+``error`` event whose ``sender`` names the component, and the session goes on.
+
+Audio on ``/call``: binary messages of any size in the call's codec are fed to the engine; the
+engine's 20 ms frames go back as binary messages, paced by the media tick (the ``binary`` event
+of the spec *is* the binary frame).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from pbx.asr.base import AsrStream
+from pbx.core import engine as eng
+from pbx.core.engine import Leg
+from pbx.errors import PbxError, ProtocolError, StateError
+from pbx.paths import OutsideDirectory, confine
+from pbx.protocol import (
+    AcceptCommand,
+    AnswerEvent,
+    AsrDeltaEvent,
+    AsrFinalEvent,
+    Attendee,
+    CallOption,
+    Command,
+    DtmfEvent,
+    ErrorEvent,
+    Event,
+    HangupCommand,
+    HangupEvent,
+    HangupReason,
+    Initiator,
+    InterruptCommand,
+    InviteCommand,
+    MetricsEvent,
+    MuteCommand,
+    PingEvent,
+    PlayCommand,
+    RecorderOption,
+    ReferCommand,
+    RejectCommand,
+    RingingCommand,
+    SilenceEvent,
+    SpeakingEvent,
+    SynthesisOption,
+    TranscriptionOption,
+    TtsCommand,
+    UnmuteCommand,
+    parse_command,
+    redact,
+    serialize_event,
+    to_dict,
+)
+from pbx.server.playback import Playback
+from pbx.tts.base import TtsProvider
+
+if TYPE_CHECKING:
+    from pbx.server.app import CallServer
+
+log = logging.getLogger(__name__)
+
+WEBSOCKET_CODECS = {"pcm", "pcmu", "pcma", "g722"}
+SEND_QUEUE_LIMIT = 1000          # queued outbound messages before audio frames are dropped
+
+
+def epoch_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def attendee(uri: str | None) -> Attendee | None:
+    """``sip:alice@example.com`` -> Attendee(alice, example.com, uri); a bare number -> username only."""
+    if not uri:
+        return None
+    rest = uri.split(":", 1)[1] if uri.lower().startswith(("sip:", "sips:", "tel:")) else uri
+    user, _, host = rest.partition("@")
+    if not host:
+        user, host = ("", user) if "." in user or ":" in user else (user, "")
+    return Attendee(username=user, realm=host.split(";", 1)[0].split(":", 1)[0], source=uri)
+
+
+class CallSession:
+    """State of one WebSocket call session (see the module docstring)."""
+
+    def __init__(self, server: CallServer, ws: ServerConnection, call_type: str, query: dict[str, str]) -> None:
+        self.server = server
+        self.ws = ws
+        self.call_type = call_type
+        self.id = query.get("id") or str(uuid.uuid4())
+        self.dump_enabled = query.get("dump", "true").lower() not in ("false", "0", "no")
+        self.server_track_id = query.get("serverSideTrack") or "serverSideTrack"
+        self.ping_interval = self._ping_interval(query)
+        self.created_ms = epoch_ms()
+        self.answered_ms: int | None = None
+        self.state = "new"
+        self.option: CallOption | None = None
+        self.leg: Leg | None = None
+        self.leg_epoch_ms = 0
+        self.playback: Playback | None = None
+        self.asr: AsrStream | None = None
+        self.asr_name = ""
+        self.asr_index = 0
+        self.asr_ms = 0                       # audio fed to ASR so far
+        self.asr_queue: asyncio.Queue[npt.NDArray[np.int16] | None] | None = None
+        self.utterance_start: int | None = None
+        self.vad_events = False
+        self._send_queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wait_input: asyncio.TimerHandle | None = None
+        self._dump: IO[str] | None = None
+        self._ended = False
+        self.dropped_frames = 0
+
+    # -- identity for /call/lists -------------------------------------------------------------------
+    def listing(self) -> dict[str, Any]:
+        return {"id": self.id, "call_type": self.call_type,
+                "created_at": datetime.fromtimestamp(self.created_ms / 1000, UTC).isoformat().replace("+00:00", "Z"),
+                "option": self.option.echo() if self.option is not None else {}}
+
+    def _ping_interval(self, query: dict[str, str]) -> float:
+        raw = query.get("pingInterval", query.get("ping", "20"))
+        try:
+            value = float(raw)
+        except ValueError:
+            value = 20.0
+        return max(value, 0.0)
+
+    # -- main loop ------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        self._open_dump()
+        writer = asyncio.create_task(self._writer())
+        if self.ping_interval > 0:
+            self._spawn(self._pinger())
+        reason, initiator = HangupReason.CLIENT_DISCONNECT.value, Initiator.USER.value
+        try:
+            async for message in self.ws:
+                if self._ended:
+                    break
+                if isinstance(message, str):
+                    await self._on_text(message)
+                else:
+                    self._on_audio(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self.end(reason, initiator)
+            await self._send_queue.put(None)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer, 2.0)
+
+    async def _on_text(self, text: str) -> None:
+        self._dump_line("command", text)
+        try:
+            command = parse_command(text)
+            await self._dispatch(command)
+        except PbxError as exc:
+            self.report_error(exc.sender, str(exc))
+
+    def _on_audio(self, data: bytes) -> None:
+        if self.leg is None:
+            self.report_error("media", "audio received before the call was answered (send invite or accept first)")
+            return
+        if self.call_type != "websocket":
+            self.report_error("media", f"binary audio is only accepted on /call, not on {self.call_type} calls")
+            return
+        self.server.media.engine.feed(self.leg, data)
+
+    async def _dispatch(self, command: Command) -> None:
+        handlers: dict[type[Any], Callable[[Any], Awaitable[None]]] = {
+            InviteCommand: self._answer, AcceptCommand: self._answer, TtsCommand: self._tts,
+            PlayCommand: self._play, InterruptCommand: self._interrupt, MuteCommand: self._mute,
+            UnmuteCommand: self._mute, HangupCommand: self._hangup, RingingCommand: self._not_here,
+            RejectCommand: self._not_here, ReferCommand: self._not_here,
+        }
+        await handlers[type(command)](command)
+
+    # -- commands ---------------------------------------------------------------------------------------
+    async def _answer(self, cmd: InviteCommand | AcceptCommand) -> None:
+        name = cmd.COMMAND
+        if self.state != "new":
+            raise StateError(f"{name}: the call is already {self.state}")
+        if self.call_type != "websocket":
+            raise StateError(f"{name} on /call/{self.call_type} needs the {self.call_type} transport, "
+                             "which is not built yet")
+        option = cmd.option
+        codec = option.codec.lower()
+        if codec not in WEBSOCKET_CODECS:
+            raise ProtocolError(f"{name}.option.codec: {option.codec!r} is not a WebSocket codec; "
+                                "use pcm, pcmu, pcma or g722")
+        self.option = option
+        media = self.server.media
+        self.leg = media.add_leg(self, "stream", codec)
+        self.leg_epoch_ms = epoch_ms()
+        self.state = "answered"
+        self.answered_ms = self.leg_epoch_ms
+        self.playback = Playback(self, option.tts or SynthesisOption(), self.server.loader)
+        self.emit(AnswerEvent(track_id=self.id, timestamp=self.answered_ms, sdp=""))
+        engine = media.engine
+        if option.denoise:
+            engine.set_denoise(self.leg, True)
+        if option.vad is not None:
+            self._configure_vad(option)
+        if option.recorder is not None:
+            self._start_recorder(option.recorder)
+        if option.asr is not None:
+            if option.vad is None:
+                # ASR finals follow VAD silences: a default webrtc VAD runs, its events stay internal.
+                engine.set_vad(self.leg, "webrtc")
+            await self._start_asr(option.asr)
+
+    def _configure_vad(self, option: CallOption) -> None:
+        vad = option.vad
+        assert vad is not None and self.leg is not None
+        kind = vad.type.lower()
+        if kind == "ten":
+            self.report_error("vad", "vad type 'ten' needs the optional ten-vad package, which is not installed")
+            return
+        if kind not in ("webrtc", "silero"):
+            self.report_error("vad", f"unknown vad type {vad.type!r}; expected webrtc, silero or ten")
+            return
+        try:
+            self.server.media.engine.set_vad(
+                self.leg, kind, speech_padding_ms=vad.speech_padding, silence_padding_ms=vad.silence_padding,
+                ratio=vad.ratio, voice_threshold=vad.voice_threshold, silence_timeout_ms=vad.silence_timeout,
+                max_buffer_secs=float(vad.max_buffer_duration_secs))
+        except ValueError as exc:
+            self.report_error("vad", str(exc))
+            return
+        self.vad_events = True
+
+    def _start_recorder(self, recorder: RecorderOption) -> None:
+        assert self.leg is not None
+        base = self.server.config.directory("recordings")
+        try:
+            path = confine(base, recorder.recorder_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.server.media.engine.set_recorder(self.leg, path, recorder.samplerate, recorder.ptime)
+        except OutsideDirectory:
+            self.report_error("recorder", f"recorderFile {recorder.recorder_file} is outside the recordings "
+                                          f"directory {base.resolve()}")
+        except (OSError, ValueError) as exc:
+            self.report_error("recorder", f"cannot record to {recorder.recorder_file}: {exc}")
+
+    async def _start_asr(self, option: TranscriptionOption) -> None:
+        try:
+            self.asr = await self.server.providers.open_asr(option)
+        except PbxError as exc:
+            self.report_error(getattr(exc, "sender", "asr"), str(exc))
+            return
+        self.asr_name = self.server.providers.asr_name(option)
+        self.asr_index = 1
+        self.asr_queue = asyncio.Queue()
+        assert self.leg is not None
+        self.server.media.engine.set_asr_tap(self.leg, True)
+        self._spawn(self._asr_worker())
+
+    async def _tts(self, cmd: TtsCommand) -> None:
+        self._playback("tts").tts(cmd)
+
+    async def _play(self, cmd: PlayCommand) -> None:
+        self._playback("play").play(cmd)
+
+    async def _interrupt(self, cmd: InterruptCommand) -> None:
+        self._cancel_wait_input()
+        if self.playback is not None:
+            self.playback.interrupt(cmd.graceful)
+
+    async def _mute(self, cmd: MuteCommand | UnmuteCommand) -> None:
+        if self.leg is None:
+            raise StateError(f"{cmd.COMMAND}: no call is answered yet")
+        muted = isinstance(cmd, MuteCommand)
+        target = cmd.track_id
+        if target not in (None, self.id, self.server_track_id):
+            raise ProtocolError(f"{cmd.COMMAND}: no track {target!r} (tracks: {self.id!r}, "
+                                f"{self.server_track_id!r})")
+        if target in (None, self.id):
+            self.server.media.engine.set_inbound_mute(self.leg, muted)
+        if target in (None, self.server_track_id) and self.playback is not None:
+            self.playback.mute(muted)
+
+    async def _hangup(self, cmd: HangupCommand) -> None:
+        await self.end(cmd.reason, cmd.initiator or Initiator.USER.value)
+
+    async def _not_here(self, cmd: RingingCommand | RejectCommand | ReferCommand) -> None:
+        raise StateError(f"{cmd.COMMAND} is not supported on /call (WebSocket audio) calls; "
+                         "it applies to SIP calls on /call/sip")
+
+    def _playback(self, name: str) -> Playback:
+        if self.playback is None:
+            raise StateError(f"{name}: no call is answered yet (send invite or accept first)")
+        self._cancel_wait_input()
+        return self.playback
+
+    # -- engine output ---------------------------------------------------------------------------------
+    def on_media_event(self, event: tuple[int, int, int, int, int, int, int]) -> None:
+        _, kind, t, a, b, c, d = event
+        if kind == eng.SPEAKING:
+            self._cancel_wait_input()
+            self.utterance_start = a
+            if self.vad_events:
+                self.emit(SpeakingEvent(track_id=self.id, timestamp=self.epoch_ms(t), start_time=self.epoch_ms(a)))
+        elif kind == eng.SILENCE:
+            if self.vad_events:
+                self.emit(SilenceEvent(track_id=self.id, timestamp=self.epoch_ms(t), start_time=self.epoch_ms(a),
+                                       duration=b))
+            if self.asr_queue is not None and self.utterance_start is not None:
+                self.utterance_start = None
+                self.asr_queue.put_nowait(None)   # end of utterance, after the audio queued before it
+        elif kind == eng.DTMF:
+            self._cancel_wait_input()
+            self.emit(DtmfEvent(track_id=self.id, timestamp=self.epoch_ms(t), digit=chr(a)))
+        elif kind in (eng.PLAY_STARTED_, eng.PLAY_ENDED_, eng.PLAY_DROPPED_):
+            if self.playback is not None:
+                self.playback.on_play_event(kind, t, a, b, c, d)
+        elif kind == eng.RECORDER_ERROR:
+            self.report_error("recorder", f"recording stopped: {_strerror(a)}")
+        elif kind == eng.INBOUND_OVERFLOW:
+            self.report_error("media", f"inbound audio buffer full: {a} samples dropped "
+                                       "(send audio in real time)")
+
+    def on_media_out(self, data: bytes) -> None:
+        if self._send_queue.qsize() >= SEND_QUEUE_LIMIT:
+            self.dropped_frames += 1
+            return
+        self._send_queue.put_nowait(data)
+
+    def on_asr_audio(self, pcm: npt.NDArray[np.int16]) -> None:
+        if self.asr_queue is not None:
+            self.asr_queue.put_nowait(pcm)
+
+    async def _asr_worker(self) -> None:
+        assert self.asr is not None and self.asr_queue is not None
+        asr, queue = self.asr, self.asr_queue
+        while True:
+            pcm = await queue.get()
+            try:
+                if pcm is None:
+                    started = time.monotonic()
+                    result = await asr.end_utterance()
+                    if result is not None and result.text:
+                        self.emit(AsrFinalEvent(track_id=self.id, timestamp=epoch_ms(), index=self.asr_index,
+                                                start_time=self._asr_time(result.start_ms),
+                                                end_time=self._asr_time(result.end_ms), text=result.text))
+                        self.emit(MetricsEvent(timestamp=epoch_ms(), key=f"ttfb.asr.{self.asr_name}",
+                                               duration=round((time.monotonic() - started) * 1000),
+                                               data={"index": self.asr_index, "provider": self.asr_name}))
+                        self.asr_index += 1
+                    continue
+                self.asr_ms += len(pcm) // 16
+                for partial in await asr.feed(pcm):
+                    self.emit(AsrDeltaEvent(track_id=self.id, index=self.asr_index, timestamp=epoch_ms(),
+                                            start_time=self._asr_time(partial.start_ms),
+                                            end_time=self._asr_time(partial.end_ms), text=partial.text))
+            except PbxError as exc:
+                self.report_error(getattr(exc, "sender", "asr"), str(exc))
+            except Exception as exc:   # a provider bug must not end the call
+                log.exception("asr failed")
+                self.report_error("asr", f"{self.asr_name} failed: {exc}")
+
+    def _asr_time(self, ms: int | None) -> int | None:
+        # The ASR tap starts with the leg, so stream time is leg time.
+        return None if ms is None else self.epoch_ms(ms)
+
+    # -- PlaybackHost -----------------------------------------------------------------------------------
+    def epoch_ms(self, leg_ms: int | None = None) -> int:
+        return epoch_ms() if leg_ms is None else self.leg_epoch_ms + leg_ms
+
+    def tts_provider(self, option: SynthesisOption) -> TtsProvider:
+        return self.server.providers.tts(option)
+
+    def auto_hangup(self) -> None:
+        self._spawn(self.end(HangupReason.AUTOHANGUP.value, Initiator.SYSTEM.value))
+
+    def start_wait_input(self, timeout_s: float, since_ms: int) -> None:
+        self._cancel_wait_input()
+        loop = asyncio.get_running_loop()
+        self._wait_input = loop.call_later(timeout_s, self._input_timeout, since_ms)
+
+    def _input_timeout(self, since_ms: int) -> None:
+        self._wait_input = None
+        now = epoch_ms()
+        self.emit(SilenceEvent(track_id=self.server_track_id, timestamp=now, start_time=since_ms,
+                               duration=now - since_ms))
+
+    def _cancel_wait_input(self) -> None:
+        if self._wait_input is not None:
+            self._wait_input.cancel()
+            self._wait_input = None
+
+    # -- output ---------------------------------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        if self._ended and not isinstance(event, HangupEvent):
+            return
+        text = serialize_event(event)
+        self._dump_line("event", text)
+        self._send_queue.put_nowait(text)
+
+    def report_error(self, sender: str, message: str, code: int | None = None) -> None:
+        log.info("call %s: %s error: %s", self.id, sender, message)
+        self.emit(ErrorEvent(track_id=self.id, timestamp=epoch_ms(), sender=sender, error=message, code=code))
+
+    async def _writer(self) -> None:
+        while True:
+            message = await self._send_queue.get()
+            if message is None:
+                return
+            try:
+                await self.ws.send(message)
+            except ConnectionClosed:
+                return
+
+    async def _pinger(self) -> None:
+        missed = 0
+        waiter: Awaitable[float] | None = None
+        while not self._ended:
+            await asyncio.sleep(self.ping_interval)
+            if self._ended:
+                return
+            if waiter is not None and not asyncio.ensure_future(waiter).done():
+                missed += 1
+                if missed >= 2:
+                    await self.end(HangupReason.PING_TIMEOUT.value, Initiator.SYSTEM.value)
+                    await self.ws.close(1011, "ping timeout")
+                    return
+            else:
+                missed = 0
+            self.emit(PingEvent(timestamp=epoch_ms()))
+            try:
+                waiter = await self.ws.ping()
+            except ConnectionClosed:
+                return
+
+    # -- ending -------------------------------------------------------------------------------------------
+    async def end(self, reason: str | None, initiator: str | None) -> None:
+        """Hang up once: the hangup event, then media, providers and the socket are released."""
+        if self._ended:
+            return
+        self._cancel_wait_input()
+        if self.playback is not None:
+            self.playback.close()
+        if self.leg is not None:
+            self.server.media.remove_leg(self.leg)
+        option = self.option
+        self.emit(HangupEvent(
+            track_id=self.id, timestamp=epoch_ms(), reason=reason, initiator=initiator,
+            start_time=self.created_ms, hangup_time=epoch_ms(), answer_time=self.answered_ms,
+            from_=attendee(option.caller) if option else None, to=attendee(option.callee) if option else None,
+            extra=option.extra if option else None))
+        self._ended = True
+        self.state = "ended"
+        self.leg = None
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        if self.asr is not None:
+            with contextlib.suppress(Exception):
+                await self.asr.close()
+        self.server.unregister(self)
+        await self._send_queue.put(None)
+        if self._dump is not None:
+            self._dump.close()
+            self._dump = None
+        self._spawn_close()
+
+    def _spawn_close(self) -> None:
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.sleep(0.05)   # let the writer flush the hangup event
+                await self.ws.close(1000, "call ended")
+        asyncio.get_running_loop().create_task(close())
+
+    def kill(self) -> None:
+        self._spawn(self.end(HangupReason.KILLED.value, Initiator.SYSTEM.value))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- dump ---------------------------------------------------------------------------------------------
+    def _open_dump(self) -> None:
+        if not self.dump_enabled:
+            return
+        folder: Path = self.server.config.directory("dumps")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = confine(folder, f"{_safe_name(self.id)}.jsonl")
+            self._dump = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in end()
+        except (OSError, OutsideDirectory) as exc:
+            log.warning("call %s: cannot open dump: %s", self.id, exc)
+
+    def _dump_line(self, kind: str, text: str) -> None:
+        if self._dump is None:
+            return
+        try:
+            data: Any = redact(json.loads(text))
+        except ValueError:
+            data = text[:1000]
+        self._dump.write(json.dumps({"ts": epoch_ms(), kind: data}, ensure_ascii=False) + "\n")
+        self._dump.flush()
+
+
+def _safe_name(call_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in call_id)[:128] or "call"
+
+
+def _strerror(errno_value: int) -> str:
+    import os
+    return os.strerror(errno_value)
+
+
+__all__ = ["CallSession", "attendee", "to_dict"]
