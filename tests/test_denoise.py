@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+
 from pbx.core import denoise
 from pbx.core.denoise import DELAY_SAMPLES, FRAME, DenoiseBank
 from pbx.core.errors import CoreError
-
 from tests.oracles import denoise as oracle
 from tests.support.audio import espeak_speech, frames, snr_db
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from pbx.core import engine as eng
 from pbx.core.engine import Engine, Leg
 from pbx.core.g711 import ulaw_encode
-
 from tests.support.audio import espeak_speech, read_wav, tone
 
 FRAME_MS = 20

@@ -9,8 +9,8 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from pbx.core import g711
 
+from pbx.core import g711
 from tests.oracles import g711 as oracle
 from tests.support.audio import espeak_speech, frames, snr_db
 

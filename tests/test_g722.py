@@ -11,8 +11,8 @@ from functools import cache
 import numpy as np
 import pytest
 from G722 import G722
-from pbx.core.g722 import G722Decoder, G722Encoder
 
+from pbx.core.g722 import G722Decoder, G722Encoder
 from tests.oracles import g722 as oracle
 from tests.support.audio import espeak_speech, frames, snr_db, tone
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pbx.core import jitter as core
 
+from pbx.core import jitter as core
 from tests.oracles import jitter as oracle
 from tests.oracles import jitter_trace as trace_mod
 from tests.oracles.jitter_trace import payload_for

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pbx.core import l16
 from pbx.core.errors import MalformedPacket
-
 from tests.oracles import l16 as oracle
 from tests.support.audio import espeak_speech, frames
 

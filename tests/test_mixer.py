@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pbx.core import mixer
 
+from pbx.core import mixer
 from tests.oracles import mixer as oracle
 from tests.support.audio import espeak_speech, frames
 

@@ -7,9 +7,9 @@ import opuslib
 import opuslib.api.ctl
 import opuslib.api.encoder
 import pytest
+
 from pbx.core.errors import CodecError, CoreError
 from pbx.core.opus import OpusDecoder, OpusEncoder
-
 from tests.support.audio import espeak_speech, frames, snr_db
 
 RATES = [8000, 16000, 48000]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soxr
-from pbx.core.resample import Resampler
 
+from pbx.core.resample import Resampler
 from tests.oracles import resample as oracle
 from tests.support.audio import espeak_speech, snr_db
 from tests.support.sweep import FrameFn, Pcm, passband_edge, stream, sweep

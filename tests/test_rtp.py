@@ -17,9 +17,9 @@ from aiortc import rtp as artp
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from pbx.core import rtp
 from pbx.core.errors import MalformedPacket
-
 from tests.oracles import rtp as oracle
 
 # ---------------------------------------------------------------------------

@@ -23,10 +23,10 @@ import pytest
 import webrtcvad
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pbx.core import silero
 from pbx.core.silero import SileroBatch
 from pbx.core.vad import SEGMENT_CAP, SILENCE, SPEAKING, VadBank, WebRtcBank, webrtc_mode
-
 from tests.oracles import silero as silero_oracle
 from tests.oracles.vad import VadOracle
 from tests.support.audio import espeak_speech

@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pbx.core.errors import WavError
 from pbx.core.wav import WavWriter
-
 from tests.oracles.wav import HEADER_BYTES, OracleWavWriter, header, max_frames
 from tests.support.audio import espeak_speech, frames, read_wav, tone
 

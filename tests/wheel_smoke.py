@@ -175,6 +175,7 @@ def compiled_modules(package: ModuleType) -> list[str]:
 
 def check_opus(mod: ModuleType) -> str:
     import numpy as np
+
     from pbx.core.errors import CodecError
     rate, size = 16000, 320
     t = np.arange(size * 50) / rate

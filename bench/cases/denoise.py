@@ -9,11 +9,12 @@ cost in % of one core at 50 frames/s.
 from __future__ import annotations
 
 import numpy as np
-from harness import Case, FrameFn, per_frame_us
-from pbx.core.denoise import DenoiseBank
 
+from pbx.core.denoise import DenoiseBank
 from tests.oracles import denoise as oracle
 from tests.support.audio import espeak_speech, frames
+
+from harness import Case, FrameFn, per_frame_us
 
 RATE = 16000
 FRAME = 320

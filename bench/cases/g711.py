@@ -7,10 +7,11 @@ from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
-from harness import Case, FrameFn
-from pbx.core import g711
 
+from pbx.core import g711
 from tests.support.audio import espeak_speech, frames
+
+from harness import Case, FrameFn
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)   # deprecated in 3.11/3.12; audioop-lts on 3.13+

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 from G722 import G722
-from harness import Case, FrameFn
-from pbx.core.g722 import G722Decoder, G722Encoder
 
+from pbx.core.g722 import G722Decoder, G722Encoder
 from tests.support.audio import espeak_speech, frames
+
+from harness import Case, FrameFn
 
 RATE = 16000
 FRAME = 320

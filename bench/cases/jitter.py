@@ -15,10 +15,11 @@ from __future__ import annotations
 import numpy as np
 from aiortc.jitterbuffer import JitterBuffer as AiortcJitterBuffer
 from aiortc.rtp import RtpPacket
-from harness import Case, FrameFn
-from pbx.core.jitter import JitterBuffer
 
+from pbx.core.jitter import JitterBuffer
 from tests.oracles import jitter_trace
+
+from harness import Case, FrameFn
 
 FRAMES = 5000
 SSRC = 0x1234ABCD

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from harness import Case, FrameFn
-from pbx.core import l16
 
+from pbx.core import l16
 from tests.support.audio import espeak_speech, frames
+
+from harness import Case, FrameFn
 
 RATE = 16000
 FRAME = 320

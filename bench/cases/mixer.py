@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from harness import Case, FrameFn
-from pbx.core import mixer
 
+from pbx.core import mixer
 from tests.oracles import mixer as oracle
 from tests.support.audio import espeak_speech, frames
+
+from harness import Case, FrameFn
 
 RATE = 16000
 FRAME = 320

@@ -6,10 +6,11 @@ import numpy as np
 import opuslib
 import opuslib.api.ctl
 import opuslib.api.encoder
-from harness import Case, FrameFn
-from pbx.core.opus import OpusDecoder, OpusEncoder
 
+from pbx.core.opus import OpusDecoder, OpusEncoder
 from tests.support.audio import espeak_speech, frames
+
+from harness import Case, FrameFn
 
 RATE = 16000
 FRAME = 320

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import soxr
-from harness import Case, FrameFn
-from pbx.core.resample import Resampler
 
+from pbx.core.resample import Resampler
 from tests.support.audio import espeak_speech
 from tests.support.sweep import sweep
+
+from harness import Case, FrameFn
 
 PAIRS = [(8000, 16000), (16000, 8000), (16000, 48000), (48000, 16000), (24000, 16000)]
 BARS_US = {(8000, 16000): 3.0}

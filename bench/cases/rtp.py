@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 from aiortc import rtp as artp
-from harness import Case, FrameFn
+
 from pbx.core import rtp
+
+from harness import Case, FrameFn
 
 SSRC_IN, SSRC_OUT = 0x5E1B3C4D, 0xA1B2C3D4
 FRAME = 160             # PCMU bytes per 20 ms

@@ -18,14 +18,15 @@ import time
 
 import numpy as np
 import webrtcvad
-from harness import Case, FrameFn
+
 from pbx.core import silero
 from pbx.core.silero import SileroBatch
 from pbx.core.vad import VadBank, WebRtcBank
-
 from tests.oracles import silero as silero_oracle
 from tests.oracles.vad import VadOracle
 from tests.support.audio import espeak_speech, frames
+
+from harness import Case, FrameFn
 
 LEGS = 128
 BATCHES = 8          # distinct batches of windows cycled through

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from harness import Case, FrameFn
-from pbx.core.wav import WavWriter
 
+from pbx.core.wav import WavWriter
 from tests.support.audio import espeak_speech, frames
+
+from harness import Case, FrameFn
 
 RATE = 16000
 FRAME = 320                                 # 20 ms at 16 kHz
