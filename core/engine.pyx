@@ -553,6 +553,7 @@ cdef class Engine:
         cdef int i, rc
         cdef int64_t t_leg = <int64_t>t_ms - leg.t0_ms
         cdef PlayoutEvent* pe
+        cdef int64_t t_event
         cdef bint marker, new_event
         played = playout.pull_c(leg.out16, FRAME)
         for i in range(playout.n_events):
