@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 APT_PACKAGES := build-essential pkg-config python3-dev python3-venv libopus-dev espeak-ng sox patchelf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps install test lint serve wheel wheel-test bench clean
+.PHONY: deps install test test-ten lint serve wheel wheel-test bench clean
 
 # System packages: skipped when already present, so repeated runs stay fast.
 deps:
@@ -29,6 +29,12 @@ lint: install
 
 test: lint
 	$(VENV)/bin/pytest
+
+# The optional ten VAD (its licence adds conditions to Apache-2.0: opt-in, not part of `make test`).
+test-ten: install
+	@dpkg -s libc++1 libc++abi1 >/dev/null 2>&1 || $(SUDO) apt-get install -y -qq libc++1 libc++abi1
+	$(PIP) install -q -e '.[test,ten]'
+	$(VENV)/bin/pytest -m ten
 
 serve: install
 	$(VENV)/bin/pypbx serve

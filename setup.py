@@ -58,6 +58,8 @@ KERNEL_SETTINGS: dict[str, dict[str, list[str]]] = {
     "opus": {"libraries": ["opus"], "include_dirs": OPUS_CFLAGS},
     # the Python oracle must reproduce every delay computation bit for bit: no fused multiply-add
     "jitter": {"extra_compile_args": ["-ffp-contract=off"]},
+    # dlopen/dlsym of the optional libten_vad; in libc since glibc 2.34, in libdl before (manylinux)
+    "ten": {"libraries": ["dl"]},
 }
 
 

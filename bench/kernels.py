@@ -21,7 +21,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from harness import markdown, run_case  # noqa: E402
 
-CASE_MODULES = ["g711", "l16", "g722", "opus", "resample", "mixer", "rtp", "jitter", "wav", "denoise", "vad"]
+CASE_MODULES = ["g711", "l16", "g722", "opus", "resample", "mixer", "rtp", "jitter", "wav", "denoise", "vad", "ten"]
 
 
 def main() -> int:

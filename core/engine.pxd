@@ -11,6 +11,7 @@ from pbx.core.vad cimport VadBank, WebRtcBank
 from pbx.core.wav cimport WavWriter
 from pbx.core.silero cimport SileroBatch
 from pbx.core.denoise cimport DenoiseBank
+from pbx.core.ten cimport TenBank
 
 cdef enum:
     ENGINE_RATE = 16000          # internal sample rate of every leg
@@ -28,6 +29,7 @@ cdef enum VadKind:
     VAD_NONE = 0
     VAD_WEBRTC = 1
     VAD_SILERO = 2
+    VAD_TEN = 3                  # optional: the ten-vad package, loaded with dlopen
 
 cdef enum EventKind:
     EV_SPEAKING = 1              # a = onset ms
@@ -110,6 +112,7 @@ cdef class Engine:
     cdef VadBank vad
     cdef WebRtcBank webrtc
     cdef SileroBatch silero          # created with the first silero leg
+    cdef TenBank ten                 # created with the first ten leg (optional package)
     cdef DenoiseBank denoiser        # created with the first leg that asks for denoise
     cdef RecvBatch recv
     cdef bint started

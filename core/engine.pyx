@@ -60,6 +60,7 @@ from pbx.core.vad cimport VadBank, VadEvent, WebRtcBank, VAD_SPEAKING, VAD_SILEN
 from pbx.core.wav cimport WavWriter
 from pbx.core.denoise cimport DenoiseBank
 from pbx.core.silero cimport SileroBatch, SILERO_WINDOW_MS
+from pbx.core.ten cimport TenBank
 
 import os
 import numpy as np
@@ -143,6 +144,7 @@ cdef class Engine:
         self.vad = VadBank(max_legs)
         self.webrtc = None
         self.silero = None
+        self.ten = None
         self.denoiser = None
         self.recv = RecvBatch()
         self.started = False
@@ -233,8 +235,7 @@ cdef class Engine:
             self.denoiser.disable(leg.slot)
         if leg.vad_kind != VAD_NONE:
             self.vad.reset(leg.slot)
-            if leg.vad_kind == VAD_SILERO:
-                self.silero.reset(leg.slot)
+            self._release_vad(leg)
         self.active.remove(leg)
         self.legs[leg.slot] = None
         self.free_slots.append(leg.slot)
@@ -251,30 +252,40 @@ cdef class Engine:
     def set_vad(self, Leg leg, str kind, *, int speech_padding_ms=250, int silence_padding_ms=100,
                 double ratio=0.5, double voice_threshold=0.5, silence_timeout_ms=None,
                 double max_buffer_secs=50.0, int silero_threads=1):
-        """Enable VAD ("webrtc" or "silero") with VADOption values, or disable it ("none")."""
-        if kind not in ("webrtc", "silero", "none"):
-            raise ValueError(f"unknown VAD type {kind!r}; expected webrtc or silero")
-        if leg.vad_kind == VAD_SILERO:
-            self.silero.reset(leg.slot)
+        """Enable VAD ("webrtc", "silero" or "ten") with VADOption values, or disable it ("none")."""
+        if kind not in ("webrtc", "silero", "ten", "none"):
+            raise ValueError(f"unknown VAD type {kind!r}; expected webrtc, silero or ten")
+        if kind == "ten" and self.ten is None:
+            self.ten = TenBank(self.max_legs, hop=160)   # ImportError when the optional package is absent
+        self._release_vad(leg)
         if kind == "none":
-            leg.vad_kind = VAD_NONE
             self.vad.reset(leg.slot)
             return
-        # webrtc decisions are fed as 1.0/0.0 against 0.5; silero probabilities against voiceThreshold
+        # webrtc decisions are fed as 1.0/0.0 against 0.5; silero/ten probabilities against voiceThreshold
         self.vad.configure(leg.slot, speech_padding_ms=speech_padding_ms,
                            silence_padding_ms=silence_padding_ms, ratio=ratio,
-                           threshold=voice_threshold if kind == "silero" else 0.5,
+                           threshold=0.5 if kind == "webrtc" else voice_threshold,
                            silence_timeout_ms=silence_timeout_ms, max_buffer_secs=max_buffer_secs)
         if kind == "webrtc":
             if self.webrtc is None:
                 self.webrtc = WebRtcBank(self.max_legs)
             self.webrtc.configure(leg.slot, voice_threshold)
             leg.vad_kind = VAD_WEBRTC
+        elif kind == "ten":
+            self.ten.enable(leg.slot, voice_threshold)
+            leg.vad_kind = VAD_TEN
         else:
             if self.silero is None:
                 self.silero = SileroBatch(self.max_legs, threads=silero_threads)
             self.silero.reset(leg.slot)
             leg.vad_kind = VAD_SILERO
+
+    def _release_vad(self, Leg leg):
+        if leg.vad_kind == VAD_SILERO:
+            self.silero.reset(leg.slot)
+        elif leg.vad_kind == VAD_TEN:
+            self.ten.disable(leg.slot)
+        leg.vad_kind = VAD_NONE
 
     def set_denoise(self, Leg leg, bint enabled):
         """Noise suppression on the leg's inbound audio, before VAD, ASR and recording (adds 6 ms)."""
@@ -468,6 +479,7 @@ cdef class Engine:
         cdef JitterOut out
         cdef Codec codec = leg.codec
         cdef int n, fs = codec.frame_samples, digit, voiced
+        cdef float probs[2]
         cdef int64_t t_leg = <int64_t>t_ms - leg.t0_ms
         if leg.transport != TRANSPORT_STREAM:
             # Decode what the jitter buffer releases until a frame's worth of PCM is waiting.
@@ -514,6 +526,13 @@ cdef class Engine:
             self.vad.feed_c(leg.slot, <float>voiced, t_leg, FRAME_MS)
         elif leg.vad_kind == VAD_SILERO:
             self.silero.push_c(leg.slot, leg.in16, FRAME, t_leg)
+        elif leg.vad_kind == VAD_TEN:
+            # two 10 ms hops per frame; the first hop after enable reports -1 (no decision yet)
+            if self.ten.process_c(leg.slot, leg.in16, FRAME, probs) == 2:
+                if mean_square(leg.in16, FRAME) < ENERGY_FLOOR:
+                    probs[0] = probs[1] = 0.0
+                self.vad.feed_c(leg.slot, probs[0] if probs[0] > 0 else 0.0, t_leg, FRAME_MS // 2)
+                self.vad.feed_c(leg.slot, probs[1] if probs[1] > 0 else 0.0, t_leg + FRAME_MS // 2, FRAME_MS // 2)
         if leg.asr_on:
             ring_push_overwrite(&leg.asr, leg.in16, FRAME)
         return 0

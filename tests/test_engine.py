@@ -90,7 +90,22 @@ def phrase() -> np.ndarray:
                            np.zeros(RATE * 3 // 2, np.int16)])
 
 
-@pytest.mark.parametrize(("vad", "window"), [("webrtc", 20), ("silero", 32)])
+def ten_available() -> bool:
+    try:
+        from pbx.core.ten import TenBank
+        TenBank(1)
+    except ImportError:
+        return False
+    return True
+
+
+TEN = pytest.param("ten", 10, marks=[
+    pytest.mark.ten,
+    pytest.mark.skipif(not ten_available(), reason="ten VAD needs the optional ten-vad package and libc++1"),
+])
+
+
+@pytest.mark.parametrize(("vad", "window"), [("webrtc", 20), ("silero", 32), TEN])
 def test_vad_events_within_one_window_of_the_truth(phrase: np.ndarray, vad: str, window: int) -> None:
     e = Engine(4)
     leg = e.add_leg("stream", "pcm", 0.0)  # 16 kHz s16le: frame k is leg time 20 k exactly
