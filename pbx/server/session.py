@@ -233,10 +233,7 @@ class CallSession:
         vad = option.vad
         assert vad is not None and self.leg is not None
         kind = vad.type.lower()
-        if kind == "ten":
-            self.report_error("vad", "vad type 'ten' needs the optional ten-vad package, which is not installed")
-            return
-        if kind not in ("webrtc", "silero"):
+        if kind not in ("webrtc", "silero", "ten"):
             self.report_error("vad", f"unknown vad type {vad.type!r}; expected webrtc, silero or ten")
             return
         try:
@@ -244,7 +241,7 @@ class CallSession:
                 self.leg, kind, speech_padding_ms=vad.speech_padding, silence_padding_ms=vad.silence_padding,
                 ratio=vad.ratio, voice_threshold=vad.voice_threshold, silence_timeout_ms=vad.silence_timeout,
                 max_buffer_secs=float(vad.max_buffer_duration_secs))
-        except ValueError as exc:
+        except (ValueError, ImportError) as exc:   # ImportError: the optional ten-vad is not installed
             self.report_error("vad", str(exc))
             return
         self.vad_events = True
