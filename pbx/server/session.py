@@ -83,6 +83,7 @@ log = logging.getLogger(__name__)
 
 WEBSOCKET_CODECS = {"pcm", "pcmu", "pcma", "g722"}
 SEND_QUEUE_LIMIT = 1000          # queued outbound messages before audio frames are dropped
+ASR_ENDPOINT_MS = 500            # silence that ends an utterance for ASR (asrFinal)
 
 
 def epoch_ms() -> int:
@@ -128,6 +129,7 @@ class CallSession:
         self._send_queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wait_input: asyncio.TimerHandle | None = None
+        self._endpoint: asyncio.TimerHandle | None = None
         self._dump: IO[str] | None = None
         self._ended = False
         self.dropped_frames = 0
@@ -314,6 +316,7 @@ class CallSession:
         _, kind, t, a, b, c, d = event
         if kind == eng.SPEAKING:
             self._cancel_wait_input()
+            self._cancel_endpoint()      # the speaker went on: same utterance
             self.utterance_start = a
             if self.vad_events:
                 self.emit(SpeakingEvent(track_id=self.id, timestamp=self.epoch_ms(t), start_time=self.epoch_ms(a)))
@@ -321,9 +324,11 @@ class CallSession:
             if self.vad_events:
                 self.emit(SilenceEvent(track_id=self.id, timestamp=self.epoch_ms(t), start_time=self.epoch_ms(a),
                                        duration=b))
-            if self.asr_queue is not None and self.utterance_start is not None:
-                self.utterance_start = None
-                self.asr_queue.put_nowait(None)   # end of utterance, after the audio queued before it
+            if self.asr_queue is not None and self.utterance_start is not None and self._endpoint is None:
+                # The utterance ends ASR_ENDPOINT_MS into the silence unless speech resumes first: VAD's
+                # silencePadding (100 ms by default) would cut phrases at the pauses between words.
+                delay = max(ASR_ENDPOINT_MS - b, 0) / 1000.0
+                self._endpoint = asyncio.get_running_loop().call_later(delay, self._end_utterance)
         elif kind == eng.DTMF:
             self._cancel_wait_input()
             self.emit(DtmfEvent(track_id=self.id, timestamp=self.epoch_ms(t), digit=chr(a)))
@@ -374,6 +379,17 @@ class CallSession:
             except Exception as exc:   # a provider bug must not end the call
                 log.exception("asr failed")
                 self.report_error("asr", f"{self.asr_name} failed: {exc}")
+
+    def _end_utterance(self) -> None:
+        self._endpoint = None
+        self.utterance_start = None
+        if self.asr_queue is not None:
+            self.asr_queue.put_nowait(None)   # end of utterance, after the audio queued before it
+
+    def _cancel_endpoint(self) -> None:
+        if self._endpoint is not None:
+            self._endpoint.cancel()
+            self._endpoint = None
 
     def _asr_time(self, ms: int | None) -> int | None:
         # The ASR tap starts with the leg, so stream time is leg time.
@@ -454,6 +470,7 @@ class CallSession:
         if self._ended:
             return
         self._cancel_wait_input()
+        self._cancel_endpoint()
         if self.playback is not None:
             self.playback.close()
         if self.leg is not None:
