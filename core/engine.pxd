@@ -19,6 +19,7 @@ cdef enum:
     FRAME = 320                  # samples per frame at ENGINE_RATE
     MAX_CATCHUP = 10             # frames one tick may process after a stall; beyond, time is skipped
     RTP_PACKET_MAX = 1500
+    STREAM_MAX_OWED = 50         # frames of underrun delay a fed stream may take back (1 s)
 
 cdef enum Transport:
     TRANSPORT_UDP = 0            # RTP over a UDP socket the engine reads and writes itself
@@ -64,6 +65,9 @@ cdef class Leg:
     cdef PcmRing decoded             # codec-rate PCM waiting to become frames
     cdef uint8_t pending_byte        # STREAM pcm: an odd trailing byte carried to the next feed
     cdef bint has_pending_byte
+    cdef bint stream_fed             # STREAM: audio has been fed at least once
+    cdef int stream_owed             # STREAM: frames of silence inserted by underruns, not yet taken back
+    cdef readonly uint64_t stream_skipped
     cdef bint muted_in
     cdef bint denoise
     cdef int vad_kind
@@ -141,3 +145,4 @@ cdef class Engine:
     cdef int run_silero(self) except -1
     cdef void encode_out(self, Leg leg) noexcept
     cdef void record(self, Leg leg, int64_t t_leg) noexcept
+    cdef void stream_catch_up(self, Leg leg, int fs) noexcept

@@ -34,6 +34,11 @@ Transports:
   20 ms encoded frames drained with :meth:`Engine.drain_out` (only while something plays, unless
   ``stream_silence``).
 
+A fed stream that underruns (the client paused, or the server stalled) gets a frame of silence, which
+delays everything after it; the engine takes that delay back by dropping as many quiet frames
+(below -55 dBFS) once the client has caught up, at most 1 s of them, so a burst after a pause does
+not leave the call's timeline (VAD, ASR, recording) permanently late.
+
 Mute of the inbound side zeroes its audio for VAD, ASR, recording and any bridge, and drops its DTMF.
 """
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -50,7 +55,7 @@ from pbx.core.jitter cimport (
 )
 from pbx.core.mixer cimport interleave_stereo_c
 from pbx.core.pcmring cimport (
-    PcmRing, ring_init, ring_free, ring_clear, ring_push, ring_push_overwrite, ring_pop,
+    PcmRing, ring_init, ring_free, ring_clear, ring_push, ring_push_overwrite, ring_pop, ring_peek, ring_skip,
 )
 from pbx.core.playout cimport Playout, PlayoutEvent, PLAY_STARTED, PLAY_ENDED, PLAY_DROPPED
 from pbx.core.resample cimport Resampler
@@ -117,6 +122,7 @@ cdef class Leg:
             "rx_packets": self.rx_packets, "rx_bad": self.rx_bad, "rx_foreign": self.rx_foreign,
             "rx_other_pt": self.rx_other_pt, "tx_packets": self.tx_packets, "tx_errors": self.tx_errors,
             "dtmf_digits": self.dtmf_digits, "inbound_dropped": self.decoded.dropped,
+            "stream_skipped_frames": self.stream_skipped,
         }
         if self.jb is not None:
             s["jitter"] = self.jb.stats
@@ -395,6 +401,7 @@ cdef class Engine:
         if pos < n:
             leg.pending_byte = data[pos]
             leg.has_pending_byte = True
+        leg.stream_fed = True
         if leg.decoded.dropped != dropped_before:
             self.emit(leg.slot, EV_INBOUND_OVERFLOW, self._leg_now(leg),
                       leg.decoded.dropped - dropped_before, 0, 0, 0)
@@ -505,9 +512,13 @@ cdef class Engine:
                     and t_ms - leg.last_rx_ms >= leg.rtp_timeout_ms:
                 leg.timeout_reported = True
                 self.emit(leg.slot, EV_RTP_TIMEOUT, t_leg, <int64_t>(t_ms - leg.last_rx_ms), 0, 0, 0)
+        if leg.transport == TRANSPORT_STREAM:
+            self.stream_catch_up(leg, fs)
         n = ring_pop(&leg.decoded, leg.pcm, fs)
         if n < fs:
             memset(leg.pcm + n, 0, (fs - n) * sizeof(int16_t))
+            if leg.transport == TRANSPORT_STREAM and leg.stream_fed and leg.stream_owed < STREAM_MAX_OWED:
+                leg.stream_owed += 1   # an underrun delays everything after it by one frame
         if leg.up is not None:
             leg.up.process_c(leg.pcm, fs, leg.in16)
         else:
@@ -536,6 +547,18 @@ cdef class Engine:
         if leg.asr_on:
             ring_push_overwrite(&leg.asr, leg.in16, FRAME)
         return 0
+
+    cdef void stream_catch_up(self, Leg leg, int fs) noexcept:
+        """Take back the delay that underruns added to a fed stream: while frames are owed and more
+        than one frame is waiting, drop quiet frames (below the VAD energy floor). A client that feeds
+        faster than real time never underruns, so nothing it sends is dropped."""
+        while leg.stream_owed > 0 and leg.decoded.size >= 2 * fs:
+            ring_peek(&leg.decoded, leg.pcm, fs)
+            if mean_square(leg.pcm, fs) >= ENERGY_FLOOR:
+                return
+            ring_skip(&leg.decoded, fs)
+            leg.stream_owed -= 1
+            leg.stream_skipped += 1
 
     cdef int run_silero(self) except -1:
         """One inference over every leg with a full 32 ms window, then their state machines."""

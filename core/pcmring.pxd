@@ -70,3 +70,23 @@ cdef inline Py_ssize_t ring_pop(PcmRing* r, int16_t* dst, Py_ssize_t n) noexcept
         r.head = (r.head + take) % r.cap
         r.size -= take
     return take
+
+
+cdef inline Py_ssize_t ring_peek(const PcmRing* r, int16_t* dst, Py_ssize_t n) noexcept nogil:
+    """Copy up to ``n`` of the oldest samples into ``dst`` without consuming them."""
+    cdef Py_ssize_t take = n if n < r.size else r.size
+    cdef Py_ssize_t first = take if take < r.cap - r.head else r.cap - r.head
+    if take > 0:
+        memcpy(dst, r.buf + r.head, first * sizeof(int16_t))
+        if take > first:
+            memcpy(dst + first, r.buf, (take - first) * sizeof(int16_t))
+    return take
+
+
+cdef inline void ring_skip(PcmRing* r, Py_ssize_t n) noexcept nogil:
+    """Discard up to ``n`` of the oldest samples."""
+    if n > r.size:
+        n = r.size
+    if n > 0:
+        r.head = (r.head + n) % r.cap
+        r.size -= n

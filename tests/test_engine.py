@@ -363,3 +363,36 @@ def test_denoise_reduces_noise_on_the_inbound_path(tmp_path: Path) -> None:
         tail = data[RATE:, 0].astype(np.float64)  # after the suppressor has learned the noise
         levels.append(10 * np.log10(np.mean(tail ** 2)))
     assert levels[0] - levels[1] >= 8.0, levels
+
+
+def test_stream_takes_back_underrun_delay_with_quiet_frames_only() -> None:
+    quiet = np.zeros(320, np.int16).astype("<i2").tobytes()
+    loud = tone(440, RATE, 0.02, 0.3).astype("<i2").tobytes()
+    for held, expected_skips in ((quiet, 10), (loud, 0)):
+        e = Engine(2)
+        leg = e.add_leg("stream", "pcm", 0.0)
+        t = 0.0
+        for _ in range(10):          # real time
+            e.feed(leg, loud)
+            e.tick(t)
+            t += 20
+        for _ in range(10):          # the client stalls: ten underruns
+            e.tick(t)
+            t += 20
+        e.feed(leg, held * 10)       # ... then sends what it held back
+        for _ in range(30):
+            e.feed(leg, held)
+            e.tick(t)
+            t += 20
+        assert leg.stats["stream_skipped_frames"] == expected_skips
+
+
+def test_bulk_fed_stream_is_never_skipped() -> None:
+    e = Engine(2)
+    leg = e.add_leg("stream", "pcm", 0.0)
+    e.set_asr_tap(leg, True)
+    e.feed(leg, np.zeros(RATE, np.int16).astype("<i2").tobytes())  # 1 s of silence at once
+    run(e, 0.0, 60)
+    assert leg.stats["stream_skipped_frames"] == 0
+    [(_, audio)] = e.drain_asr()
+    assert len(audio) == 60 * 320

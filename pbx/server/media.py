@@ -1,9 +1,10 @@
 """Drives the media engine from the asyncio loop and routes its output to the sessions.
 
-One :class:`MediaRunner` per server ticks :class:`pbx.core.engine.Engine` every 20 ms on a fixed
-grid of the loop's monotonic clock (``loop.call_at``: no drift, and a late tick makes the engine catch
-up frame by frame). After each tick it hands engine events and outbound frames to the owner of each
-leg, and every ``ASR_EVERY`` ticks the audio tapped for speech recognition.
+One :class:`MediaRunner` per server ticks :class:`pbx.core.engine.Engine` just after each 20 ms frame
+of the engine's own grid is due (``loop.call_at``; both clocks are ``time.monotonic``), so each tick
+processes one frame and a late tick makes the engine catch up frame by frame. After each tick it hands
+engine events and outbound frames to the owner of each leg, and every ``ASR_EVERY`` ticks the audio
+tapped for speech recognition.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 TICK_MS = 20
 ASR_EVERY = 5          # ticks between ASR drains (100 ms of audio per provider call)
+TICK_SLACK_S = 0.001   # wake this long after a frame is due, so the timer never fires just before it
 
 EngineEvent = tuple[int, int, int, int, int, int, int]
 
@@ -38,9 +40,8 @@ class MediaRunner:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._owners: dict[int, LegOwner] = {}
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: asyncio.Handle | None = None
         self._ticks = 0
-        self._start: float = 0.0
         self.tick_seconds_total = 0.0     # CPU spent in tick + routing, for /health
 
     @staticmethod
@@ -58,10 +59,8 @@ class MediaRunner:
         self.engine.remove_leg(leg)
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._start = loop.time()
         self._ticks = 0
-        self._handle = loop.call_at(self._start, self._tick)
+        self._handle = asyncio.get_running_loop().call_soon(self._tick)
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -77,13 +76,12 @@ class MediaRunner:
             log.exception("media tick failed")
         self.tick_seconds_total += time.perf_counter() - started
         self._ticks += 1
-        # Next grid point; after a long stall skip the missed points (the engine catches up itself).
-        when = self._start + self._ticks * TICK_MS / 1000.0
-        now = loop.time()
-        if when < now:
-            self._ticks = int((now - self._start) * 1000.0 // TICK_MS) + 1
-            when = self._start + self._ticks * TICK_MS / 1000.0
-        self._handle = loop.call_at(when, self._tick)
+        # Wake just after the engine's next frame is due: a tick on its own grid would sometimes find
+        # no frame due and the next one two, doubling that tick's work and jittering output by 20 ms.
+        # (loop.time() and the engine clock are both time.monotonic().) After a stall, the engine
+        # catches up frame by frame.
+        when = self.engine.next_frame_ms / 1000.0 + TICK_SLACK_S
+        self._handle = loop.call_at(max(when, loop.time()), self._tick)
 
     def _serve(self) -> None:
         engine = self.engine
