@@ -55,6 +55,7 @@ from pbx.tts.base import TtsChunk, TtsProvider, TtsRequest, WordMark
 log = logging.getLogger(__name__)
 
 RATE = 16000
+MIN_RATE, MAX_RATE = 8000, 192000     # accepted SynthesisOption.samplerate (base64 PCM is resampled from it)
 
 
 class PlaybackHost(Protocol):
@@ -128,8 +129,16 @@ class Playback:
         if not 1 <= option.volume <= 10:
             self.host.report_error("tts", f"volume must be 1-10, got {option.volume}")
             return
+        if not MIN_RATE <= option.samplerate <= MAX_RATE:   # soxr stalls the loop on absurd ratios
+            self.host.report_error("tts", f"samplerate must be {MIN_RATE}-{MAX_RATE} Hz, got {option.samplerate}")
+            return
         provider: TtsProvider | None = None
-        if not cmd.base64:
+        pcm: npt.NDArray[np.int16] | None = None
+        if cmd.base64:   # decoded before the track: a command that fails must not cut what plays
+            pcm = self._decode_base64(cmd.text, option)
+            if pcm is None:
+                return
+        else:
             try:
                 provider = self.host.tts_provider(option)
             except PbxError as exc:
@@ -142,9 +151,12 @@ class Playback:
         if cmd.end_of_stream:
             track.end_of_stream = True
         if cmd.text or not cmd.end_of_stream:
-            item = self._reserve(track, None if cmd.base64 else cmd.text)
-            if cmd.base64:
-                self._fill_base64(track, item, cmd.text, option)
+            item = self._reserve(track, None if cmd.base64 else cmd.text, "tts")
+            if item is None:
+                pass
+            elif pcm is not None:
+                self._append(item, pcm, complete=False, sender="tts")
+                self._complete(item)
             else:
                 assert provider is not None
                 item.task = asyncio.create_task(self._synthesize(track, item, provider, cmd, option))
@@ -155,8 +167,9 @@ class Playback:
         track.auto_hangup = track.auto_hangup or cmd.auto_hangup
         if cmd.wait_input_timeout is not None:
             track.wait_input_timeout = cmd.wait_input_timeout
-        item = self._reserve(track, None)
-        item.task = asyncio.create_task(self._load(track, item, cmd.url))
+        item = self._reserve(track, None, "play")
+        if item is not None:
+            item.task = asyncio.create_task(self._load(track, item, cmd.url))
 
     def interrupt(self, graceful: bool) -> None:
         track = self.track
@@ -226,24 +239,34 @@ class Playback:
         self.track = track
         return track
 
-    def _reserve(self, track: Track, text: str | None) -> Item:
+    def _reserve(self, track: Track, text: str | None, sender: str) -> Item | None:
+        """A new item at the end of the playout queue, or None after an error event if the queue is full."""
         item = Item(next(self._item_ids), text)
-        track.items.append(item)
-        self._items[item.item_id] = (track, item)
         leg = self.host.leg
         if leg is not None:
-            leg.playout.enqueue(item.item_id, track.number, None, complete=False)
+            try:
+                leg.playout.enqueue(item.item_id, track.number, None, complete=False)
+            except ValueError as exc:   # the queue's item limit: a client sending commands faster than they play
+                self.host.report_error(sender, str(exc))
+                return None
+        track.items.append(item)
+        self._items[item.item_id] = (track, item)
         return item
 
-    def _append(self, item: Item, pcm: npt.NDArray[np.int16], complete: bool) -> None:
+    def _append(self, item: Item, pcm: npt.NDArray[np.int16], complete: bool, sender: str) -> bool:
+        """Queue audio of an item; False when the item takes no more (dropped, or the queue is full)."""
         leg = self.host.leg
         if leg is None or item.ended:
-            return
+            return False
         try:
             leg.playout.append(item.item_id, pcm, complete=complete)
         except KeyError:
-            return   # the item was dropped (interrupt) while audio was on its way
+            return False   # the item was dropped (interrupt) while audio was on its way
+        except ValueError as exc:   # the queue's sample limit (minutes of audio not yet played)
+            self.host.report_error(sender, str(exc))
+            return False
         item.samples += len(pcm)
+        return True
 
     def _complete(self, item: Item) -> None:
         item.producing = False
@@ -272,7 +295,8 @@ class Playback:
                         data={"playId": track.play_id, "provider": provider.name}))
                 base = item.samples
                 item.marks.extend(WordMark(base + m.sample, m.index) for m in chunk.words)
-                self._append(item, _apply_gain(chunk.pcm, gain), complete=False)
+                if not self._append(item, _apply_gain(chunk.pcm, gain), complete=False, sender="tts"):
+                    break
         except asyncio.CancelledError:
             raise
         except ProviderError as exc:
@@ -283,25 +307,24 @@ class Playback:
         finally:
             self._complete(item)
 
-    def _fill_base64(self, track: Track, item: Item, text: str, option: SynthesisOption) -> None:
+    def _decode_base64(self, text: str, option: SynthesisOption) -> npt.NDArray[np.int16] | None:
+        """base64 PCM of a tts command, at our rate and volume; None after an error event."""
         try:
             raw = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             self.host.report_error("tts", "base64 text is not valid base64")
-            self._complete(item)
-            return
+            return None
         if len(raw) % 2:
             raw = raw[:-1]
         pcm = np.frombuffer(raw, dtype="<i2").astype(np.int16)
         if option.samplerate != RATE and len(pcm):
             pcm = _resample(pcm, option.samplerate)
-        self._append(item, _apply_gain(pcm, option.volume / 5.0), complete=False)
-        self._complete(item)
+        return _apply_gain(pcm, option.volume / 5.0)
 
     async def _load(self, track: Track, item: Item, url: str) -> None:
         try:
             pcm = await self.loader.load(url, RATE)
-            self._append(item, pcm, complete=False)
+            self._append(item, pcm, complete=False, sender="play")
         except asyncio.CancelledError:
             raise
         except MediaError as exc:

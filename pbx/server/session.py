@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,8 @@ from pbx.core.engine import Leg
 from pbx.errors import PbxError, ProtocolError, StateError
 from pbx.paths import OutsideDirectory, confine
 from pbx.protocol import (
+    MASK,
+    SECRET_KEYS,
     AcceptCommand,
     AnswerEvent,
     AsrDeltaEvent,
@@ -118,6 +121,8 @@ class CallSession:
         self.option: CallOption | None = None
         self.leg: Leg | None = None
         self.leg_epoch_ms = 0
+        self.leg_start_ms = 0.0
+        self.asr_epoch_ms = 0                 # epoch ms of the ASR stream's time 0
         self.playback: Playback | None = None
         self.asr: AsrStream | None = None
         self.asr_name = ""
@@ -132,6 +137,8 @@ class CallSession:
         self._endpoint: asyncio.TimerHandle | None = None
         self._dump: IO[str] | None = None
         self._ended = False
+        self._writer_task: asyncio.Task[None] | None = None
+        self._close_with = (1000, "call ended")   # the close code and reason once the call ended
         self.dropped_frames = 0
 
     # -- identity for /call/lists -------------------------------------------------------------------
@@ -151,7 +158,7 @@ class CallSession:
     # -- main loop ------------------------------------------------------------------------------------
     async def run(self) -> None:
         self._open_dump()
-        writer = asyncio.create_task(self._writer())
+        writer = self._writer_task = asyncio.create_task(self._writer())
         if self.ping_interval > 0:
             self._spawn(self._pinger())
         reason, initiator = HangupReason.CLIENT_DISCONNECT.value, Initiator.USER.value
@@ -214,6 +221,7 @@ class CallSession:
         media = self.server.media
         self.leg = media.add_leg(self, "stream", codec)
         self.leg_epoch_ms = epoch_ms()
+        self.leg_start_ms = media.now_ms()    # the engine's clock at leg time 0
         self.state = "answered"
         self.answered_ms = self.leg_epoch_ms
         self.playback = Playback(self, option.tts or SynthesisOption(), self.server.loader)
@@ -246,6 +254,9 @@ class CallSession:
         except (ValueError, ImportError) as exc:   # ImportError: the optional ten-vad is not installed
             self.report_error("vad", str(exc))
             return
+        except OverflowError as exc:   # a time beyond the engine's C int
+            self.report_error("vad", f"vad option out of range: {exc}")
+            return
         self.vad_events = True
 
     def _start_recorder(self, recorder: RecorderOption) -> None:
@@ -258,7 +269,7 @@ class CallSession:
         except OutsideDirectory:
             self.report_error("recorder", f"recorderFile {recorder.recorder_file} is outside the recordings "
                                           f"directory {base.resolve()}")
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, OverflowError) as exc:   # OverflowError: beyond the engine's C int
             self.report_error("recorder", f"cannot record to {recorder.recorder_file}: {exc}")
 
     async def _start_asr(self, option: TranscriptionOption) -> None:
@@ -267,11 +278,18 @@ class CallSession:
         except PbxError as exc:
             self.report_error(getattr(exc, "sender", "asr"), str(exc))
             return
+        if self.leg is None:   # the call ended while the stream opened (kill, ping timeout)
+            with contextlib.suppress(Exception):
+                await self.asr.close()
+            return
         self.asr_name = self.server.providers.asr_name(option)
         self.asr_index = 1
         self.asr_queue = asyncio.Queue()
-        assert self.leg is not None
-        self.server.media.engine.set_asr_tap(self.leg, True)
+        engine = self.server.media.engine
+        engine.set_asr_tap(self.leg, True)
+        # The tap takes frames from the engine's next one on: that frame is the ASR stream's time 0
+        # (opening the stream took a while after the leg started).
+        self.asr_epoch_ms = self.leg_epoch_ms + round(engine.next_frame_ms - self.leg_start_ms)
         self._spawn(self._asr_worker())
 
     async def _tts(self, cmd: TtsCommand) -> None:
@@ -302,6 +320,9 @@ class CallSession:
         await self.end(cmd.reason, cmd.initiator or Initiator.USER.value)
 
     async def _not_here(self, cmd: RingingCommand | RejectCommand | ReferCommand) -> None:
+        if self.call_type != "websocket":
+            raise StateError(f"{cmd.COMMAND} on /call/{self.call_type} needs the {self.call_type} transport, "
+                             "which is not built yet")
         raise StateError(f"{cmd.COMMAND} is not supported on /call (WebSocket audio) calls; "
                          "it applies to SIP calls on /call/sip")
 
@@ -392,8 +413,7 @@ class CallSession:
             self._endpoint = None
 
     def _asr_time(self, ms: int | None) -> int | None:
-        # The ASR tap starts with the leg, so stream time is leg time.
-        return None if ms is None else self.epoch_ms(ms)
+        return None if ms is None else self.asr_epoch_ms + ms
 
     # -- PlaybackHost -----------------------------------------------------------------------------------
     def epoch_ms(self, leg_ms: int | None = None) -> int:
@@ -453,8 +473,8 @@ class CallSession:
             if waiter is not None and not asyncio.ensure_future(waiter).done():
                 missed += 1
                 if missed >= 2:
+                    self._close_with = (1011, "ping timeout")
                     await self.end(HangupReason.PING_TIMEOUT.value, Initiator.SYSTEM.value)
-                    await self.ws.close(1011, "ping timeout")
                     return
             else:
                 missed = 0
@@ -499,9 +519,11 @@ class CallSession:
 
     def _spawn_close(self) -> None:
         async def close() -> None:
+            if self._writer_task is not None:   # the writer sends the hangup event first (end() queued it)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(self._writer_task), 1.0)
             with contextlib.suppress(Exception):
-                await asyncio.sleep(0.05)   # let the writer flush the hangup event
-                await self.ws.close(1000, "call ended")
+                await self.ws.close(*self._close_with)
         asyncio.get_running_loop().create_task(close())
 
     def kill(self) -> None:
@@ -520,7 +542,8 @@ class CallSession:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             path = confine(folder, f"{_safe_name(self.id)}.jsonl")
-            self._dump = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in end()
+            # backslashreplace: a lone surrogate (valid in a JSON string) is written as its JSON escape
+            self._dump = open(path, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115 - closed in end()
         except (OSError, OutsideDirectory) as exc:
             log.warning("call %s: cannot open dump: %s", self.id, exc)
 
@@ -529,10 +552,20 @@ class CallSession:
             return
         try:
             data: Any = redact(json.loads(text))
-        except ValueError:
-            data = text[:1000]
-        self._dump.write(json.dumps({"ts": epoch_ms(), kind: data}, ensure_ascii=False) + "\n")
-        self._dump.flush()
+        except (ValueError, RecursionError):   # not JSON, or nested too deep to walk: mask by pattern
+            data = _SECRET_VALUE.sub(r'\1"' + MASK + '"', text)[:1000]
+        try:
+            self._dump.write(json.dumps({"ts": epoch_ms(), kind: data}, ensure_ascii=False) + "\n")
+            self._dump.flush()
+        except OSError as exc:   # disk full, ...: the call goes on without its dump
+            log.warning("call %s: dump stopped: %s", self.id, exc)
+            with contextlib.suppress(OSError):
+                self._dump.close()
+            self._dump = None
+
+
+# A secret's value in JSON text that does not parse (cut short, its closing quote may be missing).
+_SECRET_VALUE = re.compile('("(?:' + "|".join(sorted(SECRET_KEYS)) + r')"\s*:\s*)"(?:[^"\\]|\\.)*("|\\?$)')
 
 
 def _safe_name(call_id: str) -> str:
