@@ -5,8 +5,10 @@ another at the leg's internal rate. Python enqueues and appends PCM (per chunk, 
 engine pulls one frame per tick with :meth:`Playout.pull_c` and drains the events.
 
 Rules:
-- An item starts (PLAY_STARTED) when its first sample is pulled; it ends (PLAY_ENDED) when its last
-  sample is pulled and it is complete, in the same pull, with ``offset`` the sample index in the frame.
+- An item starts (PLAY_STARTED) when its first sample is pulled (an item reserved before its audio
+  arrives waits, silently, without starting); it ends (PLAY_ENDED) when its last sample is pulled and
+  it is complete, in the same pull, with ``offset`` the sample index in the frame. A complete empty
+  item starts and ends at once.
 - An incomplete item with no audio left is an underrun: the rest of the frame is silence and its
   ``elapsed`` clock keeps running (``elapsed`` is playout time, ``played`` is audio played).
 - ``interrupt(graceful=False)`` ends the current item at once (``interrupted``) and drops the queue
@@ -111,10 +113,12 @@ cdef class Playout:
         cdef PlayItem* it
         while filled < n and self.count:
             it = self._item(0)
+            avail = it.length - it.pos
             if not it.started:
+                if avail == 0 and not it.complete:
+                    break   # reserved, its audio not here yet: silence, and the item has not started
                 it.started = True
                 self._emit(PLAY_STARTED, it, filled, False)
-            avail = it.length - it.pos
             if avail == 0:
                 if it.complete:
                     self._finish_head(filled)

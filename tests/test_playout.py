@@ -123,3 +123,23 @@ def test_bounds_and_caller_errors() -> None:
     with pytest.raises(ValueError, match="max_samples must be positive, got 0"):
         Playout(max_samples=0)
     assert p.queued_samples == 900
+
+
+def test_reserved_item_starts_only_when_its_audio_arrives() -> None:
+    p = Playout()
+    p.enqueue(1, track=0, pcm=None, complete=False)   # reserved while TTS synthesises
+    assert not p.pull(FRAME).any()
+    assert p.drain_events() == []
+    p.append(1, ramp(100), complete=True)
+    out = p.pull(FRAME)
+    assert np.array_equal(out[:100], ramp(100))
+    assert p.drain_events() == [(PLAY_STARTED_, 1, 0, 0, 0, 0, 100, False),
+                                (PLAY_ENDED_, 1, 0, 100, 100, 100, 100, False)]
+
+
+def test_complete_empty_item_starts_and_ends_at_once() -> None:
+    p = Playout()
+    p.enqueue(1, track=0, pcm=None, complete=False)
+    p.complete(1)
+    p.pull(FRAME)
+    assert [e[0] for e in p.drain_events()] == [PLAY_STARTED_, PLAY_ENDED_]
