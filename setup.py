@@ -60,6 +60,7 @@ KERNEL_SETTINGS: dict[str, dict[str, list[str]]] = {
     "jitter": {"extra_compile_args": ["-ffp-contract=off"]},
     # dlopen/dlsym of the optional libten_vad; in libc since glibc 2.34, in libdl before (manylinux)
     "ten": {"libraries": ["dl"]},
+    "vad": {"libraries": ["dl"]},
 }
 
 

@@ -7,18 +7,19 @@ ASR audio in batches. The steady-state media path runs no Python per packet or p
 
     inbound, per leg:  UDP recvmmsg | pushed RTP | fed stream bytes
                        -> RTP parse -> jitter buffer -> decode / conceal -> resample to 16 kHz
-                       -> mute -> denoise (optional) -> VAD (webrtc: per frame; silero: one batched inference per tick)
+                       -> mute -> denoise (optional) -> VAD (webrtc and ten: C call per frame; silero: one
+                          batched inference per tick)
                        -> ASR tap (ring buffer) -> recorder (left channel)
     outbound, per leg: playout queue -> + bridged leg's inbound -> recorder (right channel)
                        -> resample to the codec rate -> encode -> RTP build -> sendto | drained
 
-Ticking. ``tick(now_ms)`` is called about every 20 ms by the control plane (from its asyncio loop:
-one call serves every leg). It receives what the UDP sockets hold, then processes every 20 ms frame
+Ticking. ``tick(now_ms)`` is called by the control plane just after each frame is due (``next_frame_ms``;
+from its asyncio loop: one call serves every leg). It receives what the UDP sockets hold, then processes every 20 ms frame
 whose time has come (``next_frame_ms <= now``), so a late tick catches up frame by frame (at most
 MAX_CATCHUP frames; past that the engine skips ahead and counts the skipped frames). Time is the
 caller's: tests pass explicit times and need no sleeps. We tick on the event loop rather than in a
-worker thread because webrtc VAD and onnxruntime calls need the GIL anyway, and one thread keeps
-the Python-side state (feeding, playout, draining) free of locks; the per-frame cost is compiled.
+worker thread because the onnxruntime call (and denoise's library) need the GIL anyway, and one thread
+keeps the Python-side state (feeding, playout, draining) free of locks; the per-frame cost is compiled.
 
 Times in events are leg-relative milliseconds (since the leg was added); the control plane adds
 the leg's epoch start for the wire.

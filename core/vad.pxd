@@ -61,13 +61,17 @@ cdef class VadBank:
 cdef int webrtc_mode_c(double voice_threshold) noexcept nogil
 
 
+# WebRtcVad_Process of the webrtcvad-wheels extension, resolved with dlsym (its exported C symbol).
+ctypedef int (*webrtc_process_fn)(void* inst, int fs, const int16_t* audio, size_t frame_length) noexcept nogil
+
 cdef class WebRtcBank:
     cdef readonly int max_legs
-    cdef list _handles
+    cdef list _handles                # the package's PyCapsule per slot (keeps the VadInst alive)
+    cdef void** _insts                # the VadInst pointer per slot, NULL while unconfigured
     cdef list _modes
-    cdef object _process
-    cdef object _scratch
-    cdef int16_t[::1] _scratch_view
+    cdef void* _lib
+    cdef webrtc_process_fn _process
 
-    cdef int is_speech_c(self, int slot, const int16_t* pcm, int n) except -1
+    # 1 speech, 0 not, -1 bad slot / frame size / library error. Pure C, no GIL needed.
+    cdef int is_speech_c(self, int slot, const int16_t* pcm, int n) noexcept nogil
     cdef int _slot_arg(self, int slot) except -1

@@ -66,7 +66,11 @@ from libc.stdint cimport int16_t, int32_t, int64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from pbx.core.bufargs cimport ITEM_INT16, get_view
+from pbx.core.includes.dl cimport RTLD_LOCAL, RTLD_NOW, dlclose, dlerror, dlopen, dlsym
+
+import os
 
 import numpy as np
 
@@ -345,8 +349,9 @@ def webrtc_mode(double voice_threshold):
 cdef class WebRtcBank:
     """One WebRTC VAD instance per leg slot (16 kHz, 10/20/30 ms frames) from the webrtcvad-wheels package.
 
-    It calls the package's C functions (``_webrtcvad``) directly, one Python-level call per frame,
-    with the frame copied into a scratch buffer so that the engine can pass a C pointer.
+    Instances are created through the package's Python API (its ``create`` returns a capsule around a
+    ``VadInst*``); each frame then goes straight to the extension's exported ``WebRtcVad_Process``,
+    resolved once with ``dlsym``: a C call per frame, no Python, no copy, no GIL.
     """
 
     def __cinit__(self, int max_legs):
@@ -356,9 +361,21 @@ cdef class WebRtcBank:
         self.max_legs = max_legs
         self._handles = [None] * max_legs
         self._modes = [0] * max_legs
-        self._process = _webrtcvad.process
-        self._scratch = np.zeros(480, dtype=np.int16)
-        self._scratch_view = self._scratch
+        self._insts = <void**>calloc(max_legs, sizeof(void*))
+        if self._insts == NULL:
+            raise MemoryError("WebRtcBank: cannot allocate the instance table")
+        path = os.fsencode(_webrtcvad.__file__)
+        self._lib = dlopen(path, RTLD_NOW | RTLD_LOCAL)   # already loaded: this takes a reference
+        if self._lib == NULL:
+            raise ImportError(f"cannot open {_webrtcvad.__file__}: {(<bytes>dlerror()).decode(errors='replace')}")
+        self._process = <webrtc_process_fn>dlsym(self._lib, b"WebRtcVad_Process")
+        if self._process == NULL:
+            raise ImportError(f"{_webrtcvad.__file__} does not export WebRtcVad_Process")
+
+    def __dealloc__(self):
+        free(self._insts)
+        if self._lib != NULL:
+            dlclose(self._lib)
 
     cdef int _slot_arg(self, int slot) except -1:
         if slot < 0 or slot >= self.max_legs:
@@ -373,6 +390,7 @@ cdef class WebRtcBank:
         handle = _webrtcvad.create()
         _webrtcvad.init(handle)
         _webrtcvad.set_mode(handle, mode)
+        self._insts[slot] = PyCapsule_GetPointer(handle, b"WebRtcVadPtr")
         self._handles[slot] = handle
         self._modes[slot] = mode
 
@@ -390,22 +408,24 @@ cdef class WebRtcBank:
         self._slot_arg(slot)
         return self._modes[slot] if self._handles[slot] is not None else None
 
-    cdef int is_speech_c(self, int slot, const int16_t* pcm, int n) except -1:
-        """1 if the frame is speech, 0 if not; raises on a bad slot or frame size (holds the GIL)."""
-        self._slot_arg(slot)
-        handle = self._handles[slot]
-        if handle is None:
-            raise ValueError(f"slot {slot} is not configured")
+    cdef int is_speech_c(self, int slot, const int16_t* pcm, int n) noexcept nogil:
+        if slot < 0 or slot >= self.max_legs or self._insts[slot] == NULL:
+            return -1
         if n != 160 and n != 320 and n != 480:
-            raise ValueError(f"frame must be 160, 320 or 480 samples at 16 kHz, got {n}")
-        memcpy(&self._scratch_view[0], pcm, n * sizeof(int16_t))
-        return 1 if self._process(handle, 16000, self._scratch, n) else 0
+            return -1
+        return self._process(self._insts[slot], 16000, pcm, n)
 
     def is_speech(self, int slot, frame):
         """WebRTC decision for one 10, 20 or 30 ms frame of 16 kHz int16 audio."""
         cdef Py_buffer view
         get_view(frame, &view, ITEM_INT16, False, "frame")
+        cdef int n = <int>(view.len // 2)
         try:
-            return self.is_speech_c(slot, <const int16_t*>view.buf, <int>(view.len // 2)) == 1
+            self._slot_arg(slot)
+            if self._handles[slot] is None:
+                raise ValueError(f"slot {slot} is not configured")
+            if n != 160 and n != 320 and n != 480:
+                raise ValueError(f"frame must be 160, 320 or 480 samples at 16 kHz, got {n}")
+            return self.is_speech_c(slot, <const int16_t*>view.buf, n) == 1
         finally:
             PyBuffer_Release(&view)

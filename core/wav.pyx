@@ -8,7 +8,7 @@ a crash loses at most one flush interval. An OS crash or power loss too with ``d
 which ``fdatasync``s after the data and again after the header of each flush. Every write is
 positioned (``pwrite``), so a flush that failed half way (disk full) is simply redone at the same
 offset by the next flush; until then the file stays valid, with at most some stray bytes after
-the data chunk, which readers skip. Closing ``fsync``s once.
+the data chunk, which readers skip. Closing a durable writer ``fsync``s once.
 
 The C methods return ``0`` or ``-errno`` and never raise, so the engine's recorder tap can call
 them without the GIL; the Python wrappers raise :class:`pbx.core.errors.WavError`.
@@ -287,7 +287,9 @@ cdef class WavWriter:
         if self.fd < 0:
             return 0
         rc = self.flush_c()
-        if rc == 0 and fsync(self.fd) != 0:
+        # Only a durable writer waits for the disk: the media engine closes recorders on its tick,
+        # and a process crash after close loses nothing that is already in the page cache.
+        if rc == 0 and self.durable and fsync(self.fd) != 0:
             self.failed_step = STEP_SYNC
             rc = -errno
         if c_close(self.fd) != 0 and rc == 0:
@@ -364,7 +366,7 @@ cdef class WavWriter:
         self.check(rc)
 
     def close(self):
-        """Flush, fsync and close. Idempotent; the descriptor is closed even if this raises."""
+        """Flush (and fsync if durable), then close. Idempotent; the descriptor is closed even if this raises."""
         cdef int rc
         if self.fd < 0:
             return
