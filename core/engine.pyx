@@ -416,10 +416,12 @@ cdef class Engine:
         cdef Leg leg
         if offsets.shape[0] != n + 1 or arrival_ms.shape[0] != n:
             raise ValueError("push_packets: offsets must have len(slots)+1 entries, arrival_ms len(slots)")
-        if n and (offsets[0] < 0 or offsets[n] > blob.shape[0]):
-            raise ValueError("push_packets: offsets outside the blob")
+        for i in range(n):   # checked before any datagram is taken, so a bad call changes nothing
+            if offsets[i] < 0 or offsets[i + 1] < offsets[i] or offsets[i + 1] > blob.shape[0]:
+                raise ValueError(f"push_packets: datagram {i} spans {offsets[i]}..{offsets[i + 1]}, "
+                                 f"outside the {blob.shape[0]}-byte blob")
         for i in range(n):
-            if slots[i] < 0 or slots[i] >= self.max_legs or offsets[i + 1] < offsets[i]:
+            if slots[i] < 0 or slots[i] >= self.max_legs:
                 continue
             leg = self.legs[slots[i]]
             if leg is None or leg.transport != TRANSPORT_PACKETS:

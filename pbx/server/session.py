@@ -127,7 +127,6 @@ class CallSession:
         self.asr: AsrStream | None = None
         self.asr_name = ""
         self.asr_index = 0
-        self.asr_ms = 0                       # audio fed to ASR so far
         self.asr_queue: asyncio.Queue[npt.NDArray[np.int16] | None] | None = None
         self.utterance_start: int | None = None
         self.vad_events = False
@@ -390,7 +389,6 @@ class CallSession:
                                                data={"index": self.asr_index, "provider": self.asr_name}))
                         self.asr_index += 1
                     continue
-                self.asr_ms += len(pcm) // 16
                 for partial in await asr.feed(pcm):
                     self.emit(AsrDeltaEvent(track_id=self.id, index=self.asr_index, timestamp=epoch_ms(),
                                             start_time=self._asr_time(partial.start_ms),
