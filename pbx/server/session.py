@@ -349,6 +349,10 @@ class CallSession:
                 # silencePadding (100 ms by default) would cut phrases at the pauses between words.
                 delay = max(ASR_ENDPOINT_MS - b, 0) / 1000.0
                 self._endpoint = asyncio.get_running_loop().call_later(delay, self._end_utterance)
+        elif kind == eng.SEGMENT_CAP:
+            # maxBufferDurationSecs of continuous speech: finish this utterance, the next one goes on.
+            if self.asr_queue is not None:
+                self.asr_queue.put_nowait(None)
         elif kind == eng.DTMF:
             self._cancel_wait_input()
             self.emit(DtmfEvent(track_id=self.id, timestamp=self.epoch_ms(t), digit=chr(a)))
