@@ -24,7 +24,7 @@ install: deps $(PY)
 	$(PIP) install -q -e '.[test,wheel]'
 
 lint: install
-	$(VENV)/bin/ruff check pbx tests bench examples
+	$(VENV)/bin/ruff check --no-cache pbx tests bench examples
 	$(VENV)/bin/mypy --strict pbx
 
 test: lint

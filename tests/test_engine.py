@@ -403,8 +403,8 @@ def test_push_packets_rejects_offsets_outside_the_blob() -> None:
     leg = e.add_leg("packets", "pcmu", 0.0)
     slots = np.full(2, leg.slot, np.int32)
     arrivals = np.zeros(2)
-    with pytest.raises(ValueError, match="datagram 0 spans 0..1000, outside the 10-byte blob"):
+    with pytest.raises(ValueError, match=r"datagram 0 spans 0\.\.1000, outside the 10-byte blob"):
         e.push_packets(slots, b"x" * 10, np.array([0, 1000, 5], np.int64), arrivals)
-    with pytest.raises(ValueError, match="datagram 1 spans 8..4, outside the 10-byte blob"):
+    with pytest.raises(ValueError, match=r"datagram 1 spans 8\.\.4, outside the 10-byte blob"):
         e.push_packets(slots, b"x" * 10, np.array([0, 8, 4], np.int64), arrivals)
     assert leg.rx_bad == 0
