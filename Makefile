@@ -20,8 +20,12 @@ $(PY):
 
 # Editable install: the extensions are compiled in place into core/.  The wheel tools
 # come too: tests/test_wheel.py (marker `wheel`) builds and repairs the wheel.
-install: deps $(PY)
+install: deps $(VENV)/.installed
+
+# Reinstalled (and the kernels recompiled) only when the build inputs change.
+$(VENV)/.installed: $(PY) pyproject.toml setup.py $(wildcard core/*.pyx core/*.pxd core/includes/*.pxd)
 	$(PIP) install -q -e '.[test,wheel]'
+	touch $@
 
 lint: install
 	$(VENV)/bin/ruff check --no-cache pbx tests bench examples
