@@ -221,7 +221,8 @@ class AudioEncoder:
             raise ValueError(f"{self.codec} encodes an even number of 16 kHz samples, got {len(samples)}")
         if self._g722 is not None:
             return self._g722.encode(samples)
-        assert self._down is not None
+        if self._down is None:   # unreachable: pcm and g722 returned above
+            raise RuntimeError(f"no resampler for codec {self.codec!r}")
         narrow = self._down.process(samples)
         return g711.ulaw_encode(narrow) if self.codec == "pcmu" else g711.alaw_encode(narrow)
 
@@ -243,7 +244,8 @@ class AudioDecoder:
             return np.frombuffer(raw[:whole], dtype="<i2").astype(np.int16)
         if self._g722 is not None:
             return self._g722.decode(np.frombuffer(data, dtype=np.uint8))
-        assert self._up is not None
+        if self._up is None:   # unreachable: pcm and g722 returned above
+            raise RuntimeError(f"no resampler for codec {self.codec!r}")
         payload = np.frombuffer(data, dtype=np.uint8)
         narrow = g711.ulaw_decode(payload) if self.codec == "pcmu" else g711.alaw_decode(payload)
         return self._up.process(narrow)

@@ -152,13 +152,10 @@ class Playback:
             track.end_of_stream = True
         if cmd.text or not cmd.end_of_stream:
             item = self._reserve(track, None if cmd.base64 else cmd.text, "tts")
-            if item is None:
-                pass
-            elif pcm is not None:
+            if item is not None and pcm is not None:
                 self._append(item, pcm, complete=False, sender="tts")
                 self._complete(item)
-            else:
-                assert provider is not None
+            elif item is not None and provider is not None:
                 item.task = asyncio.create_task(self._synthesize(track, item, provider, cmd, option))
         self._check_finished(track)
 

@@ -71,6 +71,7 @@ from pbx.protocol import (
     TranscriptionOption,
     TtsCommand,
     UnmuteCommand,
+    VADOption,
     parse_command,
     redact,
     serialize_event,
@@ -229,25 +230,23 @@ class CallSession:
         if option.denoise:
             engine.set_denoise(self.leg, True)
         if option.vad is not None:
-            self._configure_vad(option)
+            self._configure_vad(self.leg, option.vad)
         if option.recorder is not None:
-            self._start_recorder(option.recorder)
+            self._start_recorder(self.leg, option.recorder)
         if option.asr is not None:
             if option.vad is None:
                 # ASR finals follow VAD silences: a default webrtc VAD runs, its events stay internal.
                 engine.set_vad(self.leg, "webrtc")
             await self._start_asr(option.asr)
 
-    def _configure_vad(self, option: CallOption) -> None:
-        vad = option.vad
-        assert vad is not None and self.leg is not None
+    def _configure_vad(self, leg: Leg, vad: VADOption) -> None:
         kind = vad.type.lower()
         if kind not in ("webrtc", "silero", "ten"):
             self.report_error("vad", f"unknown vad type {vad.type!r}; expected webrtc, silero or ten")
             return
         try:
             self.server.media.engine.set_vad(
-                self.leg, kind, speech_padding_ms=vad.speech_padding, silence_padding_ms=vad.silence_padding,
+                leg, kind, speech_padding_ms=vad.speech_padding, silence_padding_ms=vad.silence_padding,
                 ratio=vad.ratio, voice_threshold=vad.voice_threshold, silence_timeout_ms=vad.silence_timeout,
                 max_buffer_secs=float(vad.max_buffer_duration_secs))
         except (ValueError, ImportError) as exc:   # ImportError: the optional ten-vad is not installed
@@ -258,13 +257,12 @@ class CallSession:
             return
         self.vad_events = True
 
-    def _start_recorder(self, recorder: RecorderOption) -> None:
-        assert self.leg is not None
+    def _start_recorder(self, leg: Leg, recorder: RecorderOption) -> None:
         base = self.server.config.directory("recordings")
         try:
             path = confine(base, recorder.recorder_file)
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.server.media.engine.set_recorder(self.leg, path, recorder.samplerate, recorder.ptime)
+            self.server.media.engine.set_recorder(leg, path, recorder.samplerate, recorder.ptime)
         except OutsideDirectory:
             self.report_error("recorder", f"recorderFile {recorder.recorder_file} is outside the recordings "
                                           f"directory {base.resolve()}")
@@ -283,13 +281,14 @@ class CallSession:
             return
         self.asr_name = self.server.providers.asr_name(option)
         self.asr_index = 1
-        self.asr_queue = asyncio.Queue()
+        queue: asyncio.Queue[npt.NDArray[np.int16] | None] = asyncio.Queue()
+        self.asr_queue = queue
         engine = self.server.media.engine
         engine.set_asr_tap(self.leg, True)
         # The tap takes frames from the engine's next one on: that frame is the ASR stream's time 0
         # (opening the stream took a while after the leg started).
         self.asr_epoch_ms = self.leg_epoch_ms + round(engine.next_frame_ms - self.leg_start_ms)
-        self._spawn(self._asr_worker())
+        self._spawn(self._asr_worker(self.asr, queue))
 
     async def _tts(self, cmd: TtsCommand) -> None:
         self._playback("tts").tts(cmd)
@@ -375,9 +374,7 @@ class CallSession:
         if self.asr_queue is not None:
             self.asr_queue.put_nowait(pcm)
 
-    async def _asr_worker(self) -> None:
-        assert self.asr is not None and self.asr_queue is not None
-        asr, queue = self.asr, self.asr_queue
+    async def _asr_worker(self, asr: AsrStream, queue: asyncio.Queue[npt.NDArray[np.int16] | None]) -> None:
         while True:
             pcm = await queue.get()
             try:
