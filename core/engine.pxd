@@ -44,6 +44,7 @@ cdef enum EventKind:
     EV_LATCHED = 9               # the remote address was learned from the first packet
     EV_RECORDER_ERROR = 10       # a = errno; the recorder is stopped
     EV_INBOUND_OVERFLOW = 11     # a = samples dropped from a fed stream
+    EV_RTCP_BYE = 12             # the peer sent an RTCP BYE for its stream
 
 cdef struct EngineEvent:
     int32_t leg
@@ -92,6 +93,19 @@ cdef class Leg:
     cdef bint has_remote
     cdef bint latch                  # learn the remote address from the first packet (symmetric RTP)
     cdef double rtp_timeout_ms
+    # RTCP (RFC 3550, multiplexed on the RTP port as RFC 5761): reports we send and receive
+    cdef double rtcp_interval_ms     # 0: no reports sent
+    cdef double next_rtcp_ms
+    cdef readonly uint64_t tx_octets
+    cdef int64_t rx_base_ext         # extended sequence number of the first packet (-1: none yet)
+    cdef int64_t rx_expected_prior, rx_received_prior
+    cdef uint32_t rx_lsr             # middle 32 bits of the NTP time of the last SR received
+    cdef double rx_lsr_at_ms         # when it arrived (engine clock)
+    cdef readonly uint64_t rtcp_rx, rtcp_tx
+    cdef readonly int rr_fraction_lost      # what the peer reports about our stream
+    cdef readonly int rr_cumulative_lost
+    cdef readonly uint32_t rr_jitter
+    cdef readonly double rtt_ms             # -1 until an RR/SR with LSR/DLSR came back
     cdef bint timeout_reported
     cdef double last_rx_ms
     # per-frame buffers
@@ -124,6 +138,7 @@ cdef class Engine:
     cdef readonly uint64_t frames, skipped_frames
     cdef EngineEvent* events
     cdef int n_events, event_capacity
+    cdef public double epoch_offset_ms   # wall clock minus engine clock (ms), for RTCP's NTP timestamps
     cdef readonly uint64_t lost_events
     # outbound datagrams/frames of PACKETS and STREAM legs, drained by Python
     cdef uint8_t* out_buf
@@ -136,6 +151,8 @@ cdef class Engine:
     cdef int out_append(self, int leg, const uint8_t* data, Py_ssize_t n) except -1
     cdef void receive_udp(self, Leg leg, double now_ms) noexcept
     cdef void receive_packet(self, Leg leg, const uint8_t* data, Py_ssize_t n, double arrival_ms) noexcept
+    cdef void receive_rtcp(self, Leg leg, const uint8_t* data, Py_ssize_t n, double arrival_ms) noexcept
+    cdef void send_rtcp(self, Leg leg, double t_ms) noexcept
     cdef int inbound(self, Leg leg, double t_ms) except -1
     cdef int outbound(self, Leg leg, double t_ms) except -1
     cdef int send_rtp(self, Leg leg, uint8_t pt, bint marker, uint32_t ts, const uint8_t* payload,

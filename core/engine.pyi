@@ -17,6 +17,7 @@ RTP_TIMEOUT: int
 LATCHED: int
 RECORDER_ERROR: int
 INBOUND_OVERFLOW: int
+RTCP_BYE_: int
 TRANSPORTS: dict[str, int]
 INBOUND_BUFFER_SECONDS: int
 
@@ -36,6 +37,14 @@ class Leg:
     tx_packets: int
     tx_errors: int
     dtmf_digits: int
+    tx_octets: int
+    rtcp_rx: int
+    rtcp_tx: int
+    rr_fraction_lost: int
+    rr_cumulative_lost: int
+    rr_jitter: int
+    rtt_ms: float
+    stream_skipped: int
     @property
     def stats(self) -> dict[str, object]: ...
     @property
@@ -48,12 +57,14 @@ class Engine:
     frames: int
     skipped_frames: int
     lost_events: int
+    epoch_offset_ms: float
     def __init__(self, max_legs: int = 4096, event_capacity: int = 65536) -> None: ...
     def add_leg(
         self, transport: str, codec: str, now_ms: float, *, rate: int = 0, payload_type: int = -1,
         dtmf_payload_type: int = -1, ptime_ms: int = 20, fd: int = -1, remote: tuple[str, int] | None = None,
         latch: bool = False, jitter_min_ms: float = 20.0, jitter_max_ms: float = 200.0,
         rtp_timeout_ms: float = 0.0, ssrc: int | None = None, stream_silence: bool = False,
+        rtcp_interval_ms: float = 0.0,
     ) -> Leg: ...
     def remove_leg(self, leg: Leg) -> None: ...
     def leg(self, slot: int) -> Leg | None: ...

@@ -60,7 +60,11 @@ from pbx.core.pcmring cimport (
 )
 from pbx.core.playout cimport Playout, PlayoutEvent, PLAY_STARTED, PLAY_ENDED, PLAY_DROPPED
 from pbx.core.resample cimport Resampler
-from pbx.core.rtp cimport RtpHeader, rtp_parse, rtp_build
+from pbx.core.rtp cimport (
+    RtpHeader, RtcpHeader, RtcpReportBlock, RtcpSenderInfo, rtp_parse, rtp_build, rtcp_parse_header,
+    rtcp_read_sender_info, rtcp_read_report_block, rtcp_build_sr, rtcp_build_rr,
+    RTCP_PT_SR, RTCP_PT_RR, RTCP_PT_BYE, RTCP_REPORT_BLOCK_SIZE, RTCP_SENDER_INFO_SIZE,
+)
 from pbx.core.udp cimport RecvBatch, UdpAddr, addr_equal, send_datagram, addr_from_python, addr_to_python
 from pbx.core.vad cimport VadBank, VadEvent, WebRtcBank, VAD_SPEAKING, VAD_SILENCE, VAD_SEGMENT_CAP
 from pbx.core.wav cimport WavWriter
@@ -85,6 +89,7 @@ RTP_TIMEOUT = EV_RTP_TIMEOUT
 LATCHED = EV_LATCHED
 RECORDER_ERROR = EV_RECORDER_ERROR
 INBOUND_OVERFLOW = EV_INBOUND_OVERFLOW
+RTCP_BYE_ = EV_RTCP_BYE
 
 TRANSPORTS = {"udp": TRANSPORT_UDP, "packets": TRANSPORT_PACKETS, "stream": TRANSPORT_STREAM}
 INBOUND_BUFFER_SECONDS = 30      # fed stream audio waiting to be consumed, per leg
@@ -100,6 +105,14 @@ cdef inline double mean_square(const int16_t* x, int n) noexcept nogil:
     for i in range(n):
         acc += <int32_t>x[i] * x[i]
     return <double>acc / n
+
+
+cdef double NTP_UNIX_OFFSET_S = 2208988800.0   # seconds from 1900 (NTP) to 1970 (Unix)
+
+
+cdef inline uint64_t ntp_time(double epoch_ms) noexcept nogil:
+    """Wall-clock ms since 1970 -> NTP 32.32 fixed point."""
+    return <uint64_t>((epoch_ms / 1000.0 + NTP_UNIX_OFFSET_S) * 4294967296.0)
 
 
 cdef inline int16_t saturate(int32_t v) noexcept nogil:
@@ -123,7 +136,10 @@ cdef class Leg:
             "rx_packets": self.rx_packets, "rx_bad": self.rx_bad, "rx_foreign": self.rx_foreign,
             "rx_other_pt": self.rx_other_pt, "tx_packets": self.tx_packets, "tx_errors": self.tx_errors,
             "dtmf_digits": self.dtmf_digits, "inbound_dropped": self.decoded.dropped,
-            "stream_skipped_frames": self.stream_skipped,
+            "stream_skipped_frames": self.stream_skipped, "tx_octets": self.tx_octets,
+            "rtcp_rx": self.rtcp_rx, "rtcp_tx": self.rtcp_tx, "rtt_ms": self.rtt_ms,
+            "remote_fraction_lost": self.rr_fraction_lost, "remote_cumulative_lost": self.rr_cumulative_lost,
+            "remote_jitter": self.rr_jitter,
         }
         if self.jb is not None:
             s["jitter"] = self.jb.stats
@@ -176,11 +192,14 @@ cdef class Engine:
     def add_leg(self, str transport, str codec, double now_ms, *, int rate=0, int payload_type=-1,
                 int dtmf_payload_type=-1, int ptime_ms=20, int fd=-1, remote=None, bint latch=False,
                 double jitter_min_ms=20.0, double jitter_max_ms=200.0, double rtp_timeout_ms=0.0,
-                ssrc=None, bint stream_silence=False):
+                ssrc=None, bint stream_silence=False, double rtcp_interval_ms=0.0):
         """Create a leg and return it; ``now_ms`` is its time zero.
 
         ``transport``: "udp" (needs ``fd``, a bound non-blocking UDP socket, and ``remote`` or
         ``latch``), "packets" or "stream". ``codec``: pcmu, pcma, g722, l16, pcm, opus.
+        ``rtcp_interval_ms``: a UDP leg sends an RTCP SR/RR + SDES compound this often (RFC 3550
+        suggests 5000), multiplexed on the RTP port (RFC 5761); 0 sends none. Received RTCP is always
+        parsed: the peer's report about our stream, round-trip time, BYE.
         """
         if transport not in TRANSPORTS:
             raise ValueError(f"unknown transport {transport!r}; expected udp, packets or stream")
@@ -224,7 +243,15 @@ cdef class Engine:
             leg.has_remote = True
         leg.rtp_timeout_ms = rtp_timeout_ms
         leg.last_rx_ms = now_ms
+        if rtcp_interval_ms < 0:
+            raise ValueError(f"rtcp_interval_ms must be >= 0, got {rtcp_interval_ms}")
+        leg.rtcp_interval_ms = rtcp_interval_ms
+        leg.rx_base_ext = -1
+        leg.rtt_ms = -1.0
         leg.slot = self.free_slots.pop()
+        # The first report goes out after half to one interval, spread over slots (RFC 3550 6.2 wants
+        # reports of many sources not to line up).
+        leg.next_rtcp_ms = now_ms + rtcp_interval_ms * (0.5 + (leg.slot % 32) / 64.0)
         self.legs[leg.slot] = leg
         self.active.append(leg)
         return leg
@@ -644,6 +671,9 @@ cdef class Engine:
             self.send_rtp(leg, leg.payload_type, leg.marker_next, leg.ts, leg.payload, n)
             leg.marker_next = False
         leg.ts += codec.frame_ticks
+        if leg.rtcp_interval_ms > 0 and t_ms >= leg.next_rtcp_ms:
+            leg.next_rtcp_ms = t_ms + leg.rtcp_interval_ms
+            self.send_rtcp(leg, t_ms)
         return 0
 
     cdef void encode_out(self, Leg leg) noexcept:
@@ -687,6 +717,7 @@ cdef class Engine:
             leg.tx_errors += 1
             return 0
         leg.seq += 1
+        leg.tx_octets += n
         if leg.transport == TRANSPORT_PACKETS:
             self.out_append(leg.slot, leg.packet, size)
             leg.tx_packets += 1
@@ -721,7 +752,7 @@ cdef class Engine:
     cdef void receive_packet(self, Leg leg, const uint8_t* data, Py_ssize_t n, double arrival_ms) noexcept:
         cdef RtpHeader h
         if n >= 2 and 200 <= data[1] <= 204:
-            # RTCP multiplexed on the RTP port (RFC 5761): not media; reports are not used yet.
+            self.receive_rtcp(leg, data, n, arrival_ms)   # multiplexed on the RTP port (RFC 5761)
             return
         if rtp_parse(data, n, &h) != 0:
             leg.rx_bad += 1
@@ -731,9 +762,124 @@ cdef class Engine:
             return
         leg.jb.put_packet(h.sequence, h.timestamp, h.ssrc, h.payload_type, h.marker,
                           data + h.payload_offset, h.payload_length, arrival_ms)
+        if leg.rx_base_ext < 0 or leg.jb.max_ext < leg.rx_base_ext:   # first packet, or a resync
+            leg.rx_base_ext = leg.jb.max_ext
+            leg.rx_expected_prior = leg.rx_received_prior = 0
+            leg.rx_packets = 0
         leg.rx_packets += 1
         leg.last_rx_ms = arrival_ms
         leg.timeout_reported = False
+
+    # -- RTCP ---------------------------------------------------------------------------------------
+    cdef void send_rtcp(self, Leg leg, double t_ms) noexcept:
+        """SR (or RR before we sent anything) with a report block on the peer's stream, then SDES CNAME."""
+        cdef RtcpSenderInfo info
+        cdef RtcpReportBlock block
+        cdef Py_ssize_t size, count = 0, pos
+        cdef int64_t expected, lost, expected_interval, lost_interval
+        cdef uint8_t* out = leg.packet
+        cdef int i, cname_len
+        cdef char cname[24]
+        if leg.transport != TRANSPORT_UDP or not leg.has_remote:
+            return
+        if leg.rx_base_ext >= 0:
+            expected = leg.jb.max_ext - leg.rx_base_ext + 1
+            lost = expected - <int64_t>leg.rx_packets
+            expected_interval = expected - leg.rx_expected_prior
+            lost_interval = expected_interval - (<int64_t>leg.rx_packets - leg.rx_received_prior)
+            leg.rx_expected_prior = expected
+            leg.rx_received_prior = leg.rx_packets
+            block.ssrc = leg.jb.ssrc
+            block.fraction_lost = <uint8_t>((lost_interval << 8) // expected_interval) \
+                if expected_interval > 0 and lost_interval > 0 else 0
+            block.cumulative_lost = <int32_t>(8388607 if lost > 8388607 else (-8388608 if lost < -8388608 else lost))
+            block.highest_sequence = <uint32_t>leg.jb.max_ext
+            block.jitter = <uint32_t>(leg.jb.jitter * leg.codec.clock_rate / 1000.0)
+            block.lsr = leg.rx_lsr
+            block.dlsr = <uint32_t>((t_ms - leg.rx_lsr_at_ms) * 65.536) if leg.rx_lsr else 0
+            count = 1
+        if leg.tx_packets:
+            info.ntp_timestamp = ntp_time(t_ms + self.epoch_offset_ms)
+            info.rtp_timestamp = leg.ts
+            info.packet_count = <uint32_t>leg.tx_packets
+            info.octet_count = <uint32_t>leg.tx_octets
+            size = rtcp_build_sr(leg.ssrc, &info, &block, count, out, RTP_PACKET_MAX)
+        else:
+            size = rtcp_build_rr(leg.ssrc, &block, count, out, RTP_PACKET_MAX)
+        if size < 0:
+            leg.tx_errors += 1
+            return
+        # SDES with one chunk: our SSRC and a CNAME item, null-terminated, padded to 32 bits.
+        cname_len = 14
+        memcpy(cname, b"pypbx-", 6)
+        for i in range(8):
+            cname[6 + i] = b"0123456789abcdef"[(leg.ssrc >> (28 - 4 * i)) & 0xF]
+        pos = size
+        out[pos + 4] = leg.ssrc >> 24
+        out[pos + 5] = (leg.ssrc >> 16) & 0xFF
+        out[pos + 6] = (leg.ssrc >> 8) & 0xFF
+        out[pos + 7] = leg.ssrc & 0xFF
+        out[pos + 8] = 1                     # CNAME
+        out[pos + 9] = cname_len
+        memcpy(out + pos + 10, cname, cname_len)
+        i = 10 + cname_len                   # bytes so far in this SDES packet
+        out[pos + i] = 0                     # end of the item list
+        i += 1
+        while i % 4:
+            out[pos + i] = 0
+            i += 1
+        out[pos] = 0x81                      # V=2, one chunk
+        out[pos + 1] = 202                   # SDES
+        out[pos + 2] = ((i // 4 - 1) >> 8) & 0xFF
+        out[pos + 3] = (i // 4 - 1) & 0xFF
+        size += i
+        if send_datagram(leg.fd, out, size, &leg.remote) < 0:
+            leg.tx_errors += 1
+        else:
+            leg.rtcp_tx += 1
+
+    cdef void receive_rtcp(self, Leg leg, const uint8_t* data, Py_ssize_t n, double arrival_ms) noexcept:
+        """Take what a compound tells us: the peer's SR time (for our LSR/DLSR), its report about our
+        stream (loss, jitter, round-trip time) and BYE. Malformed compounds count as bad packets."""
+        cdef RtcpHeader hdr
+        cdef RtcpSenderInfo info
+        cdef RtcpReportBlock block
+        cdef Py_ssize_t pos = 0, blocks_at, need
+        cdef int i
+        cdef uint32_t arrival_mid, rtt_units
+        while pos < n:
+            if rtcp_parse_header(data, n, pos, &hdr) != 0:
+                leg.rx_bad += 1
+                return
+            blocks_at = hdr.body_offset + 4
+            if hdr.packet_type == RTCP_PT_SR or hdr.packet_type == RTCP_PT_RR:
+                need = 4 + hdr.count * RTCP_REPORT_BLOCK_SIZE
+                if hdr.packet_type == RTCP_PT_SR:
+                    need += RTCP_SENDER_INFO_SIZE
+                if hdr.body_length < need:
+                    leg.rx_bad += 1
+                    return
+                if hdr.packet_type == RTCP_PT_SR:
+                    rtcp_read_sender_info(data + blocks_at, &info)
+                    leg.rx_lsr = <uint32_t>((info.ntp_timestamp >> 16) & 0xFFFFFFFF)
+                    leg.rx_lsr_at_ms = arrival_ms
+                    blocks_at += RTCP_SENDER_INFO_SIZE
+                for i in range(hdr.count):
+                    rtcp_read_report_block(data + blocks_at + i * RTCP_REPORT_BLOCK_SIZE, &block)
+                    if block.ssrc != leg.ssrc:
+                        continue
+                    leg.rr_fraction_lost = block.fraction_lost
+                    leg.rr_cumulative_lost = block.cumulative_lost
+                    leg.rr_jitter = block.jitter
+                    if block.lsr:
+                        arrival_mid = <uint32_t>((ntp_time(arrival_ms + self.epoch_offset_ms) >> 16) & 0xFFFFFFFF)
+                        rtt_units = arrival_mid - block.lsr - block.dlsr
+                        if rtt_units < 0x80000000u:   # a negative difference is clock noise, not a time
+                            leg.rtt_ms = rtt_units / 65.536
+            elif hdr.packet_type == RTCP_PT_BYE:
+                self.emit(leg.slot, EV_RTCP_BYE, <int64_t>arrival_ms - leg.t0_ms, 0, 0, 0, 0)
+            pos += hdr.size
+        leg.rtcp_rx += 1
 
     # -- events and output buffers -----------------------------------------------------------------
     cdef void emit(self, int leg, int kind, int64_t t, int64_t a, int64_t b, int64_t c, int64_t d) noexcept:

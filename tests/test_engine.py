@@ -408,3 +408,61 @@ def test_push_packets_rejects_offsets_outside_the_blob() -> None:
     with pytest.raises(ValueError, match=r"datagram 1 spans 8\.\.4, outside the 10-byte blob"):
         e.push_packets(slots, b"x" * 10, np.array([0, 8, 4], np.int64), arrivals)
     assert leg.rx_bad == 0
+
+
+def test_udp_leg_rtcp_reports_both_ways(peer: socket.socket) -> None:
+    from pbx.core.rtp import Bye, ReceiverReport, ReportBlock, SenderReport, build_rtcp, parse_rtcp
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    try:
+        e = Engine(2)
+        e.epoch_offset_ms = 1_700_000_000_000.0   # wall clock = engine clock + this
+        leg = e.add_leg("udp", "pcmu", 0.0, fd=sock.fileno(), remote=peer.getsockname(), rtcp_interval_ms=100)
+        packets = [p for p, _ in pcmu_stream(tone(440, 8000, 0.2))]
+        del packets[3]                                     # one lost of ten
+        peer_ntp = 0x1122334455667788
+        for pkt in packets:
+            peer.sendto(pkt, sock.getsockname())
+        peer.sendto(build_rtcp([SenderReport(ssrc=0x1234, ntp_timestamp=peer_ntp, rtp_timestamp=1,
+                                             packet_count=9, octet_count=1440)]), sock.getsockname())
+        for k in range(15):
+            e.tick(k * 20.0)
+        reports = []
+        while True:
+            try:
+                data = peer.recv(2000)
+            except (BlockingIOError, TimeoutError):
+                break
+            peer.settimeout(0.2)
+            if 200 <= data[1] <= 204:
+                reports.append(parse_rtcp(data))
+        assert reports, "no RTCP from the engine"
+        sr, sdes = reports[0][0], reports[0][1]
+        assert isinstance(sr, SenderReport) and sr.ssrc == leg.ssrc and sr.packet_count > 0
+        assert sdes.packet_type == 202 and b"pypbx-" in sdes.body
+        (block,) = sr.reports
+        assert block.ssrc == 0x1234 and block.cumulative_lost == 1
+        assert block.highest_sequence & 0xFFFF == 109
+        assert block.lsr == (peer_ntp >> 16) & 0xFFFFFFFF
+        assert leg.stats["rtcp_rx"] == 1 and leg.rtcp_tx == len(reports)
+
+        # The peer's report on our stream: loss, jitter and the round trip from LSR/DLSR.
+        our_ntp = sr.ntp_timestamp
+        dlsr = 65536 // 100                                 # it held our SR for 10 ms
+        peer.sendto(build_rtcp([ReceiverReport(ssrc=0x1234, reports=[ReportBlock(
+            ssrc=leg.ssrc, fraction_lost=12, cumulative_lost=3, highest_sequence=500, jitter=40,
+            lsr=(our_ntp >> 16) & 0xFFFFFFFF, dlsr=dlsr)]), Bye(sources=[0x1234])]), sock.getsockname())
+        events = e.tick(15 * 20.0)
+        stats = leg.stats
+        assert (stats["remote_fraction_lost"], stats["remote_cumulative_lost"], stats["remote_jitter"]) == (12, 3, 40)
+        sr_sent_ms = (our_ntp / 2**32 - 2208988800) * 1000 - e.epoch_offset_ms   # engine clock
+        expected_rtt = 15 * 20.0 - sr_sent_ms - 10.0                              # the RR arrived at t=300
+        assert isinstance(stats["rtt_ms"], float) and abs(stats["rtt_ms"] - expected_rtt) < 1.0
+        assert [ev[1] for ev in events if ev[1] == eng.RTCP_BYE_] == [eng.RTCP_BYE_]
+        peer.sendto(b"\x81\xc9\x00\x07" + b"\x00" * 8, sock.getsockname())   # RR claiming 32 bytes, holding 12
+        e.tick(16 * 20.0)
+        assert leg.rx_bad == 1
+    finally:
+        sock.close()

@@ -59,6 +59,7 @@ class MediaRunner:
         self.engine.remove_leg(leg)
 
     def start(self) -> None:
+        self.engine.epoch_offset_ms = time.time() * 1000.0 - self.now_ms()   # RTCP's NTP timestamps
         self._ticks = 0
         self._handle = asyncio.get_running_loop().call_soon(self._tick)
 
