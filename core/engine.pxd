@@ -76,6 +76,7 @@ cdef class Leg:
     cdef PcmRing asr
     cdef WavWriter rec
     cdef Resampler rec_left, rec_right
+    cdef int rec_stagger             # frames until the recorder's one early flush (0: done)
     cdef readonly Playout playout
     cdef int bridge
     cdef bint stream_silence         # STREAM: send frames even when nothing plays

@@ -360,6 +360,9 @@ cdef class Engine:
             leg.rec_left = Resampler(ENGINE_RATE, samplerate)
             leg.rec_right = Resampler(ENGINE_RATE, samplerate)
         leg.rec = rec
+        # Recorders started on the same tick would all flush on the same later tick: one early flush
+        # after 1..ptime/20 frames (by slot) puts each on its own phase of the flush interval.
+        leg.rec_stagger = 1 + leg.slot % max(ptime_ms // FRAME_MS, 1)
 
     def stop_recorder(self, Leg leg):
         self._stop_recorder(leg)
@@ -693,6 +696,10 @@ cdef class Engine:
         else:
             interleave_stereo_c(leg.in16, leg.out16, leg.stereo, frames)
         rc = leg.rec.write_frames(leg.stereo, frames)
+        if rc == 0 and leg.rec_stagger > 0:
+            leg.rec_stagger -= 1
+            if leg.rec_stagger == 0:
+                rc = leg.rec.flush_c()
         if rc < 0:
             # A full disk must not take the call down: stop recording and say so.
             self.emit(leg.slot, EV_RECORDER_ERROR, t_leg, -rc, 0, 0, 0)

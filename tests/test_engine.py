@@ -466,3 +466,20 @@ def test_udp_leg_rtcp_reports_both_ways(peer: socket.socket) -> None:
         assert leg.rx_bad == 1
     finally:
         sock.close()
+
+
+def test_recorders_started_together_flush_on_different_ticks(tmp_path: Path) -> None:
+    e = Engine(4)
+    legs = [e.add_leg("stream", "pcm", 0.0) for _ in range(3)]
+    for i, leg in enumerate(legs):
+        e.set_recorder(leg, tmp_path / f"{i}.wav", ptime_ms=200)
+    sizes = []
+    for k in range(12):
+        e.tick(k * 20.0)
+        sizes.append([(tmp_path / f"{i}.wav").stat().st_size for i in range(3)])
+    frame_bytes = 320 * 4   # 20 ms of 16 kHz stereo 16-bit
+    # slot s flushes early after s + 1 frames, then every 10 frames (200 ms) from there
+    assert [row[0] for row in sizes[:2]] == [44 + frame_bytes, 44 + frame_bytes]
+    assert [row[1] for row in sizes[:2]] == [44, 44 + 2 * frame_bytes]
+    assert sizes[2][2] == 44 + 3 * frame_bytes
+    assert sizes[10][0] == 44 + 11 * frame_bytes and sizes[10][1] == 44 + 2 * frame_bytes
