@@ -47,16 +47,16 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
 from libc.math cimport isfinite
 
-from pbx.core.codec cimport Codec, CODEC_MAX_FRAME, CODEC_MAX_PAYLOAD
+from pbx.core.codec cimport Codec, CODEC_MAX_FRAME, CODEC_MAX_PAYLOAD, CODEC_L16, CODEC_PCM
 from pbx.core.dtmf cimport (
     dtmf_receive, dtmf_sender_init, dtmf_sender_queue, dtmf_sender_busy, dtmf_sender_next,
 )
 from pbx.core.jitter cimport (
-    JitterBuffer, JitterOut, JITTER_NOTHING, JITTER_FRAME, JITTER_LOSS, JITTER_EXPAND, JITTER_EVENT,
+    JitterBuffer, JitterOut, JITTER_NOTHING, JITTER_FRAME, JITTER_EVENT,
 )
 from pbx.core.mixer cimport interleave_stereo_c
 from pbx.core.pcmring cimport (
-    PcmRing, ring_init, ring_free, ring_clear, ring_push, ring_push_overwrite, ring_pop, ring_peek, ring_skip,
+    PcmRing, ring_init, ring_free, ring_push, ring_push_overwrite, ring_pop, ring_peek, ring_skip,
 )
 from pbx.core.playout cimport Playout, PlayoutEvent, PLAY_STARTED, PLAY_ENDED, PLAY_DROPPED
 from pbx.core.resample cimport Resampler
@@ -75,7 +75,6 @@ from pbx.core.ten cimport TenBank
 import os
 import numpy as np
 
-from pbx.core.codec import CODEC_NAMES
 
 # Event kinds, for Python callers.
 SPEAKING = EV_SPEAKING
@@ -411,7 +410,7 @@ cdef class Engine:
             raise ValueError("feed() is for stream legs; RTP legs take push_packets()")
         cdef Py_ssize_t n = data.shape[0], pos = 0, chunk, got, accepted = 0, dropped_before
         cdef uint8_t two[2]
-        cdef int bytes_per_sample = 2 if leg.codec.kind in (CODEC_NAMES["pcm"], CODEC_NAMES["l16"]) else 1
+        cdef int bytes_per_sample = 2 if leg.codec.kind == CODEC_PCM or leg.codec.kind == CODEC_L16 else 1
         dropped_before = leg.decoded.dropped
         if bytes_per_sample == 2 and leg.has_pending_byte and n:
             two[0] = leg.pending_byte

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -75,7 +76,6 @@ from pbx.protocol import (
     parse_command,
     redact,
     serialize_event,
-    to_dict,
 )
 from pbx.server.playback import Playback
 from pbx.tts.base import TtsProvider
@@ -359,7 +359,7 @@ class CallSession:
             if self.playback is not None:
                 self.playback.on_play_event(kind, t, a, b, c, d)
         elif kind == eng.RECORDER_ERROR:
-            self.report_error("recorder", f"recording stopped: {_strerror(a)}")
+            self.report_error("recorder", f"recording stopped: {os.strerror(a)}")
         elif kind == eng.INBOUND_OVERFLOW:
             self.report_error("media", f"inbound audio buffer full: {a} samples dropped "
                                        "(send audio in real time)")
@@ -570,10 +570,3 @@ _SECRET_VALUE = re.compile('("(?:' + "|".join(sorted(SECRET_KEYS)) + r')"\s*:\s*
 def _safe_name(call_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in call_id)[:128] or "call"
 
-
-def _strerror(errno_value: int) -> str:
-    import os
-    return os.strerror(errno_value)
-
-
-__all__ = ["CallSession", "attendee", "to_dict"]
