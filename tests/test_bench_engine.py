@@ -38,4 +38,11 @@ def test_quick_runs_print_the_table() -> None:
             assert row[3] == "20"
             assert float(row[5]) > 0.0                     # µs/leg/tick was measured
         assert "largest N in real time" in out
+        # every 5x verdict carries the no-overhead ceiling from the measured shared floor
+        verdicts = [line for line in out.splitlines() if line.startswith("- bar: engine >= 5x")]
+        assert len(verdicts) == 2 and all("no-overhead ceiling" in v for v in verdicts), out
+        floors = [line for line in out.splitlines() if line.startswith(f"- {mode}/") and " N=20: " in line]
+        assert len(floors) == 2, out
+        if mode == "udp":
+            assert all("udp send" in line and "udp recv" in line for line in floors), out
         assert "load average" in out
