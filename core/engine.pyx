@@ -352,23 +352,39 @@ cdef class Engine:
         return result
 
     def set_recorder(self, Leg leg, path, int samplerate=16000, int ptime_ms=200):
-        """Record the leg as stereo 16-bit WAV: left the remote party, right what we play."""
+        """Record the leg as stereo 16-bit WAV: left the remote party, right what we play.
+
+        Creates the file on the calling thread (~1.5 ms on ext4): a server opens the writer on a
+        worker thread and hands it to ``attach_recorder`` instead."""
+        self.attach_recorder(leg, WavWriter(path, samplerate, 2, flush_ms=ptime_ms))
+
+    def attach_recorder(self, Leg leg, WavWriter rec not None):
+        """Record the leg into an open stereo writer (any rate); a recorder already there is closed."""
+        if rec.fd < 0:
+            raise ValueError("the recorder's writer is closed")
+        if rec.n_channels != 2:
+            raise ValueError(f"the recorder needs a stereo writer, not {rec.n_channels} channel(s)")
         self._stop_recorder(leg)
-        rec = WavWriter(path, samplerate, 2, flush_ms=ptime_ms)
-        if samplerate != ENGINE_RATE:
-            leg.rec_left = Resampler(ENGINE_RATE, samplerate)
-            leg.rec_right = Resampler(ENGINE_RATE, samplerate)
+        if rec.rate != ENGINE_RATE:
+            leg.rec_left = Resampler(ENGINE_RATE, rec.rate)
+            leg.rec_right = Resampler(ENGINE_RATE, rec.rate)
         leg.rec = rec
         # Recorders started on the same tick would all flush on the same later tick: one early flush
-        # after 1..ptime/20 frames (by slot) puts each on its own phase of the flush interval.
-        leg.rec_stagger = 1 + leg.slot % max(ptime_ms // FRAME_MS, 1)
+        # after 1..flush interval frames (by slot) puts each on its own phase of the flush interval.
+        leg.rec_stagger = 1 + leg.slot % max(<int>(rec.flush_frames * 1000 // rec.rate) // FRAME_MS, 1)
+
+    def detach_recorder(self, Leg leg):
+        """Stop recording the leg and return its writer, still open (None if it had none): closing it
+        (the last flush and header) is then the caller's, e.g. on a worker thread."""
+        rec, leg.rec = leg.rec, None
+        leg.rec_left = leg.rec_right = None
+        return rec
 
     def stop_recorder(self, Leg leg):
         self._stop_recorder(leg)
 
     def _stop_recorder(self, Leg leg):
-        rec, leg.rec = leg.rec, None
-        leg.rec_left = leg.rec_right = None
+        rec = self.detach_recorder(leg)
         if rec is not None:
             rec.close()
 

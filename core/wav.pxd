@@ -6,6 +6,7 @@ cdef enum:
 
 cdef class WavWriter:
     cdef int fd                    # -1 once closed (or if opening failed)
+    cdef bint owns_fd              # fd is ours to close: false (zeroed) if __cinit__'s arguments failed
     cdef int16_t* buf              # flush_frames * channels samples, little-endian on disk
     cdef Py_ssize_t buffered       # frames waiting in buf
     cdef Py_ssize_t flush_frames   # capacity of buf: flush_ms of audio

@@ -122,7 +122,9 @@ cdef class WavWriter:
         cdef bytes encoded
         cdef const char* cpath
         cdef int fd, err = 0, rc = 0
-        self.fd = -1                         # before anything can fail: __dealloc__ looks at it
+        # Arguments that fail to convert (an int overflow) raise before this body runs, with fd still
+        # zeroed: __dealloc__ closes only a descriptor this writer opened (owns_fd), never fd 0.
+        self.fd = -1
         self.buf = NULL
         if not 1 <= sample_rate <= MAX_RATE:
             raise ValueError(f"sample_rate must be between 1 and {MAX_RATE} Hz, got {sample_rate}")
@@ -162,9 +164,10 @@ cdef class WavWriter:
             self.failed_step = STEP_HEADER
             self.check(rc)
         self.fd = fd
+        self.owns_fd = True
 
     def __dealloc__(self):
-        if self.fd >= 0:
+        if self.owns_fd and self.fd >= 0:
             self.close_c()                   # errors cannot be reported from here
         free(self.buf)
 
@@ -287,8 +290,8 @@ cdef class WavWriter:
         if self.fd < 0:
             return 0
         rc = self.flush_c()
-        # Only a durable writer waits for the disk: the media engine closes recorders on its tick,
-        # and a process crash after close loses nothing that is already in the page cache.
+        # Only a durable writer waits for the disk: a process crash after close loses nothing that
+        # is already in the page cache, and closing stays cheap wherever the caller does it.
         if rc == 0 and self.durable and fsync(self.fd) != 0:
             self.failed_step = STEP_SYNC
             rc = -errno

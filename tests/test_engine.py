@@ -13,6 +13,7 @@ import pytest
 from pbx.core import engine as eng
 from pbx.core.engine import Engine, Leg
 from pbx.core.g711 import ulaw_encode
+from pbx.core.wav import WavWriter
 from tests.support.audio import espeak_speech, read_wav, tone
 
 FRAME_MS = 20
@@ -483,3 +484,33 @@ def test_recorders_started_together_flush_on_different_ticks(tmp_path: Path) -> 
     assert [row[1] for row in sizes[:2]] == [44, 44 + 2 * frame_bytes]
     assert sizes[2][2] == 44 + 3 * frame_bytes
     assert sizes[10][0] == 44 + 11 * frame_bytes and sizes[10][1] == 44 + 2 * frame_bytes
+
+
+def test_a_recorder_opened_elsewhere_is_attached_and_detached_open(tmp_path: Path) -> None:
+    """A server creates the file on a worker thread and closes it there: the engine only writes."""
+    e = Engine(4)
+    leg = e.add_leg("stream", "pcm", 0.0)
+    writer = WavWriter(tmp_path / "w.wav", 8000, 2, flush_ms=100)
+    e.attach_recorder(leg, writer)
+    e.feed(leg, tone(440, RATE, 0.5, amplitude=0.3).tobytes())
+    run(e, 0.0, 15)                           # 300 ms
+    assert e.detach_recorder(leg) is writer and not writer.closed
+    assert e.detach_recorder(leg) is None
+    run(e, 300.0, 5)                          # not recorded any more
+    assert writer.frames_written == 15 * 160  # resampled to the writer's 8 kHz
+    writer.close()
+    data, rate = read_wav(tmp_path / "w.wav")
+    assert rate == 8000 and data.shape == (15 * 160, 2)
+
+
+def test_attach_recorder_refuses_a_mono_or_closed_writer(tmp_path: Path) -> None:
+    e = Engine(4)
+    leg = e.add_leg("stream", "pcm", 0.0)
+    with WavWriter(tmp_path / "mono.wav", RATE, 1) as mono, \
+            pytest.raises(ValueError, match=r"^the recorder needs a stereo writer, not 1 channel\(s\)$"):
+        e.attach_recorder(leg, mono)
+    closed = WavWriter(tmp_path / "closed.wav", RATE, 2)
+    closed.close()
+    with pytest.raises(ValueError, match=r"^the recorder's writer is closed$"):
+        e.attach_recorder(leg, closed)
+    assert e.detach_recorder(leg) is None

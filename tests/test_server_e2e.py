@@ -374,3 +374,31 @@ def test_muting_the_caller_track_hides_speech_from_vad_and_recording(tmp_path: P
     recorded, _ = read_wav(tmp_path / "recordings" / "deaf.wav")
     left = recorded[:, 0]
     assert np.array_equal(left[left != 0], speech[speech != 0])    # only the unmuted burst was heard
+
+
+def test_the_recording_is_complete_when_the_hangup_event_arrives(tmp_path: Path) -> None:
+    """The server creates and finishes the file off the event loop, but before the hangup event: a
+    client that reads the recording on hangup gets all of it, including the part after the last flush."""
+    caller = tone(440, RATE, 1.5, amplitude=0.3)
+
+    async def run() -> tuple[Event, Event, np.ndarray, int]:
+        async with running_server(tmp_path) as (_, address), \
+                Call.open(address, "id=whole&pingInterval=0&dump=false") as call:
+            await call.send(invite(recorder={"recorderFile": "whole.wav", "ptime": 1000}))
+            answer = await call.wait_event("answer")
+            await stream_realtime(call, caller)
+            await asyncio.sleep(0.2)   # the engine has taken the last frame sent
+            await call.send({"command": "hangup"})
+            hangup = await call.wait_event("hangup")
+            recorded, rate = read_wav(tmp_path / "recordings" / "whole.wav")   # the server still runs
+            return answer, hangup, recorded, rate
+
+    answer, hangup, recorded, rate = asyncio.run(run())
+    assert rate == RATE and recorded.shape[1] == 2
+    call_ms = iso_ms(hangup["hangupTime"]) - iso_ms(hangup["answerTime"])
+    assert call_ms >= 1500
+    # 1000 ms flushes: without the final flush before the event the file would hold 1000 ms
+    assert abs(len(recorded) * 1000 // RATE - call_ms) < 100
+    left = recorded[:, 0]
+    assert np.array_equal(left[left != 0], caller[caller != 0])
+    assert answer["trackId"] == "whole"

@@ -484,6 +484,21 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict[str, int], message: str) -> 
     assert not (tmp_path / "x.wav").exists()
 
 
+@pytest.mark.parametrize("kwargs", [{"flush_ms": 2**53}, {"sample_rate": 2**53}, {"channels": -2**63 - 1}])
+def test_an_argument_beyond_int_closes_no_descriptor(tmp_path: Path, kwargs: dict[str, int]) -> None:
+    """The conversion fails before __cinit__'s body: the half-built writer must not close fd 0."""
+    saved = os.dup(0)
+    try:
+        with pytest.raises(OverflowError):
+            WavWriter(tmp_path / "x.wav", **{"sample_rate": 8000, **kwargs})
+        gc.collect()
+        os.fstat(0)   # EBADF: the failed writer closed this process's stdin (or whatever held fd 0)
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+    assert not (tmp_path / "x.wav").exists()
+
+
 def test_negative_silence(tmp_path: Path) -> None:
     with WavWriter(tmp_path / "n.wav", 8000) as w, raises_exactly(ValueError, "frames must be >= 0, got -1"):
         w.write_silence(-1)

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pbx.core.engine import Engine, Leg
+from pbx.core.wav import WavWriter
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,12 @@ class MediaRunner:
         self._owners[leg.slot] = owner
         return leg
 
-    def remove_leg(self, leg: Leg) -> None:
+    def remove_leg(self, leg: Leg) -> WavWriter | None:
+        """Free the leg; its recorder comes back still open, for the caller to close off the loop."""
         self._owners.pop(leg.slot, None)
+        rec = self.engine.detach_recorder(leg)
         self.engine.remove_leg(leg)
+        return rec
 
     def start(self) -> None:
         self.engine.epoch_offset_ms = time.time() * 1000.0 - self.now_ms()   # RTCP's NTP timestamps

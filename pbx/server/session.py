@@ -37,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from pbx.asr.base import AsrStream
 from pbx.core import engine as eng
 from pbx.core.engine import Leg
+from pbx.core.wav import WavWriter
 from pbx.errors import PbxError, ProtocolError, StateError
 from pbx.paths import OutsideDirectory, confine
 from pbx.protocol import (
@@ -137,6 +138,7 @@ class CallSession:
         self._endpoint: asyncio.TimerHandle | None = None
         self._dump: IO[str] | None = None
         self._ended = False
+        self._ending = False   # end() has started (it awaits the recording's close)
         self._writer_task: asyncio.Task[None] | None = None
         self._close_with = (1000, "call ended")   # the close code and reason once the call ended
         self.dropped_frames = 0
@@ -218,6 +220,13 @@ class CallSession:
             raise ProtocolError(f"{name}.option.codec: {option.codec!r} is not a WebSocket codec; "
                                 "use pcm, pcmu, pcma or g722")
         self.option = option
+        # The recording file is created on a worker thread (creating a file can take milliseconds,
+        # which every other call's media would wait for), before the leg starts, so no frame is lost.
+        recording = None if option.recorder is None else await self._open_recording(option.recorder)
+        if self._ending:   # the call was killed while the file was being created
+            if isinstance(recording, WavWriter):
+                await asyncio.to_thread(recording.close)
+            return
         media = self.server.media
         self.leg = media.add_leg(self, "stream", codec)
         self.leg_epoch_ms = epoch_ms()
@@ -231,8 +240,10 @@ class CallSession:
             engine.set_denoise(self.leg, True)
         if option.vad is not None:
             self._configure_vad(self.leg, option.vad)
-        if option.recorder is not None:
-            self._start_recorder(self.leg, option.recorder)
+        if isinstance(recording, WavWriter):
+            self._attach_recording(self.leg, recording)
+        elif recording is not None:
+            self.report_error("recorder", recording)
         if option.asr is not None:
             if option.vad is None:
                 # ASR finals follow VAD silences: a default webrtc VAD runs, its events stay internal.
@@ -257,17 +268,30 @@ class CallSession:
             return
         self.vad_events = True
 
-    def _start_recorder(self, leg: Leg, recorder: RecorderOption) -> None:
+    async def _open_recording(self, recorder: RecorderOption) -> WavWriter | str:
+        """The open writer, or why there is none (the error event's message)."""
         base = self.server.config.directory("recordings")
         try:
             path = confine(base, recorder.recorder_file)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.server.media.engine.set_recorder(leg, path, recorder.samplerate, recorder.ptime)
         except OutsideDirectory:
-            self.report_error("recorder", f"recorderFile {recorder.recorder_file} is outside the recordings "
-                                          f"directory {base.resolve()}")
-        except (OSError, ValueError, OverflowError) as exc:   # OverflowError: beyond the engine's C int
-            self.report_error("recorder", f"cannot record to {recorder.recorder_file}: {exc}")
+            return (f"recorderFile {recorder.recorder_file} is outside the recordings directory "
+                    f"{base.resolve()}")
+
+        def create() -> WavWriter:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return WavWriter(path, recorder.samplerate, 2, flush_ms=recorder.ptime)
+
+        try:
+            return await asyncio.to_thread(create)
+        except (OSError, ValueError, OverflowError) as exc:   # OverflowError: beyond the writer's C int
+            return f"cannot record to {recorder.recorder_file}: {exc}"
+
+    def _attach_recording(self, leg: Leg, writer: WavWriter) -> None:
+        try:
+            self.server.media.engine.attach_recorder(leg, writer)
+        except ValueError as exc:   # a rate the engine cannot resample to
+            writer.close()
+            self.report_error("recorder", f"cannot record to {writer.path}: {exc}")
 
     async def _start_asr(self, option: TranscriptionOption) -> None:
         try:
@@ -486,14 +510,19 @@ class CallSession:
     # -- ending -------------------------------------------------------------------------------------------
     async def end(self, reason: str | None, initiator: str | None) -> None:
         """Hang up once: the hangup event, then media, providers and the socket are released."""
-        if self._ended:
+        if self._ending:
             return
+        self._ending = True
         self._cancel_wait_input()
         self._cancel_endpoint()
         if self.playback is not None:
             self.playback.close()
+        cancelled = False
         if self.leg is not None:
-            self.server.media.remove_leg(self.leg)
+            recording = self.server.media.remove_leg(self.leg)
+            self.leg = None
+            if recording is not None:
+                cancelled = await self._finish_recording(recording)
         option = self.option
         self.emit(HangupEvent(
             track_id=self.id, timestamp=epoch_ms(), reason=reason, initiator=initiator,
@@ -502,19 +531,33 @@ class CallSession:
             extra=option.extra if option else None))
         self._ended = True
         self.state = "ended"
-        self.leg = None
         for task in self._tasks:
             if task is not asyncio.current_task():
                 task.cancel()
-        if self.asr is not None:
+        if self.asr is not None and not cancelled:
             with contextlib.suppress(Exception):
                 await self.asr.close()
         self.server.unregister(self)
-        await self._send_queue.put(None)
+        self._send_queue.put_nowait(None)
         if self._dump is not None:
             self._dump.close()
             self._dump = None
         self._spawn_close()
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _finish_recording(self, writer: WavWriter) -> bool:
+        """Close the recording (last flush, final header) on a worker thread before the hangup event,
+        so a client that fetches the file on hangup gets all of it. True if this task was cancelled
+        meanwhile: the thread still finishes the file, and the hangup event still goes out."""
+        closing = asyncio.ensure_future(asyncio.to_thread(writer.close))
+        try:
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            return True
+        except OSError as exc:
+            self.report_error("recorder", f"recording {writer.path} not finished: {exc}")
+        return False
 
     def _spawn_close(self) -> None:
         async def close() -> None:
