@@ -171,30 +171,35 @@ def recording_floor(n_legs: int, f16: np.ndarray) -> float:
     return cost * 1e6 / n_legs / FLUSH_FRAMES
 
 
+def loopback_socket(rcvbuf: int = 0) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setblocking(False)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    return s
+
+
+def drain(sock: socket.socket) -> None:
+    """Read until nothing is waiting (untimed: clears the peer between rounds)."""
+    buf = bytearray(2048)
+    try:
+        while True:
+            sock.recv_into(buf)
+    except BlockingIOError:
+        pass
+
+
 def socket_floor(n_legs: int) -> dict[str, float]:
     """One datagram out of and into each of N loopback sockets, kernel work included."""
-    def bound() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        s.setblocking(False)
-        return s
-
-    peer = bound()
-    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
-    legs = [bound() for _ in range(n_legs)]
+    peer = loopback_socket(1 << 24)
+    legs = [loopback_socket() for _ in range(n_legs)]
     try:
         peer_addr = peer.getsockname()
         leg_addrs = [s.getsockname() for s in legs]
         fds = [s.fileno() for s in legs]
         packet = bytes(RTP_BYTES)
         buf = bytearray(2048)
-
-        def drain_peer() -> None:
-            try:
-                while True:
-                    peer.recv_into(buf)
-            except BlockingIOError:
-                pass
 
         def send_all() -> None:
             for fd in fds:
@@ -213,7 +218,7 @@ def socket_floor(n_legs: int) -> dict[str, float]:
                 s.fileno()
 
         call = cpu_per_round(empty)
-        tx = cpu_per_round(send_all, drain_peer) - call
+        tx = cpu_per_round(send_all, lambda: drain(peer)) - call
         rx = cpu_per_round(recv_all, fill_legs) - call
         return {"udp send": tx * 1e6 / n_legs, "udp recv": rx * 1e6 / n_legs}
     finally:
@@ -255,13 +260,9 @@ def mmsg_us(n_legs: int) -> tuple[float, float]:
     """µs per datagram when one sendmmsg call sends N 172-byte datagrams from one loopback socket, and
     when recvmmsg takes them back 64 per call from one socket (several legs behind one socket)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer = loopback_socket(1 << 24)
+    sender = loopback_socket()
     try:
-        peer.bind(("127.0.0.1", 0))
-        peer.setblocking(False)
-        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
-        sender.bind(("127.0.0.1", 0))
         port = peer.getsockname()[1]
         addr = ctypes.create_string_buffer(socket.AF_INET.to_bytes(2, "little") + port.to_bytes(2, "big")
                                            + socket.inet_aton("127.0.0.1") + bytes(8), 16)
@@ -270,14 +271,6 @@ def mmsg_us(n_legs: int) -> tuple[float, float]:
         msgs = (_Mmsghdr * n_legs)()
         for m in msgs:
             m.hdr = _Msghdr(ctypes.cast(addr, ctypes.c_void_p), 16, ctypes.pointer(iov), 1, None, 0, 0)
-        buf = bytearray(2048)
-
-        def drain_peer() -> None:
-            try:
-                while True:
-                    peer.recv_into(buf)
-            except BlockingIOError:
-                pass
 
         def send() -> None:
             if libc.sendmmsg(sender.fileno(), msgs, n_legs, 0) != n_legs:
@@ -293,15 +286,13 @@ def mmsg_us(n_legs: int) -> tuple[float, float]:
 
         def receive() -> None:
             got = 0
-            while got < n_legs:
-                for m in rx:
-                    m.hdr.namelen = 16
+            while got < n_legs:   # namelen stays 16: every source is an IPv4 address
                 n = libc.recvmmsg(peer.fileno(), rx, min(RECV_BATCH, n_legs - got), socket.MSG_DONTWAIT, None)
                 if n <= 0:
                     raise OSError(ctypes.get_errno(), "recvmmsg found fewer datagrams than were sent")
                 got += n
 
-        return (cpu_per_round(send, drain_peer) * 1e6 / n_legs,
+        return (cpu_per_round(send, lambda: drain(peer)) * 1e6 / n_legs,
                 cpu_per_round(receive, send) * 1e6 / n_legs)
     finally:
         peer.close()
