@@ -158,7 +158,7 @@ cdef class Engine:
     cdef int outbound(self, Leg leg, double t_ms) except -1
     cdef int send_rtp(self, Leg leg, uint8_t pt, bint marker, uint32_t ts, const uint8_t* payload,
                       Py_ssize_t n) except -1
-    cdef int frame(self, double t_ms) except -1
+    cdef int frame(self, double t_ms, bint receive, double now_ms) except -1
     cdef int drain_vad_events(self) except -1
     cdef int run_silero(self) except -1
     cdef void encode_out(self, Leg leg) noexcept

@@ -498,6 +498,11 @@ cdef class Engine:
         if not self.started:
             self.started = True
             self.next_frame_ms = now_ms
+        if self.next_frame_ms <= now_ms < self.next_frame_ms + FRAME_MS:
+            # The usual tick: one frame due. Each leg's socket is read just before its frame.
+            self.frame(self.next_frame_ms, True, now_ms)
+            self.next_frame_ms += FRAME_MS
+            return self._drain_events()
         for leg in self.active:
             if leg.transport == TRANSPORT_UDP:
                 self.receive_udp(leg, now_ms)
@@ -507,7 +512,7 @@ cdef class Engine:
                 self.skipped_frames += skipped
                 self.next_frame_ms += skipped * FRAME_MS
                 break
-            self.frame(self.next_frame_ms)
+            self.frame(self.next_frame_ms, False, now_ms)
             self.next_frame_ms += FRAME_MS
             done += 1
         return self._drain_events()
@@ -516,17 +521,28 @@ cdef class Engine:
     def next_frame_ms(self):
         return self.next_frame_ms
 
-    cdef int frame(self, double t_ms) except -1:
+    cdef int frame(self, double t_ms, bint receive, double now_ms) except -1:
+        """One frame for every leg. A leg's receive, inbound and outbound run back to back, so its
+        state comes into the cache once per tick, not once per pass over 1000 legs; only a bridged
+        leg's outbound waits for a second pass, after its partner's inbound."""
         cdef Leg leg
-        cdef bint silero_due = False
+        cdef bint silero_due = False, bridged = False
         for leg in self.active:
+            if receive and leg.transport == TRANSPORT_UDP:
+                self.receive_udp(leg, now_ms)
             self.inbound(leg, t_ms)
             silero_due = silero_due or leg.vad_kind == VAD_SILERO
+            if leg.bridge < 0:
+                self.outbound(leg, t_ms)
+            else:
+                bridged = True
         if silero_due:
             self.run_silero()
         self.drain_vad_events()
-        for leg in self.active:
-            self.outbound(leg, t_ms)
+        if bridged:
+            for leg in self.active:
+                if leg.bridge >= 0:
+                    self.outbound(leg, t_ms)
         self.frames += 1
         return 0
 
