@@ -552,6 +552,7 @@ cdef class Engine:
         cdef int n, fs = codec.frame_samples, digit, voiced
         cdef float probs[2]
         cdef int64_t t_leg = <int64_t>t_ms - leg.t0_ms
+        cdef bint in_place = False
         if leg.transport != TRANSPORT_STREAM:
             # Decode what the jitter buffer releases until a frame's worth of PCM is waiting.
             while leg.decoded.size < fs:
@@ -571,6 +572,9 @@ cdef class Engine:
                         n = codec.conceal_c(leg.pcm)
                 else:  # LOSS or EXPAND: conceal one packet time
                     n = codec.conceal_c(leg.pcm)
+                if n == fs and leg.decoded.size == 0:
+                    in_place = True     # the usual case, one packet per frame: no trip through the FIFO
+                    break
                 ring_push(&leg.decoded, leg.pcm, n)
             if leg.rtp_timeout_ms > 0 and not leg.timeout_reported \
                     and t_ms - leg.last_rx_ms >= leg.rtp_timeout_ms:
@@ -578,7 +582,7 @@ cdef class Engine:
                 self.emit(leg.slot, EV_RTP_TIMEOUT, t_leg, <int64_t>(t_ms - leg.last_rx_ms), 0, 0, 0)
         if leg.transport == TRANSPORT_STREAM:
             self.stream_catch_up(leg, fs)
-        n = ring_pop(&leg.decoded, leg.pcm, fs)
+        n = fs if in_place else ring_pop(&leg.decoded, leg.pcm, fs)
         if n < fs:
             memset(leg.pcm + n, 0, (fs - n) * sizeof(int16_t))
             if leg.transport == TRANSPORT_STREAM and leg.stream_fed and leg.stream_owed < STREAM_MAX_OWED:
