@@ -168,6 +168,8 @@ class CallSession:
             async for message in self.ws:
                 if self._ended:
                     break
+                if self._ending:   # the hangup event is on its way (the recording is being finished)
+                    continue
                 if isinstance(message, str):
                     await self._on_text(message)
                 else:
@@ -489,9 +491,9 @@ class CallSession:
     async def _pinger(self) -> None:
         missed = 0
         waiter: Awaitable[float] | None = None
-        while not self._ended:
+        while not self._ending:
             await asyncio.sleep(self.ping_interval)
-            if self._ended:
+            if self._ending:
                 return
             if waiter is not None and not asyncio.ensure_future(waiter).done():
                 missed += 1
