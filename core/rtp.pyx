@@ -998,14 +998,49 @@ cdef bytes _serialize_report(uint32_t ssrc, const RtcpSenderInfo* info, list rep
     return out
 
 
-cdef class SenderReport:
+cdef class _Report:
+    """What an SR and an RR share: the reporter's SSRC, report blocks and profile extension bytes."""
+
+    cdef uint32_t _ssrc
+    cdef public list reports
+    cdef bytes _extension
+
+    def __cinit__(self):
+        self._extension = b""
+        self.reports = []
+
+    @property
+    def ssrc(self):
+        return self._ssrc
+
+    @ssrc.setter
+    def ssrc(self, value):
+        self._ssrc = _u32(value, "ssrc")
+
+    @property
+    def extension(self):
+        return self._extension
+
+    @extension.setter
+    def extension(self, value):
+        self._extension = _as_bytes(value, "extension")
+
+    cdef tuple _key(self):
+        return (self._ssrc, self.reports, self._extension)
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._key() == (<_Report>other)._key()
+
+    __hash__ = None
+
+
+cdef class SenderReport(_Report):
     """RTCP SR (RFC 3550 §6.4.1): sender info plus report blocks.  ``extension`` holds any
     profile-specific bytes after the blocks."""
 
-    cdef uint32_t _ssrc
     cdef RtcpSenderInfo _info
-    cdef public list reports
-    cdef bytes _extension
 
     def __init__(self, ssrc=0, ntp_timestamp=0, rtp_timestamp=0, packet_count=0, octet_count=0,
                  reports=None, extension=b""):
@@ -1017,21 +1052,9 @@ cdef class SenderReport:
         self.reports = [] if reports is None else list(reports)
         self.extension = extension
 
-    def __cinit__(self):
-        self._extension = b""
-        self.reports = []
-
     @property
     def packet_type(self):
         return RTCP_PT_SR
-
-    @property
-    def ssrc(self):
-        return self._ssrc
-
-    @ssrc.setter
-    def ssrc(self, value):
-        self._ssrc = _u32(value, "ssrc")
 
     @property
     def ntp_timestamp(self):
@@ -1065,14 +1088,6 @@ cdef class SenderReport:
     def octet_count(self, value):
         self._info.octet_count = _u32(value, "octet_count")
 
-    @property
-    def extension(self):
-        return self._extension
-
-    @extension.setter
-    def extension(self, value):
-        self._extension = _as_bytes(value, "extension")
-
     def serialize(self) -> bytes:
         return _serialize_report(self._ssrc, &self._info, self.reports, self._extension)
 
@@ -1080,66 +1095,25 @@ cdef class SenderReport:
         return (self._ssrc, self._info.ntp_timestamp, self._info.rtp_timestamp,
                 self._info.packet_count, self._info.octet_count, self.reports, self._extension)
 
-    def __eq__(self, other):
-        if not isinstance(other, SenderReport):
-            return NotImplemented
-        return self._key() == (<SenderReport>other)._key()
-
-    __hash__ = None
-
     def __repr__(self):
         return ("SenderReport(ssrc={}, ntp_timestamp={}, rtp_timestamp={}, packet_count={}, "
                 "octet_count={}, reports={!r}, extension={!r})".format(*self._key()))
 
 
-cdef class ReceiverReport:
+cdef class ReceiverReport(_Report):
     """RTCP RR (RFC 3550 §6.4.2).  ``extension`` holds any profile-specific bytes after the blocks."""
-
-    cdef uint32_t _ssrc
-    cdef public list reports
-    cdef bytes _extension
 
     def __init__(self, ssrc=0, reports=None, extension=b""):
         self.ssrc = ssrc
         self.reports = [] if reports is None else list(reports)
         self.extension = extension
 
-    def __cinit__(self):
-        self._extension = b""
-        self.reports = []
-
     @property
     def packet_type(self):
         return RTCP_PT_RR
 
-    @property
-    def ssrc(self):
-        return self._ssrc
-
-    @ssrc.setter
-    def ssrc(self, value):
-        self._ssrc = _u32(value, "ssrc")
-
-    @property
-    def extension(self):
-        return self._extension
-
-    @extension.setter
-    def extension(self, value):
-        self._extension = _as_bytes(value, "extension")
-
     def serialize(self) -> bytes:
         return _serialize_report(self._ssrc, NULL, self.reports, self._extension)
-
-    cdef tuple _key(self):
-        return (self._ssrc, self.reports, self._extension)
-
-    def __eq__(self, other):
-        if not isinstance(other, ReceiverReport):
-            return NotImplemented
-        return self._key() == (<ReceiverReport>other)._key()
-
-    __hash__ = None
 
     def __repr__(self):
         return "ReceiverReport(ssrc={}, reports={!r}, extension={!r})".format(*self._key())
