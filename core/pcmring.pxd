@@ -54,23 +54,9 @@ cdef inline void ring_push_overwrite(PcmRing* r, const int16_t* src, Py_ssize_t 
         n = r.cap
     excess = r.size + n - r.cap
     if excess > 0:
-        r.head = (r.head + excess) % r.cap
-        r.size -= excess
+        ring_skip(r, excess)      # excess <= size, since n <= cap
         r.dropped += excess
     ring_push(r, src, n)
-
-cdef inline Py_ssize_t ring_pop(PcmRing* r, int16_t* dst, Py_ssize_t n) noexcept nogil:
-    """Move up to ``n`` of the oldest samples into ``dst``; returns the count."""
-    cdef Py_ssize_t take = n if n < r.size else r.size
-    cdef Py_ssize_t first = take if take < r.cap - r.head else r.cap - r.head
-    if take > 0:
-        memcpy(dst, r.buf + r.head, first * sizeof(int16_t))
-        if take > first:
-            memcpy(dst + first, r.buf, (take - first) * sizeof(int16_t))
-        r.head = (r.head + take) % r.cap
-        r.size -= take
-    return take
-
 
 cdef inline Py_ssize_t ring_peek(const PcmRing* r, int16_t* dst, Py_ssize_t n) noexcept nogil:
     """Copy up to ``n`` of the oldest samples into ``dst`` without consuming them."""
@@ -90,3 +76,10 @@ cdef inline void ring_skip(PcmRing* r, Py_ssize_t n) noexcept nogil:
     if n > 0:
         r.head = (r.head + n) % r.cap
         r.size -= n
+
+
+cdef inline Py_ssize_t ring_pop(PcmRing* r, int16_t* dst, Py_ssize_t n) noexcept nogil:
+    """Move up to ``n`` of the oldest samples into ``dst``; returns the count."""
+    cdef Py_ssize_t take = ring_peek(r, dst, n)
+    ring_skip(r, take)
+    return take

@@ -289,6 +289,20 @@ def test_stream_feed_accepts_any_chunking() -> None:
     assert got_leg is leg and np.array_equal(audio, tone(700, RATE, 0.1))
 
 
+def test_the_asr_tap_keeps_the_newest_max_seconds() -> None:
+    e = Engine(4)
+    leg = e.add_leg("stream", "pcm", 0.0)
+    e.set_asr_tap(leg, True, max_seconds=0.05)            # 800 samples: the tap wraps and drops
+    pcm = (np.arange(RATE * 3 // 10) % 30000).astype(np.int16)   # 300 ms, every sample distinct
+    e.feed(leg, pcm.astype("<i2").tobytes())
+    run(e, 0.0, 15)
+    [(got_leg, audio)] = e.drain_asr()
+    assert got_leg is leg and np.array_equal(audio, pcm[-800:])
+    run(e, 300.0, 2)                                      # after the drain: only what came since
+    [(_, after)] = e.drain_asr()
+    assert len(after) == 2 * 320 and not after.any()
+
+
 @pytest.fixture
 def peer() -> Iterator[socket.socket]:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
