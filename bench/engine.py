@@ -909,6 +909,18 @@ def verdicts(runs: list[Run], floors: dict[tuple[str, str, int], Floor]) -> str:
 
 # -- main ---------------------------------------------------------------------------------------
 
+def run_one(impl: str, n: int, vad: str, plan: Plan, prompt: np.ndarray, traffic: Traffic | None) -> Run:
+    """One configuration: the engine or the baseline, over UDP (no traffic trace) or in memory."""
+    print(f"  {'memory' if traffic else 'udp'}/{vad}/{impl} N={n} ...", file=sys.stderr, flush=True)
+    if traffic is None:
+        r = (run_engine_udp if impl == "engine" else run_python_udp)(n, vad, plan, prompt)
+    else:
+        r = (run_engine_memory if impl == "engine" else run_python_memory)(n, vad, plan, traffic, prompt)
+    print(f"    {r.us_per_leg_tick:.1f} µs/leg/tick, p99 {r.p99:.2f} ms, real time {r.real_time}",
+          file=sys.stderr, flush=True)
+    return r
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -960,25 +972,12 @@ def main() -> int:
         baseline_alive = args.baseline
         for n in sorted(args.legs):
             traffic = None if args.udp else make_traffic(n, plan.traffic_seconds, plan.seed)
-            print(f"  {mode}/{vad}/engine N={n} ...", file=sys.stderr, flush=True)
-            if traffic is None:
-                r = run_engine_udp(n, vad, plan, prompt)
-            else:
-                r = run_engine_memory(n, vad, plan, traffic, prompt)
-            runs.append(r)
-            print(f"    {r.us_per_leg_tick:.1f} µs/leg/tick, p99 {r.p99:.2f} ms, real time {r.real_time}",
-                  file=sys.stderr, flush=True)
+            runs.append(run_one("engine", n, vad, plan, prompt, traffic))
             wanted = n in args.baseline_legs if args.baseline_legs else baseline_alive
             if not wanted or vad == "none":
                 continue
-            print(f"  {mode}/{vad}/python N={n} ...", file=sys.stderr, flush=True)
-            if traffic is None:
-                b = run_python_udp(n, vad, plan, prompt)
-            else:
-                b = run_python_memory(n, vad, plan, traffic, prompt)
+            b = run_one("python", n, vad, plan, prompt, traffic)
             runs.append(b)
-            print(f"    {b.us_per_leg_tick:.1f} µs/leg/tick, p99 {b.p99:.2f} ms, real time {b.real_time}",
-                  file=sys.stderr, flush=True)
             if args.floor:
                 floors[(mode, vad, n)] = floor = measure_floor(n, vad, args.udp)
                 print(f"    floor {floor.total_us:.1f} µs/leg/frame", file=sys.stderr, flush=True)
