@@ -28,7 +28,7 @@ $(VENV)/.installed: $(PY) pyproject.toml setup.py $(wildcard core/*.pyx core/*.p
 	touch $@
 
 lint: install
-	$(VENV)/bin/ruff check --no-cache pbx tests bench examples
+	$(VENV)/bin/ruff check --no-cache pbx tests bench examples support
 	$(VENV)/bin/mypy --strict pbx
 
 test: lint

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pbx.asr.pocketsphinx as ps_asr
 from pbx.asr.base import AsrOptions
 from pbx.asr.pocketsphinx import PocketsphinxAsr, parse_options
-from tests.support.audio import espeak_speech
+from support.audio import espeak_speech
 
 RATE = 16000
 SENTENCES = (

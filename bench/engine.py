@@ -5,7 +5,7 @@
 
 Every leg runs the full pipeline: real speech (espeak-ng, 8 kHz, looped; each leg starts at its own
 point) arrives as PCMU RTP with 1 % random loss and 30 ms p95 jitter (the trace model of
-tests/oracles/jitter_trace.py: triangular jitter, independent loss, so packets also reorder), then
+support/oracles/jitter_trace.py: triangular jitter, independent loss, so packets also reorder), then
 jitter buffer -> G.711 decode -> resample to 16 kHz -> VAD (webrtc, or silero) -> stereo WAV
 recording (16 kHz, into the temp dir) while the leg plays a looping 16 kHz speech prompt (the next
 item is queued on PLAY_ENDED, as a control plane queues TTS) -> resample to 8 kHz -> encode -> RTP.
@@ -38,7 +38,7 @@ into a simple Python jitter buffer (a dict by sequence number, 3 packets prefetc
 cheaper than the engine's adaptive buffer, so the comparison favours the baseline), and one asyncio
 timer task per leg (random phase) that every 20 ms calls the same compiled kernels from Python:
 ``ulaw_decode``, ``Resampler.process`` (both ways), webrtcvad ``Vad.is_speech`` or one silero
-onnxruntime call per leg per 32 ms window (tests/oracles/silero.py, the silero-vad package's way),
+onnxruntime call per leg per 32 ms window (support/oracles/silero.py, the silero-vad package's way),
 a small speaking/silence state machine, ``interleave_stereo`` + ``WavWriter.write``, ``ulaw_encode``,
 ``struct`` RTP header and ``transport.sendto``.  In-memory: the same per-leg code with the
 datagrams handed to ``datagram_received`` directly and every leg's frame called from one 20 ms
@@ -100,8 +100,8 @@ from pbx.core.mixer import interleave_stereo  # noqa: E402
 from pbx.core.resample import Resampler  # noqa: E402
 from pbx.core.vad import webrtc_mode  # noqa: E402
 from pbx.core.wav import WavWriter  # noqa: E402
-from tests.oracles.jitter_trace import FRAME_MS, TRIANGULAR_P95  # noqa: E402
-from tests.support.audio import espeak_speech  # noqa: E402
+from support.audio import espeak_speech  # noqa: E402
+from support.oracles.jitter_trace import FRAME_MS, TRIANGULAR_P95  # noqa: E402
 
 FRAME_S = FRAME_MS / 1000.0
 PACKET_SAMPLES = 160                # 20 ms of PCMU
@@ -699,7 +699,7 @@ def silero_factory(vad: str) -> Callable[[], Any]:
     if vad != "silero":
         return lambda: None
     from pbx.core.silero import model_bytes
-    from tests.oracles.silero import SileroStream, make_session
+    from support.oracles.silero import SileroStream, make_session
     session = make_session(model_bytes(), threads=1)
     return lambda: SileroStream(session)
 

@@ -57,7 +57,7 @@ from pbx.core.silero import SileroBatch  # noqa: E402
 from pbx.core.udp import send_to  # noqa: E402
 from pbx.core.vad import WebRtcBank  # noqa: E402
 from pbx.core.wav import WavWriter  # noqa: E402
-from tests.support.audio import espeak_speech  # noqa: E402
+from support.audio import espeak_speech  # noqa: E402
 
 FRAME_MS = 20
 SAMPLES_8K = 160

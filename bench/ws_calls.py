@@ -12,7 +12,7 @@ The invites go out one after another over 1 s, as calls arrive at any time in se
 sends them all at once: the server then answers every call within one tick, and every call's 32 ms
 silero windows fall due on the same ticks, a worst case). Then every call sends ``play`` of a long
 prompt, so the server streams 20 ms frames back for the whole run, while the client streams real
-speech (espeak-ng, tests/support/audio.py, looped; call i starts at its own point of the loop) as
+speech (espeak-ng, support/audio.py, looped; call i starts at its own point of the loop) as
 640-byte binary messages (20 ms of 16 kHz PCM) on the wall clock: call i's frame k is due at
 ``T0 + phase_i + k * 20 ms`` with the phases spread evenly over 20 ms (1 ms steps). The prompt is
 played rather than synthesised: one espeak worker thread synthesising N x 25 s of speech would

@@ -55,8 +55,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # -- audio ---------------------------------------------------------------------------------------
 
 def speech(text: str | None = None) -> np.ndarray:
-    """espeak-ng speech at 16 kHz (tests/support/audio.py, cached on disk)."""
-    from tests.support.audio import espeak_speech
+    """espeak-ng speech at 16 kHz (support/audio.py, cached on disk)."""
+    from support.audio import espeak_speech
     return espeak_speech(RATE) if text is None else espeak_speech(RATE, text=text)
 
 

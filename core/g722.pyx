@@ -12,7 +12,7 @@ Arithmetic is the 16-bit arithmetic of the ITU-T reference code (G.191 STL
 g722), carried in int32: a value is saturated where the reference saturates and
 only there; where a saturation provably cannot trigger, a comment says so and
 the clamp is left out.  Output is bit-exact with that reference; the tests check
-it against a straight Python transcription (tests/oracles/g722.py) and against
+it against a straight Python transcription (support/oracles/g722.py) and against
 the ``g722`` package (spandsp lineage), which matches except that it does not
 limit the transmit QMF outputs to 15 bits (only full-scale input reaches that).
 

@@ -114,6 +114,8 @@ __all__ = [
     "VADOption",
     "WireField",
     "command_from_dict",
+    "contains_secret",
+    "decode_json",
     "event_from_dict",
     "iso8601",
     "merge_option",
@@ -126,6 +128,7 @@ __all__ = [
     "serialize_command",
     "serialize_event",
     "to_dict",
+    "to_json",
     "wire_fields",
 ]
 
@@ -153,6 +156,7 @@ class HangupReason(enum.StrEnum):
     SHUTDOWN = "shutdown"                    # the server is stopping
     CLIENT_DISCONNECT = "client_disconnect"  # the control WebSocket closed
     PING_TIMEOUT = "ping_timeout"            # the control WebSocket stopped answering pings
+    CLIENT_NOT_READING = "client_not_reading"  # the client stopped reading its events (send queue full)
     ERROR = "error"                          # unrecoverable failure; an error event precedes it
     REMOTE_HANGUP = "remote_hangup"          # the SIP/WebRTC peer hung up (BYE, peer closed)
     REFER = "refer"                          # transferred by a refer with autoHangup
@@ -985,6 +989,13 @@ def parse_command(text: str | bytes) -> Command:
     return command_from_dict(_loads(text))
 
 
+def decode_json(text: str | bytes) -> object:
+    """A message's JSON value, under the rules above (depth, surrogates, UTF-8, finite numbers).
+    Raises ProtocolError.  ``command_from_dict(decode_json(t))`` is ``parse_command(t)``, for callers
+    that also need the JSON value (a dump)."""
+    return _loads(text)
+
+
 def event_from_dict(obj: object) -> Event:
     """A decoded JSON value -> its event; an unknown event name gives :class:`UnknownEvent`."""
     if not isinstance(obj, dict):
@@ -1078,6 +1089,11 @@ def serialize_event(event: Event) -> str:
     return _dumps(to_dict(event))
 
 
+def to_json(obj: dict[str, Any]) -> str:
+    """A JSON object as compact text, as commands and events are sent."""
+    return _dumps(obj)
+
+
 def merge_option(base: _O, override: _O | None) -> _O:
     """``base`` with the fields ``override`` sets (given when parsed, or not the default), e.g.
     a tts command's SynthesisOption over the call's: unset fields keep the call's values."""
@@ -1108,6 +1124,20 @@ def _redact(value: Any) -> Any:
             changes[f.name] = MASK if secret else _redact(item)
         return dataclasses.replace(value, **changes)
     return value
+
+
+def contains_secret(value: Any) -> bool:
+    """Whether :func:`redact` would change ``value`` (a decoded JSON value)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if any(k in SECRET_KEYS and v is not None for k, v in item.items()):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
 
 
 def redact(obj: _T) -> _T:

@@ -12,7 +12,7 @@ import pytest
 from pbx.asr.base import AsrOptions, AsrResult
 from pbx.asr.pocketsphinx import PocketsphinxAsr, PocketsphinxStream
 from pbx.errors import ProviderError
-from tests.support.audio import espeak_speech
+from support.audio import espeak_speech
 
 RATE = 16000
 CHUNK = RATE // 10

@@ -46,7 +46,7 @@ from pbx.protocol import (
     parse_command,
 )
 from pbx.server.app import CallServer
-from tests.support.audio import espeak_speech, tone
+from support.audio import espeak_speech, tone
 
 ROOT = Path(__file__).resolve().parent.parent
 STELLA = "call stella and ask her to bring these things"

@@ -23,8 +23,8 @@ import pytest
 from pbx.core import denoise
 from pbx.core.denoise import DELAY_SAMPLES, FRAME, DenoiseBank
 from pbx.core.errors import CoreError
-from tests.oracles import denoise as oracle
-from tests.support.audio import espeak_speech, frames, snr_db
+from support.audio import espeak_speech, frames, snr_db
+from support.oracles import denoise as oracle
 
 RATE = 16000
 SKIP_FRAMES = 25  # 0.5 s of adaptation at the start of a leg

@@ -14,7 +14,7 @@ from pbx.core import engine as eng
 from pbx.core.engine import Engine, Leg
 from pbx.core.g711 import ulaw_encode
 from pbx.core.wav import WavWriter
-from tests.support.audio import espeak_speech, read_wav, tone
+from support.audio import espeak_speech, read_wav, tone
 
 FRAME_MS = 20
 RATE = 16000

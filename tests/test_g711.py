@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from pbx.core import g711
-from tests.oracles import g711 as oracle
-from tests.support.audio import espeak_speech, frames, snr_db
+from support.audio import espeak_speech, frames, snr_db
+from support.oracles import g711 as oracle
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)   # deprecated in 3.11/3.12; audioop-lts on 3.13+

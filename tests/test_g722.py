@@ -13,8 +13,8 @@ import pytest
 from G722 import G722
 
 from pbx.core.g722 import G722Decoder, G722Encoder
-from tests.oracles import g722 as oracle
-from tests.support.audio import espeak_speech, frames, snr_db, tone
+from support.audio import espeak_speech, frames, snr_db, tone
+from support.oracles import g722 as oracle
 
 RATE = 16000
 FRAME = 320                  # 20 ms

@@ -1,4 +1,4 @@
-"""pbx.core.jitter against its pure-Python oracle (tests/oracles/jitter.py) and exact expectations.
+"""pbx.core.jitter against its pure-Python oracle (support/oracles/jitter.py) and exact expectations.
 
 Every scenario drives the compiled buffer and the oracle with the same calls through ``Twin``, which
 requires identical results call by call; the tests then assert exact outputs.
@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pbx.core import jitter as core
-from tests.oracles import jitter as oracle
-from tests.oracles import jitter_trace as trace_mod
-from tests.oracles.jitter_trace import payload_for
+from support.oracles import jitter as oracle
+from support.oracles import jitter_trace as trace_mod
+from support.oracles.jitter_trace import payload_for
 
 FRAME, LOSS, EXPAND, EVENT = core.FRAME, core.LOSS, core.EXPAND, core.EVENT
 SSRC = 0x5EED

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from pbx.core import l16
 from pbx.core.errors import MalformedPacket
-from tests.oracles import l16 as oracle
-from tests.support.audio import espeak_speech, frames
+from support.audio import espeak_speech, frames
+from support.oracles import l16 as oracle
 
 EXTREMES = np.array([0, 1, -1, 255, 256, -256, 0x1234, -0x1234, 32767, -32768], np.int16)
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pbx.core import mixer
-from tests.oracles import mixer as oracle
-from tests.support.audio import espeak_speech, frames
+from support.audio import espeak_speech, frames
+from support.oracles import mixer as oracle
 
 FULL = np.full(320, 32767, np.int16)
 NEG_FULL = np.full(320, -32768, np.int16)

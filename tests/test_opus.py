@@ -10,7 +10,7 @@ import pytest
 
 from pbx.core.errors import CodecError, CoreError
 from pbx.core.opus import OpusDecoder, OpusEncoder
-from tests.support.audio import espeak_speech, frames, snr_db
+from support.audio import espeak_speech, frames, snr_db
 
 RATES = [8000, 16000, 48000]
 

@@ -7,9 +7,9 @@ import pytest
 import soxr
 
 from pbx.core.resample import Resampler
-from tests.oracles import resample as oracle
-from tests.support.audio import espeak_speech, snr_db
-from tests.support.sweep import FrameFn, Pcm, passband_edge, stream, sweep
+from support.audio import espeak_speech, snr_db
+from support.oracles import resample as oracle
+from support.sweep import FrameFn, Pcm, passband_edge, stream, sweep
 
 PAIRS = sorted(oracle.PAIRS)
 UNSUPPORTED = "8000<->16000, 8000<->48000, 16000<->24000, 16000<->48000"

@@ -1,4 +1,4 @@
-"""pbx.core.rtp against the struct-based oracle (tests/oracles/rtp.py) and aiortc.
+"""pbx.core.rtp against the struct-based oracle (support/oracles/rtp.py) and aiortc.
 
 Parsers are checked on captured-shape fixtures, on every truncation of them,
 and on fuzzed input: the only exception a peer's bytes may cause is
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from pbx.core import rtp
 from pbx.core.errors import MalformedPacket
-from tests.oracles import rtp as oracle
+from support.oracles import rtp as oracle
 
 # ---------------------------------------------------------------------------
 # Fixtures: packets in the shape real endpoints send, written out per the RFC

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.support.audio import espeak_speech
+from support.audio import espeak_speech
 from tests.support.calls import Call, running_server, stream_realtime
 
 RATE = 16000

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.support.audio import espeak_speech, read_wav
+from support.audio import espeak_speech, read_wav
 from tests.support.calls import Call, Event, RawWebSocket, http, probe, running_server, stream_realtime
 
 CALL_ID = "bad"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pbx.config import IceServer
-from tests.support.audio import espeak_speech, read_wav, tone
+from support.audio import espeak_speech, read_wav, tone
 from tests.support.calls import (
     FRAME,
     RATE,

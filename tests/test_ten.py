@@ -2,7 +2,7 @@
 
 Tests marked ``ten`` need the package and Debian's libc++1 and are skipped, with the reason, when
 the library cannot be loaded.  They compare the bank with the package's own ctypes detector
-(tests/oracles/ten.py) bit for bit, check it on espeak-ng speech, silence and quiet noise, and pin
+(support/oracles/ten.py) bit for bit, check it on espeak-ng speech, silence and quiet noise, and pin
 the library's hop behaviour documented in ten.pyx.  The tests without the marker always run: they
 check the errors when the package, its library, libc++ or a symbol is missing, simulated with a
 patched ``importlib.util.find_spec`` and small shared libraries built here.
@@ -24,7 +24,7 @@ import pytest
 
 from pbx.core import ten
 from pbx.core.ten import MISSING_MESSAGE, TenBank
-from tests.support.audio import espeak_speech, frames
+from support.audio import espeak_speech, frames
 
 MISSING = ("vad type 'ten' needs the optional ten-vad package (pip install 'pypbx[ten]') "
            "and Debian's libc++1")
@@ -69,7 +69,7 @@ def scene() -> np.ndarray:
 @needs_ten
 @pytest.mark.parametrize(("hop", "chunk"), [(160, 320), (256, 1280)])
 def test_probabilities_equal_the_package_detector(hop: int, chunk: int) -> None:
-    from tests.oracles import ten as oracle
+    from support.oracles import ten as oracle
 
     pcm = scene()
     bank = TenBank(2, hop=hop)

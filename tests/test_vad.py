@@ -1,8 +1,8 @@
 """pbx.core.vad (speaking/silence state machine, WebRTC bank) and pbx.core.silero (batched silero VAD).
 
 - The state machine is checked on hand-made decision sequences with exact event times, and
-  against the pure-Python oracle (tests/oracles/vad.py) on random sequences and configurations.
-- Silero batched inference is checked against single-stream onnxruntime (tests/oracles/silero.py)
+  against the pure-Python oracle (support/oracles/vad.py) on random sequences and configurations.
+- Silero batched inference is checked against single-stream onnxruntime (support/oracles/silero.py)
   on legs fed different real speech, noise and silence, in changing batch subsets.
 - End to end, speech-plus-silence scenes built from espeak-ng and digital silence (clean and with
   low-level noise) go through each detector and the state machine the way the engine drives them;
@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 from pbx.core import silero
 from pbx.core.silero import SileroBatch
 from pbx.core.vad import SEGMENT_CAP, SILENCE, SPEAKING, VadBank, WebRtcBank, webrtc_mode
-from tests.oracles import silero as silero_oracle
-from tests.oracles.vad import VadOracle
-from tests.support.audio import espeak_speech
+from support.audio import espeak_speech
+from support.oracles import silero as silero_oracle
+from support.oracles.vad import VadOracle
 
 MODEL_SIZE = 2327524
 MODEL_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"

@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 
 from pbx.core.errors import WavError
 from pbx.core.wav import WavWriter
-from tests.oracles.wav import HEADER_BYTES, OracleWavWriter, header, max_frames
-from tests.support.audio import espeak_speech, frames, read_wav, tone
+from support.audio import espeak_speech, frames, read_wav, tone
+from support.oracles.wav import HEADER_BYTES, OracleWavWriter, header, max_frames
 
 HEADER_DTYPE = np.dtype([
     ("riff", "S4"), ("riff_size", "<u4"), ("wave", "S4"),

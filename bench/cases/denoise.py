@@ -1,5 +1,5 @@
 """Noise suppression: one 20 ms frame of one leg, ours (DenoiseBank.process_into) vs the library called
-plainly (two Process10ms calls with a new bytes per call, numpy copies back: tests/oracles/denoise.py).
+plainly (two Process10ms calls with a new bytes per call, numpy copies back: support/oracles/denoise.py).
 
 Both run the same WebRTC suppressor (webrtc-noise-gain, level 2, AGC off) on speech in white noise at
 10 dB SNR, so the difference is only the per-call overhead around it.  ``quality()`` gives the per-leg
@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from pbx.core.denoise import DenoiseBank
-from tests.oracles import denoise as oracle
-from tests.support.audio import espeak_speech, frames
+from support.audio import espeak_speech, frames
+from support.oracles import denoise as oracle
 
 from harness import Case, FrameFn, per_frame_us
 

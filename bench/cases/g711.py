@@ -9,7 +9,7 @@ from types import ModuleType
 import numpy as np
 
 from pbx.core import g711
-from tests.support.audio import espeak_speech, frames
+from support.audio import espeak_speech, frames
 
 from harness import Case, FrameFn
 

@@ -11,7 +11,7 @@ import numpy as np
 from G722 import G722
 
 from pbx.core.g722 import G722Decoder, G722Encoder
-from tests.support.audio import espeak_speech, frames
+from support.audio import espeak_speech, frames
 
 from harness import Case, FrameFn
 

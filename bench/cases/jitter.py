@@ -6,7 +6,7 @@ frame, an in-order 8 kHz stream with 0..5 ms of jitter, popped on 20 ms ticks.  
 also its pop: it returns the frame that became playable.  RtpPacket objects (with the ``_data`` that
 aiortc's receiver sets after depayloading) are built outside the timed loop.
 
-Quality (``quality()``): the 60 s trace of tests/oracles/jitter_trace.py (30 ms p95 jitter, 1 % loss)
+Quality (``quality()``): the 60 s trace of support/oracles/jitter_trace.py (30 ms p95 jitter, 1 % loss)
 played on 20 ms ticks at several tick phases; aiortc's buffer on the same arrivals for comparison.
 """
 
@@ -17,7 +17,7 @@ from aiortc.jitterbuffer import JitterBuffer as AiortcJitterBuffer
 from aiortc.rtp import RtpPacket
 
 from pbx.core.jitter import JitterBuffer
-from tests.oracles import jitter_trace
+from support.oracles import jitter_trace
 
 from harness import Case, FrameFn
 

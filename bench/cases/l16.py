@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pbx.core import l16
-from tests.support.audio import espeak_speech, frames
+from support.audio import espeak_speech, frames
 
 from harness import Case, FrameFn
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from pbx.core import mixer
-from tests.oracles import mixer as oracle
-from tests.support.audio import espeak_speech, frames
+from support.audio import espeak_speech, frames
+from support.oracles import mixer as oracle
 
 from harness import Case, FrameFn
 

@@ -8,7 +8,7 @@ import opuslib.api.ctl
 import opuslib.api.encoder
 
 from pbx.core.opus import OpusDecoder, OpusEncoder
-from tests.support.audio import espeak_speech, frames
+from support.audio import espeak_speech, frames
 
 from harness import Case, FrameFn
 

@@ -12,8 +12,8 @@ import numpy as np
 import soxr
 
 from pbx.core.resample import Resampler
-from tests.support.audio import espeak_speech
-from tests.support.sweep import sweep
+from support.audio import espeak_speech
+from support.sweep import sweep
 
 from harness import Case, FrameFn
 

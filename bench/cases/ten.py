@@ -11,7 +11,7 @@ import sys
 import numpy as np
 
 from pbx.core.ten import TenBank
-from tests.support.audio import espeak_speech, frames
+from support.audio import espeak_speech, frames
 
 from harness import Case, FrameFn
 

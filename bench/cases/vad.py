@@ -2,7 +2,7 @@
 
 - silero: one ``SileroBatch.infer_into`` over 128 legs (real speech and silence) every 128th call, so the
   harness's per-call figure is the cost per leg per 32 ms window, amortised over the batch; the baseline
-  is single-stream onnxruntime (one ``session.run`` of one row per leg per window, tests/oracles/silero.py).
+  is single-stream onnxruntime (one ``session.run`` of one row per leg per window, support/oracles/silero.py).
 - webrtc: ``WebRtcBank.is_speech`` on one 20 ms frame vs the webrtcvad package's ``Vad.is_speech`` on bytes.
 - state machine: ``VadBank.feed_many`` over 128 legs every 128th call (per leg per window), and one
   ``VadBank.feed`` per call, vs the pure-Python oracle.
@@ -22,9 +22,9 @@ import webrtcvad
 from pbx.core import silero
 from pbx.core.silero import SileroBatch
 from pbx.core.vad import VadBank, WebRtcBank
-from tests.oracles import silero as silero_oracle
-from tests.oracles.vad import VadOracle
-from tests.support.audio import espeak_speech, frames
+from support.audio import espeak_speech, frames
+from support.oracles import silero as silero_oracle
+from support.oracles.vad import VadOracle
 
 from harness import Case, FrameFn
 

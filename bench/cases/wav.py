@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pbx.core.wav import WavWriter
-from tests.support.audio import espeak_speech, frames
+from support.audio import espeak_speech, frames
 
 from harness import Case, FrameFn
 

@@ -1,7 +1,9 @@
 """The call server: one HTTP port for the WebSocket call API and the REST endpoints.
 
 ``CallServer`` owns the media engine (one per process, ticked by :class:`MediaRunner`), the
-providers, the media loader and the live sessions. WebSocket paths: ``/call`` (audio over the
+provider registry, the media loader and the live calls. Each WebSocket connection becomes one call:
+a :class:`~pbx.server.control.ControlSocket`, a :class:`~pbx.call.core.Call`, the transport of its
+path and the :class:`~pbx.server.driver.CallDriver` that runs them. Paths: ``/call`` (audio over the
 WebSocket), ``/call/sip`` and ``/call/webrtc`` (their transports come with later work: commands that
 need them get an ``error`` event). REST: see :mod:`pbx.server.rest`.
 """
@@ -14,19 +16,26 @@ import logging
 import os
 import signal
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
+from pbx.call.core import Call
+from pbx.call.transport import TransportProfile
 from pbx.config import Config
 from pbx.core.engine import Engine
 from pbx.media.loader import MediaLoader
 from pbx.protocol import HangupReason, Initiator
+from pbx.providers import builtin_registry
+from pbx.server.control import ControlSocket
+from pbx.server.driver import CallDriver, CallServices, settings_from_query
+from pbx.server.dump import CallDump
 from pbx.server.media import MediaRunner
-from pbx.server.providers import Providers
 from pbx.server.rest import WEBSOCKET_PATHS, make_router
-from pbx.server.session import CallSession
+from pbx.server.transports import WEBSOCKET_PROFILE, NotBuilt, Transport, WebSocketAudio, not_built_profile
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +44,13 @@ class CallServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.media = MediaRunner(Engine(config.max_calls))
-        self.providers = Providers(config.tts_provider, config.asr_provider)
+        self.providers = builtin_registry(config.tts_provider, config.asr_provider)
         self.loader = MediaLoader(config.directory("media"), max_bytes=config.download_max_bytes,
                                   timeout_s=config.download_timeout_secs, max_seconds=config.play_max_seconds,
                                   cache_bytes=config.media_cache_bytes)
-        self.sessions: dict[str, CallSession] = {}
+        self.services = CallServices(self.media, self.providers, self.loader, config.directory("recordings"),
+                                     self.unregister)
+        self.sessions: dict[str, CallDriver] = {}
         self._server: Server | None = None
         self.started_at = time.time()
 
@@ -59,8 +70,9 @@ class CallServer:
         return sockname[0], sockname[1]
 
     async def stop(self) -> None:
-        for session in list(self.sessions.values()):
-            await session.end(HangupReason.SHUTDOWN.value, Initiator.SYSTEM.value)
+        for driver in list(self.sessions.values()):
+            driver.end(HangupReason.SHUTDOWN.value, Initiator.SYSTEM.value)
+            await driver.finished()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -78,34 +90,46 @@ class CallServer:
         await stop.wait()
         await self.stop()
 
-    # -- WebSocket sessions ------------------------------------------------------------------------
+    # -- WebSocket calls ---------------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
         url = urlsplit(ws.request.path if ws.request is not None else "/call")
         call_type = WEBSOCKET_PATHS.get(url.path, "websocket")
         query = dict(parse_qsl(url.query))
-        session = CallSession(self, ws, call_type, query)
-        if session.id in self.sessions:
-            await ws.close(1008, f"call id {session.id!r} is already in use")
+        call_id = query.get("id") or str(uuid.uuid4())
+        if call_id in self.sessions:
+            await ws.close(1008, f"call id {call_id!r} is already in use")
             return
-        self.sessions[session.id] = session
+        dumping = query.get("dump", "true").lower() not in ("false", "0", "no")
+        control = ControlSocket(ws, CallDump(self.config.directory("dumps"), call_id) if dumping else None)
+        profile, transport = self._transport(call_type, control)
+        settings = settings_from_query(query, call_id, self.media.epoch_offset_ms)
+        call = Call(settings, profile, self.providers, self.media.now_ms())
+        driver = CallDriver(self.services, control, call, transport)
+        self.sessions[call_id] = driver
         try:
-            await session.run()
+            await driver.run()
         finally:
-            self.unregister(session)
+            self.unregister(driver)
 
-    def unregister(self, session: CallSession) -> None:
-        if self.sessions.get(session.id) is session:
-            del self.sessions[session.id]
+    def _transport(self, call_type: str, control: ControlSocket
+                   ) -> tuple[TransportProfile, Callable[[CallDriver], Transport]]:
+        if call_type == "websocket":
+            return WEBSOCKET_PROFILE, lambda driver: WebSocketAudio(driver, self.media, control)
+        return not_built_profile(call_type), lambda driver: NotBuilt(driver, call_type)
+
+    def unregister(self, driver: CallDriver) -> None:
+        if self.sessions.get(driver.id) is driver:
+            del self.sessions[driver.id]
 
     # -- REST (CallRegistry) -------------------------------------------------------------------------
     def list_calls(self) -> list[dict[str, Any]]:
-        return [s.listing() for s in self.sessions.values()]
+        return [driver.listing() for driver in self.sessions.values()]
 
     def kill(self, call_id: str) -> bool:
-        session = self.sessions.get(call_id)
-        if session is None:
+        driver = self.sessions.get(call_id)
+        if driver is None:
             return False
-        session.kill()
+        driver.kill()
         return True
 
     def ice_servers(self) -> list[dict[str, Any]]:

@@ -1,10 +1,15 @@
-"""Drives the media engine from the asyncio loop and routes its output to the sessions.
+"""The media engine on the asyncio loop: ticks it, decodes what it reports, routes it to each leg's sink.
 
 One :class:`MediaRunner` per server ticks :class:`pbx.core.engine.Engine` just after each 20 ms frame
 of the engine's own grid is due (``loop.call_at``; both clocks are ``time.monotonic``), so each tick
-processes one frame and a late tick makes the engine catch up frame by frame. After each tick it hands
-engine events and outbound frames to the owner of each leg, and every ``ASR_EVERY`` ticks the audio
-tapped for speech recognition.
+processes one frame and a late tick makes the engine catch up frame by frame. After each tick
+(:meth:`MediaRunner.serve`, which tests call with explicit times) it decodes the engine's event
+tuples once into the typed events of :mod:`pbx.call.media` (an unknown kind is logged as an error
+and counted, never dropped silently) and hands them, the outbound frames and, every ``ASR_EVERY``
+ticks, the audio tapped for speech recognition to the sink of each leg.
+
+:class:`EngineLeg` is one engine leg behind the call core's :class:`~pbx.call.media.LegMedia`
+interface: nothing else in the control plane touches ``engine.*`` or ``leg.playout.*``.
 """
 
 from __future__ import annotations
@@ -12,11 +17,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
 
-import numpy as np
-import numpy.typing as npt
-
+from pbx.call.media import (
+    Dtmf,
+    InboundOverflow,
+    Latched,
+    MediaEvent,
+    Pcm,
+    PlayDropped,
+    PlayEnded,
+    PlayStarted,
+    RecorderError,
+    RtcpBye,
+    RtpTimeout,
+    SegmentCap,
+    Silence,
+    Speaking,
+)
+from pbx.core import engine as eng
 from pbx.core.engine import Engine, Leg
 from pbx.core.wav import WavWriter
 
@@ -26,38 +46,136 @@ TICK_MS = 20
 ASR_EVERY = 5          # ticks between ASR drains (100 ms of audio per provider call)
 TICK_SLACK_S = 0.001   # wake this long after a frame is due, so the timer never fires just before it
 
-EngineEvent = tuple[int, int, int, int, int, int, int]
+
+class UnknownMediaEvent(Exception):
+    """The engine reported a kind of event this control plane does not know (a version mismatch)."""
 
 
-class LegOwner(Protocol):
-    """What a session implements to receive its leg's media output."""
+_DECODERS: dict[int, Callable[[int, int, int, int, int], MediaEvent]] = {
+    eng.SPEAKING: lambda t, a, b, c, d: Speaking(t, a),
+    eng.SILENCE: lambda t, a, b, c, d: Silence(t, a, b),
+    eng.SEGMENT_CAP: lambda t, a, b, c, d: SegmentCap(t, a),
+    eng.DTMF: lambda t, a, b, c, d: Dtmf(t, chr(a)),
+    eng.PLAY_STARTED_: lambda t, a, b, c, d: PlayStarted(t, a),
+    eng.PLAY_ENDED_: lambda t, a, b, c, d: PlayEnded(t, a, b, c, bool(d)),
+    eng.PLAY_DROPPED_: lambda t, a, b, c, d: PlayDropped(t, a),
+    eng.RTP_TIMEOUT: lambda t, a, b, c, d: RtpTimeout(t, a),
+    eng.LATCHED: lambda t, a, b, c, d: Latched(t),
+    eng.RECORDER_ERROR: lambda t, a, b, c, d: RecorderError(t, a),
+    eng.INBOUND_OVERFLOW: lambda t, a, b, c, d: InboundOverflow(t, a),
+    eng.RTCP_BYE_: lambda t, a, b, c, d: RtcpBye(t),
+}
 
-    def on_media_event(self, event: EngineEvent) -> None: ...
-    def on_media_out(self, data: bytes) -> None: ...
-    def on_asr_audio(self, pcm: npt.NDArray[np.int16]) -> None: ...
+
+def decode_event(kind: int, t: int, a: int, b: int, c: int, d: int) -> MediaEvent:
+    """One engine event tuple (without its slot) as its typed event; UnknownMediaEvent otherwise."""
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        raise UnknownMediaEvent(f"the media engine reported an event of unknown kind {kind}")
+    return decoder(t, a, b, c, d)
+
+
+@dataclass(slots=True)
+class LegSink:
+    """Where one leg's output goes: its typed events, its outbound frames (drained legs), its ASR audio."""
+
+    event: Callable[[MediaEvent], None]
+    out: Callable[[bytes], None]
+    asr: Callable[[Pcm], None]
+
+
+class EngineLeg:
+    """One engine leg as :class:`pbx.call.media.LegMedia`."""
+
+    __slots__ = ("_engine", "_release", "_released", "_start_ms", "leg")
+
+    def __init__(self, engine: Engine, leg: Leg, start_ms: float,
+                 release: Callable[[Leg], WavWriter | None]) -> None:
+        self._engine = engine
+        self.leg = leg
+        self._start_ms = start_ms
+        self._release = release
+        self._released = False
+
+    @property
+    def start_ms(self) -> float:
+        return self._start_ms
+
+    @property
+    def ssrc(self) -> int:
+        return self.leg.ssrc
+
+    def feed(self, data: bytes) -> int:
+        """Codec bytes from a stream transport (a WebSocket binary message); dropped once released."""
+        if self._released:
+            return 0
+        return self._engine.feed(self.leg, data)
+
+    def set_vad(self, kind: str, *, speech_padding_ms: int, silence_padding_ms: int, ratio: float,
+                voice_threshold: float, silence_timeout_ms: int | None, max_buffer_secs: float) -> None:
+        self._engine.set_vad(self.leg, kind, speech_padding_ms=speech_padding_ms,
+                             silence_padding_ms=silence_padding_ms, ratio=ratio, voice_threshold=voice_threshold,
+                             silence_timeout_ms=silence_timeout_ms, max_buffer_secs=max_buffer_secs)
+
+    def set_denoise(self, enabled: bool) -> None:
+        self._engine.set_denoise(self.leg, enabled)
+
+    def set_inbound_mute(self, muted: bool) -> None:
+        self._engine.set_inbound_mute(self.leg, muted)
+
+    def attach_recorder(self, recording: object) -> None:
+        if not isinstance(recording, WavWriter):
+            raise TypeError(f"the engine records into a WavWriter, not {type(recording).__name__}")
+        self._engine.attach_recorder(self.leg, recording)
+
+    def start_asr_tap(self) -> float:
+        self._engine.set_asr_tap(self.leg, True)
+        return self._engine.next_frame_ms
+
+    def enqueue(self, item_id: int, track: int) -> None:
+        self.leg.playout.enqueue(item_id, track, None, complete=False)
+
+    def append(self, item_id: int, pcm: Pcm) -> None:
+        self.leg.playout.append(item_id, pcm, complete=False)
+
+    def complete(self, item_id: int) -> None:
+        self.leg.playout.complete(item_id)
+
+    def interrupt(self, graceful: bool) -> None:
+        self.leg.playout.interrupt(graceful)
+
+    def mute_playout(self, muted: bool) -> None:
+        self.leg.playout.mute_all_tracks(muted)
+
+    def release(self) -> WavWriter | None:
+        if self._released:
+            return None
+        self._released = True
+        return self._release(self.leg)
 
 
 class MediaRunner:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._owners: dict[int, LegOwner] = {}
+        self._sinks: dict[int, LegSink] = {}
         self._handle: asyncio.Handle | None = None
         self._ticks = 0
         self.tick_seconds_total = 0.0     # CPU spent in tick + routing, for /health
+        self.unknown_events = 0
 
     @staticmethod
     def now_ms() -> float:
         """The engine's clock: the loop's monotonic time in ms (legs are created with it)."""
         return time.monotonic() * 1000.0
 
-    def add_leg(self, owner: LegOwner, transport: str, codec: str, **options: object) -> Leg:
-        leg = self.engine.add_leg(transport, codec, self.now_ms(), **options)  # type: ignore[arg-type]
-        self._owners[leg.slot] = owner
-        return leg
+    def add_leg(self, sink: LegSink, transport: str, codec: str, now_ms: float, **options: object) -> EngineLeg:
+        """A new leg whose output goes to ``sink``; ValueError when the engine is full or an option is bad."""
+        leg = self.engine.add_leg(transport, codec, now_ms, **options)  # type: ignore[arg-type]
+        self._sinks[leg.slot] = sink
+        return EngineLeg(self.engine, leg, now_ms, self._release)
 
-    def remove_leg(self, leg: Leg) -> WavWriter | None:
-        """Free the leg; its recorder comes back still open, for the caller to close off the loop."""
-        self._owners.pop(leg.slot, None)
+    def _release(self, leg: Leg) -> WavWriter | None:
+        self._sinks.pop(leg.slot, None)
         rec = self.engine.detach_recorder(leg)
         self.engine.remove_leg(leg)
         return rec
@@ -66,6 +184,11 @@ class MediaRunner:
         self.engine.epoch_offset_ms = time.time() * 1000.0 - self.now_ms()   # RTCP's NTP timestamps
         self._ticks = 0
         self._handle = asyncio.get_running_loop().call_soon(self._tick)
+
+    @property
+    def epoch_offset_ms(self) -> float:
+        """Wall clock minus the engine clock, in ms (event timestamps are epoch milliseconds)."""
+        return self.engine.epoch_offset_ms
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -76,11 +199,10 @@ class MediaRunner:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            self._serve()
+            self.serve(self.now_ms())
         except Exception:  # a bug in one leg's routing must not stop every call's media
             log.exception("media tick failed")
         self.tick_seconds_total += time.perf_counter() - started
-        self._ticks += 1
         # Wake just after the engine's next frame is due: a tick on its own grid would sometimes find
         # no frame due and the next one two, doubling that tick's work and jittering output by 20 ms.
         # (loop.time() and the engine clock are both time.monotonic().) After a stall, the engine
@@ -88,22 +210,31 @@ class MediaRunner:
         when = self.engine.next_frame_ms / 1000.0 + TICK_SLACK_S
         self._handle = loop.call_at(max(when, loop.time()), self._tick)
 
-    def _serve(self) -> None:
+    def serve(self, now_ms: float) -> None:
+        """One tick at ``now_ms``: the engine's frames, then its output to the sinks."""
         engine = self.engine
-        owners = self._owners
-        for event in engine.tick(self.now_ms()):
-            owner = owners.get(event[0])
-            if owner is not None:
-                owner.on_media_event(event)
+        sinks = self._sinks
+        for slot, kind, t, a, b, c, d in engine.tick(now_ms):
+            sink = sinks.get(slot)
+            if sink is None:
+                continue
+            try:
+                event = decode_event(kind, t, a, b, c, d)
+            except UnknownMediaEvent:
+                self.unknown_events += 1
+                log.error("leg %d: the media engine reported an event of unknown kind %d", slot, kind)
+                continue
+            sink.event(event)
         slots, offsets, data = engine.drain_out()
         if len(slots):
             view = memoryview(data)
             for i, slot in enumerate(slots.tolist()):
-                owner = owners.get(slot)
-                if owner is not None:
-                    owner.on_media_out(bytes(view[offsets[i]:offsets[i + 1]]))
+                sink = sinks.get(slot)
+                if sink is not None:
+                    sink.out(bytes(view[offsets[i]:offsets[i + 1]]))
+        self._ticks += 1
         if self._ticks % ASR_EVERY == 0:
             for leg, pcm in engine.drain_asr():
-                owner = owners.get(leg.slot)
-                if owner is not None:
-                    owner.on_asr_audio(pcm)
+                sink = sinks.get(leg.slot)
+                if sink is not None:
+                    sink.asr(pcm)

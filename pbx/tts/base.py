@@ -16,14 +16,37 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pbx.protocol import SynthesisOption
+
 
 @dataclass(frozen=True, slots=True)
 class TtsRequest:
+    """One text to speak, with every field of the call's SynthesisOption (the spec's names, snake_case).
+
+    Credentials and ``endpoint`` also chose the provider instance (pooled per credential set by
+    :class:`pbx.providers.ProviderRegistry`); they are here for providers that sign each request.
+    """
+
     text: str
     speaker: str | None = None        # provider voice name
     speed: float = 1.0                # 1.0 = the provider's normal rate
-    samplerate: int = 16000
+    samplerate: int = 16000           # the rate the audio must come at
     extra: dict[str, Any] = field(default_factory=dict)
+    volume: int = 5                   # 1-10; the server applies it as a gain (5 = unity)
+    emotion: str | None = None
+    codec: str | None = None
+    subtitle: bool = False
+    app_id: str | None = None
+    secret_id: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+    endpoint: str | None = None
+
+    @classmethod
+    def from_option(cls, text: str, option: SynthesisOption, samplerate: int) -> TtsRequest:
+        """``text`` with ``option``'s fields, the audio wanted at ``samplerate``."""
+        return cls(text, option.speaker, option.speed, samplerate, dict(option.extra or {}), option.volume,
+                   option.emotion, option.codec, option.subtitle, option.app_id, option.secret_id,
+                   option.secret_key, option.endpoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +62,7 @@ class TtsChunk:
 
 
 class TtsProvider(abc.ABC):
-    """One provider instance serves many sessions; per-text state lives in the iterator."""
+    """One provider instance serves the calls of one credential set; per-text state lives in the iterator."""
 
     name: str
 

@@ -1,7 +1,7 @@
 """Real test audio: espeak-ng speech and generated tones, as int16 numpy arrays.
 
 Speech is synthesised by the espeak-ng command line (Debian package) once and
-cached under ``tests/.fixtures``; it is resampled with soxr (very high quality,
+cached under ``support/.fixtures``; it is resampled with soxr (very high quality,
 whole-file) to the rate a test asks for.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-FIXTURES = Path(__file__).resolve().parent.parent / ".fixtures"
+FIXTURES = Path(__file__).resolve().parent / ".fixtures"
 DEFAULT_TEXT = (
     "The quick brown fox jumps over the lazy dog. "
     "Please call Stella and ask her to bring these things with her from the store."

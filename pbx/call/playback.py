@@ -1,7 +1,9 @@
-"""What a session plays: TTS and play tracks on top of the engine's playout queue.
+"""What a call plays: TTS and play tracks on top of its leg's playout queue. No I/O: synthesis and
+downloads are actions the shell runs, their audio comes back through :meth:`Playback.tts_chunk`,
+:meth:`Playback.loaded` and :meth:`Playback.work_done`.
 
 A *track* is what the client sees (``trackStart``/``trackEnd`` with a ``playId``); it holds one
-*item* of the engine's playout queue per ``tts`` or ``play`` command. Rules (the spec's, made exact):
+*item* of the playout queue per ``tts`` or ``play`` command. Rules (the spec's, made exact):
 
 - A ``tts``/``play`` whose playId equals the live track's joins that track (a new item after the
   others); any other playId replaces the live track: ``interruption``, ``trackEnd``, then the new
@@ -20,14 +22,11 @@ A *track* is what the client sees (``trackStart``/``trackEnd`` with a ``playId``
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
 import itertools
 import logging
-import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,10 +34,9 @@ import numpy as np
 import numpy.typing as npt
 import soxr  # type: ignore[import-untyped]
 
-from pbx.core import engine as eng
-from pbx.core.engine import Leg
+from pbx.call.actions import Action, Cancel, Load, Synthesize
+from pbx.call.media import LegMedia, PlayDropped, PlayEnded, PlayStarted
 from pbx.errors import MediaError, PbxError, ProviderError
-from pbx.media.loader import MediaLoader
 from pbx.protocol import (
     Event,
     InterruptionEvent,
@@ -50,7 +48,7 @@ from pbx.protocol import (
     TtsCommand,
     merge_option,
 )
-from pbx.tts.base import TtsChunk, TtsProvider, TtsRequest, WordMark
+from pbx.tts.base import TtsChunk, TtsRequest, WordMark
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +57,19 @@ MIN_RATE, MAX_RATE = 8000, 192000     # accepted SynthesisOption.samplerate (bas
 
 
 class PlaybackHost(Protocol):
-    """The session, as the playback controller needs it."""
+    """The call, as its playback needs it."""
 
-    leg: Leg | None
     server_track_id: str
 
+    @property
+    def now_ms(self) -> float: ...
     def emit(self, event: Event) -> None: ...
     def report_error(self, sender: str, message: str, code: int | None = None) -> None: ...
     def epoch_ms(self, leg_ms: int | None = None) -> int: ...
+    def request(self, action: Action) -> None: ...
+    def tts_name(self, option: SynthesisOption) -> str: ...
     def auto_hangup(self) -> None: ...
     def start_wait_input(self, timeout_s: float, since_ms: int) -> None: ...
-    def tts_provider(self, option: SynthesisOption) -> TtsProvider: ...
 
 
 @dataclass(slots=True)
@@ -82,7 +82,10 @@ class Item:
     elapsed_ms: int = 0
     ended: bool = False
     producing: bool = True                # synthesis / download still running
-    task: asyncio.Task[None] | None = None
+    working: bool = False                 # a Synthesize or Load action is out for it
+    provider: str = ""                    # the TTS provider's name (metrics)
+    requested_ms: float = 0.0             # when the synthesis was asked for (time to first byte)
+    gain: float = 1.0                     # tts volume as a linear gain
 
 
 @dataclass(slots=True)
@@ -99,9 +102,6 @@ class Track:
     graceful: bool = False
     finished: bool = False
 
-    def item(self, item_id: int) -> Item | None:
-        return next((i for i in self.items if i.item_id == item_id), None)
-
     @property
     def played_ms(self) -> int:
         return sum(i.played_ms for i in self.items)
@@ -112,14 +112,15 @@ class Track:
 
 
 class Playback:
-    def __init__(self, host: PlaybackHost, call_tts: SynthesisOption, loader: MediaLoader) -> None:
+    def __init__(self, host: PlaybackHost, leg: LegMedia, call_tts: SynthesisOption) -> None:
         self.host = host
+        self.leg = leg
         self.call_tts = call_tts
-        self.loader = loader
         self.track: Track | None = None
         self._numbers = itertools.count(1)
         self._item_ids = itertools.count(1)
         self._items: dict[int, tuple[Track, Item]] = {}
+        self._closed = False
 
     # -- commands ---------------------------------------------------------------------------------
     def tts(self, cmd: TtsCommand) -> None:
@@ -132,7 +133,7 @@ class Playback:
         if not MIN_RATE <= option.samplerate <= MAX_RATE:   # soxr stalls the loop on absurd ratios
             self.host.report_error("tts", f"samplerate must be {MIN_RATE}-{MAX_RATE} Hz, got {option.samplerate}")
             return
-        provider: TtsProvider | None = None
+        provider = ""
         pcm: npt.NDArray[np.int16] | None = None
         if cmd.base64:   # decoded before the track: a command that fails must not cut what plays
             pcm = self._decode_base64(cmd.text, option)
@@ -140,9 +141,9 @@ class Playback:
                 return
         else:
             try:
-                provider = self.host.tts_provider(option)
+                provider = self.host.tts_name(option)
             except PbxError as exc:
-                self.host.report_error(getattr(exc, "sender", "tts"), str(exc))
+                self.host.report_error(exc.sender, str(exc))
                 return
         track = self._track_for(cmd.play_id, streaming=cmd.streaming)
         track.auto_hangup = track.auto_hangup or cmd.auto_hangup
@@ -153,10 +154,14 @@ class Playback:
         if cmd.text or not cmd.end_of_stream:
             item = self._reserve(track, None if cmd.base64 else cmd.text, "tts")
             if item is not None and pcm is not None:
-                self._append(item, pcm, complete=False, sender="tts")
+                self._append(item, pcm, sender="tts")
                 self._complete(item)
-            elif item is not None and provider is not None:
-                item.task = asyncio.create_task(self._synthesize(track, item, provider, cmd, option))
+            elif item is not None:
+                item.working = True
+                item.provider = provider
+                item.requested_ms = self.host.now_ms
+                item.gain = option.volume / 5.0
+                self.host.request(Synthesize(item.item_id, option, TtsRequest.from_option(cmd.text, option, RATE)))
         self._check_finished(track)
 
     def play(self, cmd: PlayCommand) -> None:
@@ -166,12 +171,12 @@ class Playback:
             track.wait_input_timeout = cmd.wait_input_timeout
         item = self._reserve(track, None, "play")
         if item is not None:
-            item.task = asyncio.create_task(self._load(track, item, cmd.url))
+            item.working = True
+            self.host.request(Load(item.item_id, cmd.url))
 
     def interrupt(self, graceful: bool) -> None:
         track = self.track
-        leg = self.host.leg
-        if track is None or track.finished or leg is None:
+        if track is None or track.finished:
             return
         track.auto_hangup = False
         if graceful:
@@ -179,52 +184,103 @@ class Playback:
             track.streaming = False
             current = next((i for i in track.items if not i.ended), None)
             for item in track.items:
-                if item is not current and item.task is not None:
-                    item.task.cancel()
-            leg.playout.interrupt(True)
+                if item is not current:
+                    self._cancel(item)
+            self.leg.interrupt(True)
         else:
             track.interrupting = True
             for item in track.items:
-                if item.task is not None:
-                    item.task.cancel()
-            leg.playout.interrupt(False)
+                self._cancel(item)
+            self.leg.interrupt(False)
         self._check_finished(track)
 
     def mute(self, muted: bool) -> None:
-        if self.host.leg is not None:
-            self.host.leg.playout.mute_all_tracks(muted)
+        self.leg.mute_playout(muted)
 
     def close(self) -> None:
+        """The call ends: stop every synthesis and download; nothing more is reported."""
+        self._closed = True
         for track, item in list(self._items.values()):
-            if item.task is not None:
-                item.task.cancel()
+            self._cancel(item)
             track.finished = True
         self._items.clear()
 
-    # -- engine events ----------------------------------------------------------------------------
-    def on_play_event(self, kind: int, leg_ms: int, item_id: int, played_ms: int, elapsed_ms: int,
-                      interrupted: int) -> None:
+    # -- results of the shell's work ----------------------------------------------------------------
+    def tts_chunk(self, item_id: int, chunk: TtsChunk) -> None:
         entry = self._items.get(item_id)
+        if entry is None or not entry[1].working:
+            return
+        track, item = entry
+        if item.requested_ms >= 0:
+            self.host.emit(MetricsEvent(
+                timestamp=self.host.epoch_ms(), key=f"ttfb.tts.{item.provider}",
+                duration=round(self.host.now_ms - item.requested_ms),
+                data={"playId": track.play_id, "provider": item.provider}))
+            item.requested_ms = -1.0      # reported once
+        base = item.samples
+        item.marks.extend(WordMark(base + m.sample, m.index) for m in chunk.words)
+        if not self._append(item, apply_gain(chunk.pcm, item.gain), sender="tts"):
+            self._cancel(item)            # dropped or full: the rest of its audio is not wanted
+            self._complete(item)
+
+    def loaded(self, item_id: int, pcm: npt.NDArray[np.int16]) -> None:
+        entry = self._items.get(item_id)
+        if entry is None or not entry[1].working:
+            return
+        item = entry[1]
+        item.working = False
+        self._append(item, pcm, sender="play")
+        self._complete(item)
+
+    def work_done(self, item_id: int, error: BaseException | None) -> None:
+        """The synthesis or load of an item finished; ``error`` is why it failed."""
+        entry = self._items.get(item_id)
+        if entry is None or not entry[1].working:
+            return
+        item = entry[1]
+        item.working = False
+        if error is not None:
+            sender = "play" if not item.provider else "tts"
+            if isinstance(error, ProviderError | MediaError):
+                self.host.report_error(error.sender, str(error), error.code)
+            elif isinstance(error, PbxError):
+                self.host.report_error(error.sender, str(error))
+            else:   # a provider bug: the shell logged it; the call goes on
+                self.host.report_error(sender, f"{item.provider or 'play'} failed: {error}")
+        self._complete(item)
+
+    # -- engine events ----------------------------------------------------------------------------
+    def on_play_event(self, event: PlayStarted | PlayEnded | PlayDropped) -> None:
+        entry = self._items.get(event.item_id)
         if entry is None:
             return
         track, item = entry
-        if kind == eng.PLAY_STARTED_:
+        if isinstance(event, PlayStarted):
             if not track.started and not track.interrupting:
                 track.started = True
                 self.host.emit(TrackStartEvent(track_id=self.host.server_track_id,
-                                               timestamp=self.host.epoch_ms(leg_ms), play_id=track.play_id))
+                                               timestamp=self.host.epoch_ms(event.at_ms), play_id=track.play_id))
             return
         item.ended = True
-        item.played_ms = played_ms
-        item.elapsed_ms = elapsed_ms
-        if item.task is not None and interrupted:
-            item.task.cancel()
-        del self._items[item_id]
-        if kind == eng.PLAY_ENDED_ and interrupted and track.interrupting:
-            self._report_interruption(track, item, leg_ms)
-        self._check_finished(track, leg_ms)
+        interrupted = False
+        if isinstance(event, PlayEnded):
+            item.played_ms = event.played_ms
+            item.elapsed_ms = event.elapsed_ms
+            interrupted = event.interrupted
+            if interrupted:
+                self._cancel(item)
+        del self._items[event.item_id]
+        if interrupted and track.interrupting:
+            self._report_interruption(track, item, event.at_ms)
+        self._check_finished(track, event.at_ms)
 
     # -- internals --------------------------------------------------------------------------------
+    def _cancel(self, item: Item) -> None:
+        if item.working:
+            item.working = False
+            item.producing = False
+            self.host.request(Cancel(item.item_id))
+
     def _track_for(self, play_id: str | None, streaming: bool) -> Track:
         live = self.track
         if live is not None and not live.finished and not live.interrupting and not live.graceful:
@@ -239,24 +295,21 @@ class Playback:
     def _reserve(self, track: Track, text: str | None, sender: str) -> Item | None:
         """A new item at the end of the playout queue, or None after an error event if the queue is full."""
         item = Item(next(self._item_ids), text)
-        leg = self.host.leg
-        if leg is not None:
-            try:
-                leg.playout.enqueue(item.item_id, track.number, None, complete=False)
-            except ValueError as exc:   # the queue's item limit: a client sending commands faster than they play
-                self.host.report_error(sender, str(exc))
-                return None
+        try:
+            self.leg.enqueue(item.item_id, track.number)
+        except ValueError as exc:   # the queue's item limit: a client sending commands faster than they play
+            self.host.report_error(sender, str(exc))
+            return None
         track.items.append(item)
         self._items[item.item_id] = (track, item)
         return item
 
-    def _append(self, item: Item, pcm: npt.NDArray[np.int16], complete: bool, sender: str) -> bool:
+    def _append(self, item: Item, pcm: npt.NDArray[np.int16], sender: str) -> bool:
         """Queue audio of an item; False when the item takes no more (dropped, or the queue is full)."""
-        leg = self.host.leg
-        if leg is None or item.ended:
+        if item.ended or self._closed:
             return False
         try:
-            leg.playout.append(item.item_id, pcm, complete=complete)
+            self.leg.append(item.item_id, pcm)
         except KeyError:
             return False   # the item was dropped (interrupt) while audio was on its way
         except ValueError as exc:   # the queue's sample limit (minutes of audio not yet played)
@@ -267,42 +320,13 @@ class Playback:
 
     def _complete(self, item: Item) -> None:
         item.producing = False
-        leg = self.host.leg
-        if leg is not None and not item.ended:
+        if not item.ended and not self._closed:
+            # KeyError, ValueError: dropped meanwhile; its PlayDropped/PlayEnded is on its way
             with contextlib.suppress(KeyError, ValueError):
-                leg.playout.complete(item.item_id)
+                self.leg.complete(item.item_id)
         entry = self._items.get(item.item_id)
         if entry is not None:
             self._check_finished(entry[0])
-
-    async def _synthesize(self, track: Track, item: Item, provider: TtsProvider, cmd: TtsCommand,
-                          option: SynthesisOption) -> None:
-        request = TtsRequest(cmd.text, option.speaker, option.speed, RATE, dict(option.extra or {}))
-        gain = option.volume / 5.0
-        started = time.monotonic()
-        first = True
-        try:
-            chunks: AsyncIterator[TtsChunk] = provider.synthesize(request)
-            async for chunk in chunks:
-                if first:
-                    first = False
-                    self.host.emit(MetricsEvent(
-                        timestamp=self.host.epoch_ms(), key=f"ttfb.tts.{provider.name}",
-                        duration=round((time.monotonic() - started) * 1000),
-                        data={"playId": track.play_id, "provider": provider.name}))
-                base = item.samples
-                item.marks.extend(WordMark(base + m.sample, m.index) for m in chunk.words)
-                if not self._append(item, _apply_gain(chunk.pcm, gain), complete=False, sender="tts"):
-                    break
-        except asyncio.CancelledError:
-            raise
-        except ProviderError as exc:
-            self.host.report_error(exc.sender, str(exc), exc.code)
-        except Exception as exc:   # a provider bug must not take the session down
-            log.exception("tts provider %s failed", provider.name)
-            self.host.report_error("tts", f"{provider.name} failed: {exc}")
-        finally:
-            self._complete(item)
 
     def _decode_base64(self, text: str, option: SynthesisOption) -> npt.NDArray[np.int16] | None:
         """base64 PCM of a tts command, at our rate and volume; None after an error event."""
@@ -316,18 +340,7 @@ class Playback:
         pcm = np.frombuffer(raw, dtype="<i2").astype(np.int16)
         if option.samplerate != RATE and len(pcm):
             pcm = _resample(pcm, option.samplerate)
-        return _apply_gain(pcm, option.volume / 5.0)
-
-    async def _load(self, track: Track, item: Item, url: str) -> None:
-        try:
-            pcm = await self.loader.load(url, RATE)
-            self._append(item, pcm, complete=False, sender="play")
-        except asyncio.CancelledError:
-            raise
-        except MediaError as exc:
-            self.host.report_error("play", str(exc), exc.code)
-        finally:
-            self._complete(item)
+        return apply_gain(pcm, option.volume / 5.0)
 
     def _report_interruption(self, track: Track, cut: Item, leg_ms: int) -> None:
         position = None
@@ -353,10 +366,9 @@ class Playback:
                 track.streaming and not track.end_of_stream):
             return
         track.finished = True
-        leg = self.host.leg
         self.host.emit(TrackEndEvent(
             track_id=self.host.server_track_id, timestamp=self.host.epoch_ms(leg_ms),
-            duration=track.played_ms, ssrc=leg.ssrc if leg is not None else 0, play_id=track.play_id))
+            duration=track.played_ms, ssrc=self.leg.ssrc, play_id=track.play_id))
         if track.interrupting or track.graceful:
             return
         end_ms = self.host.epoch_ms(leg_ms)
@@ -373,7 +385,7 @@ class Playback:
             total_duration=track.total_ms, current=0))
 
 
-def _apply_gain(pcm: npt.NDArray[np.int16], gain: float) -> npt.NDArray[np.int16]:
+def apply_gain(pcm: npt.NDArray[np.int16], gain: float) -> npt.NDArray[np.int16]:
     """``volume`` 1-10 as a linear gain, 5 = unity, saturating."""
     if gain == 1.0 or not len(pcm):
         return pcm
@@ -383,4 +395,3 @@ def _apply_gain(pcm: npt.NDArray[np.int16], gain: float) -> npt.NDArray[np.int16
 def _resample(pcm: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.int16]:
     out: npt.NDArray[np.float32] = soxr.resample(pcm.astype(np.float32) / 32768.0, rate, RATE, quality="HQ")
     return np.clip(np.round(out * 32768.0), -32768, 32767).astype(np.int16)
-

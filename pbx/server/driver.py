@@ -1,0 +1,393 @@
+"""Runs one call's core on the event loop: the thin asyncio shell around :class:`pbx.call.core.Call`.
+
+The driver feeds the core what happens (commands from the control socket, typed media events, the
+results of provider work, the clock at its timer) and, after each input, :meth:`CallDriver.flush`
+sends the events the core produced and carries out its actions: files on worker threads, providers in
+tasks, signalling through the transport, pings through the control socket. It holds no call logic.
+
+Ordering: the actions an ``invite``/``accept`` starts before its answer (opening the recording and the
+ASR stream) finish before the next message is read, so each command sees the call as the one before it
+left it. Everything else runs beside the reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pbx.asr.base import AsrStream
+from pbx.call.actions import (
+    Answer,
+    Cancel,
+    Close,
+    CloseAsr,
+    CloseRecording,
+    Connect,
+    Disconnect,
+    Load,
+    OpenAsr,
+    OpenRecording,
+    Refer,
+    Reject,
+    Ring,
+    SendPing,
+    Synthesize,
+    WakeAsr,
+)
+from pbx.call.core import Call, CallSettings
+from pbx.call.media import MediaEvent, Pcm, Recording
+from pbx.call.playback import RATE
+from pbx.call.speech import Feed
+from pbx.core.wav import WavWriter
+from pbx.errors import PbxError, ProtocolError
+from pbx.media.loader import MediaLoader
+from pbx.paths import OutsideDirectory, confine
+from pbx.protocol import HangupReason, Initiator, RecorderOption
+from pbx.providers import ProviderRegistry
+from pbx.server.control import ControlSocket
+from pbx.server.media import MediaRunner
+from pbx.server.transports import Transport
+
+log = logging.getLogger(__name__)
+
+FINISH_TIMEOUT_S = 30.0        # how long a closing connection waits for its call to finish
+
+
+@dataclass(frozen=True, slots=True)
+class CallServices:
+    """What every call of a server shares."""
+
+    media: MediaRunner
+    providers: ProviderRegistry
+    loader: MediaLoader
+    recordings_dir: Path
+    unregister: Callable[[CallDriver], None]
+
+
+def settings_from_query(query: dict[str, str], call_id: str, epoch_offset_ms: float) -> CallSettings:
+    """The spec's connection parameters (``serverSideTrack``, ``pingInterval``/``ping``) as settings."""
+    raw = query.get("pingInterval", query.get("ping", "20"))
+    try:
+        interval = max(float(raw), 0.0)
+    except ValueError:
+        interval = 20.0
+    return CallSettings(call_id=call_id, server_track_id=query.get("serverSideTrack") or "serverSideTrack",
+                        ping_interval_s=interval, epoch_offset_ms=epoch_offset_ms)
+
+
+class CallDriver:
+    def __init__(self, services: CallServices, control: ControlSocket, call: Call,
+                 transport: Callable[[CallDriver], Transport]) -> None:
+        self.services = services
+        self.control = control
+        self.call = call
+        self.id = call.id
+        self.transport = transport(self)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._gate: list[asyncio.Task[Any]] = []       # set-up the next message waits for
+        self._work: dict[int, asyncio.Task[None]] = {}  # synthesis and loads, by playout item
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flushing = False
+        self._asr_stream: AsrStream | None = None
+        self._asr_worker: asyncio.Task[None] | None = None
+        self._asr_wake = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._handlers: dict[type[Any], Callable[[Any], None]] = {
+            OpenRecording: self._open_recording, CloseRecording: self._close_recording,
+            Connect: self.transport.carry_out, Answer: self.transport.carry_out, Ring: self.transport.carry_out,
+            Reject: self.transport.carry_out, Refer: self.transport.carry_out,
+            Disconnect: self.transport.carry_out, OpenAsr: self._open_asr, WakeAsr: self._wake_asr,
+            CloseAsr: self._close_asr, Synthesize: self._synthesize, Load: self._load, Cancel: self._cancel,
+            SendPing: self._ping, Close: self._close,
+        }
+
+    @staticmethod
+    def now_ms() -> float:
+        return time.monotonic() * 1000.0     # the engine's clock (MediaRunner.now_ms)
+
+    # -- the connection ---------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Read the client's messages until it leaves; return when the call has ended."""
+        self.control.start()
+        self.flush()                   # arms the first ping
+        try:
+            async for message in self.control.incoming():
+                if isinstance(message, bytes):
+                    self.transport.on_audio(message)
+                    continue
+                self._receive(message)
+                while self._gate:
+                    gate, self._gate = self._gate, []
+                    await asyncio.gather(*gate, return_exceptions=True)
+                if self.call.ended:
+                    break
+        finally:
+            self.end(HangupReason.CLIENT_DISCONNECT.value, Initiator.USER.value)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait(), FINISH_TIMEOUT_S)
+
+    def _receive(self, message: Any) -> None:
+        now = self.now_ms()
+        try:
+            if isinstance(message, ProtocolError):
+                self.call.refuse_message(message, now)
+            else:
+                self.call.receive_command(message, now)
+        except Exception:   # a bug handling one command must not end the call
+            log.exception("call %s: handling %r failed", self.id, message)
+            self.call.refuse_message(PbxError(f"internal error handling {type(message).__name__}"), now)
+        self.flush()
+
+    def end(self, reason: str, initiator: str, close: tuple[int, str] | None = None) -> None:
+        """End the call (kill, shutdown, the client gone); the hangup event follows."""
+        if close is None:
+            self.call.end(reason, initiator, self.now_ms())
+        else:
+            self.call.end(reason, initiator, self.now_ms(), close)
+        self.flush()
+
+    async def finished(self, timeout: float = FINISH_TIMEOUT_S) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._finished.wait(), timeout)
+
+    def kill(self) -> None:
+        self.end(HangupReason.KILLED.value, Initiator.SYSTEM.value)
+
+    def listing(self) -> dict[str, Any]:
+        return self.call.listing()
+
+    # -- media (the leg's sink) ---------------------------------------------------------------------------
+    def media_event(self, event: MediaEvent) -> None:
+        self.call.media_event(event, self.now_ms())
+        self.flush()
+
+    def asr_audio(self, pcm: Pcm) -> None:
+        self.call.asr_audio(pcm, self.now_ms())
+        self.flush()
+
+    # -- outputs --------------------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Send the core's events, carry out its actions, re-arm its timer."""
+        if self._flushing:
+            return                     # the outer flush picks up what this input added
+        self._flushing = True
+        try:
+            call = self.call
+            while True:
+                events = call.events_to_send()
+                actions = call.actions_to_run()
+                if not events and not actions:
+                    break
+                for event in events:
+                    if not self.control.send_event(event, last=call.ended):
+                        call.end(HangupReason.CLIENT_NOT_READING.value, Initiator.SYSTEM.value, self.now_ms(),
+                                 (1008, "client not reading"))
+                for action in actions:
+                    self._handlers[type(action)](action)
+        finally:
+            self._flushing = False
+        self._arm(self.call.get_timer())
+
+    def _arm(self, when: float | None) -> None:
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            self._timer = asyncio.get_running_loop().call_at(when / 1000.0, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.call.handle_timer(self.now_ms())
+        self.flush()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], gate: bool = False) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if gate:
+            self._gate.append(task)
+        return task
+
+    # -- recording ------------------------------------------------------------------------------------------
+    def _open_recording(self, action: OpenRecording) -> None:
+        self._spawn(self._create_recording(action.option), gate=True)
+
+    async def _create_recording(self, recorder: RecorderOption) -> None:
+        """The file is created on a worker thread: creating a file can take milliseconds, which every
+        other call's media would wait for."""
+        recording: WavWriter | None = None
+        error: str | None = None
+        base = self.services.recordings_dir
+        try:
+            path = confine(base, recorder.recorder_file)
+        except OutsideDirectory:
+            error = f"recorderFile {recorder.recorder_file} is outside the recordings directory {base.resolve()}"
+        else:
+            def create() -> WavWriter:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                return WavWriter(path, recorder.samplerate, 2, flush_ms=recorder.ptime)
+            try:
+                recording = await asyncio.to_thread(create)
+            except (OSError, ValueError, OverflowError) as exc:   # OverflowError: beyond the writer's C int
+                error = f"cannot record to {recorder.recorder_file}: {exc}"
+        self.call.recording_opened(recording, error, self.now_ms())
+        self.flush()
+
+    def _close_recording(self, action: CloseRecording) -> None:
+        self._spawn(self._finish_recording(action.recording))
+
+    async def _finish_recording(self, recording: Recording) -> None:
+        """The last flush and the final header, on a worker thread; the hangup event waits for it."""
+        error: str | None = None
+        if isinstance(recording, WavWriter):
+            try:
+                await asyncio.shield(asyncio.to_thread(recording.close))
+            except OSError as exc:
+                error = str(exc)
+        self.call.recording_closed(recording, error, self.now_ms())
+        self.flush()
+
+    # -- speech recognition -----------------------------------------------------------------------------------
+    def _open_asr(self, action: OpenAsr) -> None:
+        self._spawn(self._start_asr(action), gate=True)
+
+    async def _start_asr(self, action: OpenAsr) -> None:
+        try:
+            stream = await self.services.providers.open_asr(action.option)
+        except Exception as exc:
+            if not isinstance(exc, PbxError):
+                log.exception("call %s: opening the asr stream failed", self.id)
+            self.call.asr_failed(exc, self.now_ms())
+            self.flush()
+            return
+        self._asr_stream = stream
+        self.call.asr_opened(self.now_ms())
+        if self._asr_stream is stream:      # not closed at once (the call ended meanwhile)
+            self._asr_worker = self._spawn(self._recognise(stream))
+        self.flush()
+
+    def _wake_asr(self, action: WakeAsr) -> None:
+        self._asr_wake.set()
+
+    async def _recognise(self, stream: AsrStream) -> None:
+        call = self.call
+        while True:
+            job = call.next_asr_job(self.now_ms())
+            if job is None:
+                self._asr_wake.clear()
+                await self._asr_wake.wait()
+                continue
+            try:
+                if isinstance(job, Feed):
+                    call.asr_partials(await stream.feed(job.pcm), self.now_ms())
+                else:
+                    call.asr_final(await stream.end_utterance(), self.now_ms())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:   # a provider bug must not end the call
+                if not isinstance(exc, PbxError):
+                    log.exception("call %s: asr failed", self.id)
+                call.asr_error(exc, self.now_ms())
+            self.flush()
+
+    def _close_asr(self, action: CloseAsr) -> None:
+        stream, self._asr_stream = self._asr_stream, None
+        worker, self._asr_worker = self._asr_worker, None
+        if worker is not None:
+            worker.cancel()
+        if stream is not None:
+            self._spawn(self._close_stream(stream, worker))
+
+    async def _close_stream(self, stream: AsrStream, worker: asyncio.Task[None] | None) -> None:
+        if worker is not None:
+            with contextlib.suppress(BaseException):
+                await worker
+        try:
+            await stream.close()
+        except Exception:
+            log.exception("call %s: closing the asr stream failed", self.id)
+
+    # -- playback work --------------------------------------------------------------------------------------------
+    def _synthesize(self, action: Synthesize) -> None:
+        self._work[action.item_id] = self._spawn(self._run_synthesis(action))
+
+    async def _run_synthesis(self, action: Synthesize) -> None:
+        error: BaseException | None = None
+        try:
+            provider = self.services.providers.tts(action.option)
+            async for chunk in provider.synthesize(action.request):
+                self.call.tts_chunk(action.item_id, chunk, self.now_ms())
+                self.flush()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:   # a provider bug must not take the call down
+            if not isinstance(exc, PbxError):
+                log.exception("call %s: tts failed", self.id)
+            error = exc
+        self._work_done(action.item_id, error)
+
+    def _load(self, action: Load) -> None:
+        self._work[action.item_id] = self._spawn(self._run_load(action))
+
+    async def _run_load(self, action: Load) -> None:
+        error: BaseException | None = None
+        try:
+            pcm = await self.services.loader.load(action.url, RATE)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, PbxError):
+                log.exception("call %s: loading %s failed", self.id, action.url)
+            error = exc
+        else:
+            self._work.pop(action.item_id, None)
+            self.call.play_loaded(action.item_id, pcm, self.now_ms())
+            self.flush()
+            return
+        self._work_done(action.item_id, error)
+
+    def _work_done(self, item_id: int, error: BaseException | None) -> None:
+        self._work.pop(item_id, None)
+        self.call.work_done(item_id, error, self.now_ms())
+        self.flush()
+
+    def _cancel(self, action: Cancel) -> None:
+        task = self._work.pop(action.item_id, None)
+        if task is not None:
+            task.cancel()
+
+    # -- liveness and the end -------------------------------------------------------------------------------------
+    def _ping(self, action: SendPing) -> None:
+        self._spawn(self._send_ping())
+
+    async def _send_ping(self) -> None:
+        waiter = await self.control.ping()
+        if waiter is None:
+            return
+        with contextlib.suppress(Exception):
+            await waiter
+            self.call.pong(self.now_ms())
+            self.flush()
+
+    def _close(self, action: Close) -> None:
+        self._arm(None)
+        for task in list(self._work.values()):
+            task.cancel()
+        self._work.clear()
+        self.services.unregister(self)
+        self._spawn(self._close_connection(action))
+
+    async def _close_connection(self, action: Close) -> None:
+        await self.control.close(action.code, action.reason)
+        self._finished.set()
