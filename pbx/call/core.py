@@ -687,7 +687,8 @@ class Call:
         self._auto_hangup_at = self._now
 
     def start_wait_input(self, timeout_s: float, since_ms: int) -> None:
-        self._wait_input_at = self._now + timeout_s * 1000.0
+        """From ``since_ms`` (epoch ms: the track's end in media time), not from when it was reported."""
+        self._wait_input_at = since_ms - self.settings.epoch_offset_ms + timeout_s * 1000.0
         self._wait_input_since = since_ms
 
     def wake_asr(self) -> None:
