@@ -10,8 +10,8 @@ import pytest
 
 from pbx.asr.base import AsrOptions, AsrProvider, AsrResult, AsrStream
 from pbx.errors import ProviderError
-from pbx.providers import ProviderRegistry, builtin_registry
 from pbx.protocol import SynthesisOption, TranscriptionOption
+from pbx.providers import ProviderRegistry, builtin_registry
 from pbx.tts.base import TtsChunk, TtsProvider, TtsRequest
 
 
