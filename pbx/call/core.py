@@ -164,7 +164,6 @@ class Call:
         self._opening_recording = False
         self._recording: Recording | None = None       # open, not yet attached to a leg
         self._recording_error: str | None = None       # reported once the call is answered
-        self._recording_attached = False
         self._option_applied = False
         self._asr_name = ""
         self._asr_state = ""                            # "", "opening", "open"
@@ -596,8 +595,6 @@ class Call:
         except ValueError as exc:   # a rate the engine cannot resample to
             self.request(CloseRecording(recording))
             self._recording_error = f"cannot record to {recording.path}: {exc}"
-            return
-        self._recording_attached = True
 
     def _discard_recording(self, recording: Recording | None) -> None:
         if recording is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable, Callable
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -43,14 +43,17 @@ class ControlSocket:
         self._writer = asyncio.get_running_loop().create_task(self._write())
 
     # -- in ---------------------------------------------------------------------------------------
-    async def incoming(self) -> AsyncIterator[Command | ProtocolError | bytes]:
-        """The client's messages until it closes: commands, why a text is not one, audio."""
+    async def read(self, on_audio: Callable[[bytes], None],
+                   on_text: Callable[[Command | ProtocolError], Awaitable[bool]]) -> None:
+        """Deliver the client's messages until it closes or ``on_text`` returns False: audio to
+        ``on_audio`` (a plain call: one per 20 ms frame), each text as its command or why it is not one."""
         try:
             async for message in self.ws:
                 if isinstance(message, str):
-                    yield self._decode(message)
+                    if not await on_text(self._decode(message)):
+                        return
                 else:
-                    yield message
+                    on_audio(message)
         except ConnectionClosed:
             return
 

@@ -48,7 +48,7 @@ from pbx.core.wav import WavWriter
 from pbx.errors import PbxError, ProtocolError
 from pbx.media.loader import MediaLoader
 from pbx.paths import OutsideDirectory, confine
-from pbx.protocol import HangupReason, Initiator, RecorderOption
+from pbx.protocol import Command, HangupReason, Initiator, RecorderOption
 from pbx.providers import ProviderRegistry
 from pbx.server.control import ControlSocket
 from pbx.server.media import MediaRunner
@@ -118,22 +118,21 @@ class CallDriver:
         self.control.start()
         self.flush()                   # arms the first ping
         try:
-            async for message in self.control.incoming():
-                if isinstance(message, bytes):
-                    self.transport.on_audio(message)
-                    continue
-                self._receive(message)
-                while self._gate:
-                    gate, self._gate = self._gate, []
-                    await asyncio.gather(*gate, return_exceptions=True)
-                if self.call.ended:
-                    break
+            await self.control.read(self.transport.on_audio, self._on_text)
         finally:
             self.end(HangupReason.CLIENT_DISCONNECT.value, Initiator.USER.value)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._finished.wait(), FINISH_TIMEOUT_S)
 
-    def _receive(self, message: Any) -> None:
+    async def _on_text(self, message: Command | ProtocolError) -> bool:
+        """One command; its set-up finishes before the next message. False once the call has ended."""
+        self._receive(message)
+        while self._gate:
+            gate, self._gate = self._gate, []
+            await asyncio.gather(*gate, return_exceptions=True)
+        return not self.call.ended
+
+    def _receive(self, message: Command | ProtocolError) -> None:
         now = self.now_ms()
         try:
             if isinstance(message, ProtocolError):
