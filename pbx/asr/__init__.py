@@ -1,1 +1,1 @@
-"""Speech recognition providers: the interface the session uses, and a registry by name."""
+"""Speech recognition providers: the interface each implements (the registry by name is :mod:`pbx.providers`)."""

@@ -1,1 +1,2 @@
-"""The call server: WebSocket sessions, REST endpoints and the media engine driver."""
+"""The call server: the asyncio shells around the call core (control socket, driver, transports),
+the media runner and REST."""

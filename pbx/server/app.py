@@ -70,9 +70,10 @@ class CallServer:
         return sockname[0], sockname[1]
 
     async def stop(self) -> None:
-        for driver in list(self.sessions.values()):
+        drivers = list(self.sessions.values())
+        for driver in drivers:
             driver.end(HangupReason.SHUTDOWN.value, Initiator.SYSTEM.value)
-            await driver.finished()
+        await asyncio.gather(*(driver.finished() for driver in drivers))
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -144,12 +144,9 @@ class CallDriver:
             self.call.refuse_message(PbxError(f"internal error handling {type(message).__name__}"), now)
         self.flush()
 
-    def end(self, reason: str, initiator: str, close: tuple[int, str] | None = None) -> None:
+    def end(self, reason: str, initiator: str) -> None:
         """End the call (kill, shutdown, the client gone); the hangup event follows."""
-        if close is None:
-            self.call.end(reason, initiator, self.now_ms())
-        else:
-            self.call.end(reason, initiator, self.now_ms(), close)
+        self.call.end(reason, initiator, self.now_ms())
         self.flush()
 
     async def finished(self, timeout: float = FINISH_TIMEOUT_S) -> None:

@@ -1,1 +1,1 @@
-"""Text-to-speech providers: the interface the session uses, and a registry by name."""
+"""Text-to-speech providers: the interface each implements (the registry by name is :mod:`pbx.providers`)."""
