@@ -26,9 +26,11 @@ class OpenRecording:
 
 @dataclass(frozen=True, slots=True)
 class CloseRecording:
-    """Finish the file (last flush, final header) and report ``recording_closed``."""
+    """Finish the file (last flush, final header) and report ``recording_closed``; ``discard``
+    removes it instead (it never recorded: the call got no media)."""
 
     recording: Recording
+    discard: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,7 +80,7 @@ from pbx.call.playback import Playback
 from pbx.call.speech import Job, Recognition
 from pbx.call.state import CallState, Signal, after_signal, dropped, next_state, refusal
 from pbx.call.transport import TransportProfile
-from pbx.errors import PbxError
+from pbx.errors import PbxError, ProtocolError
 from pbx.protocol import (
     AcceptCommand,
     AnswerEvent,
@@ -504,10 +504,12 @@ class Call:
         self._end(HangupReason.REJECTED.value, Initiator.USER.value, disconnect=False)
 
     def _tts(self, cmd: TtsCommand, target: CallState) -> None:
+        _check_wait_input(cmd)
         self._wait_input_at = None
         self._playback().tts(cmd)
 
     def _play(self, cmd: PlayCommand, target: CallState) -> None:
+        _check_wait_input(cmd)
         self._wait_input_at = None
         self._playback().play(cmd)
 
@@ -593,12 +595,13 @@ class Call:
         try:
             leg.attach_recorder(recording)
         except ValueError as exc:   # a rate the engine cannot resample to
-            self.request(CloseRecording(recording))
+            self.request(CloseRecording(recording, discard=True))
             self._recording_error = f"cannot record to {recording.path}: {exc}"
 
     def _discard_recording(self, recording: Recording | None) -> None:
+        """A recording that never got a leg: closed and removed."""
         if recording is not None:
-            self.request(CloseRecording(recording))
+            self.request(CloseRecording(recording, discard=True))
 
     def _start_asr(self, leg: LegMedia, option: TranscriptionOption, internal_vad: bool) -> None:
         try:
@@ -738,3 +741,9 @@ class Call:
         if self._asr_state == "open":   # a stream still opening is closed when it opens
             self.request(CloseAsr())
         self.request(Close(*self._close))
+
+
+def _check_wait_input(cmd: TtsCommand | PlayCommand) -> None:
+    timeout = cmd.wait_input_timeout
+    if timeout is not None and timeout < 0:
+        raise ProtocolError(f"{cmd.COMMAND}.waitInputTimeout: must not be negative, got {timeout:g}")

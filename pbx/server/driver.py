@@ -47,11 +47,11 @@ from pbx.call.speech import Feed
 from pbx.core.wav import WavWriter
 from pbx.errors import PbxError, ProtocolError
 from pbx.media.loader import MediaLoader
-from pbx.paths import OutsideDirectory, confine
 from pbx.protocol import Command, HangupReason, Initiator, RecorderOption
 from pbx.providers import ProviderRegistry
 from pbx.server.control import ControlSocket
 from pbx.server.media import MediaRunner
+from pbx.server.recording import RecordingError, create_recording, finish_recording
 from pbx.server.transports import Transport
 
 log = logging.getLogger(__name__)
@@ -224,31 +224,25 @@ class CallDriver:
         other call's media would wait for."""
         recording: WavWriter | None = None
         error: str | None = None
-        base = self.services.recordings_dir
         try:
-            path = confine(base, recorder.recorder_file)
-        except OutsideDirectory:
-            error = f"recorderFile {recorder.recorder_file} is outside the recordings directory {base.resolve()}"
-        else:
-            def create() -> WavWriter:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                return WavWriter(path, recorder.samplerate, 2, flush_ms=recorder.ptime)
-            try:
-                recording = await asyncio.to_thread(create)
-            except (OSError, ValueError, OverflowError) as exc:   # OverflowError: beyond the writer's C int
-                error = f"cannot record to {recorder.recorder_file}: {exc}"
+            recording = await asyncio.to_thread(create_recording, self.services.recordings_dir, recorder)
+        except RecordingError as exc:
+            error = str(exc)
+        except Exception as exc:   # a bug must not leave the call waiting for its recording
+            log.exception("call %s: creating the recording failed", self.id)
+            error = f"cannot record to {recorder.recorder_file}: {type(exc).__name__}"
         self.call.recording_opened(recording, error, self.now_ms())
         self.flush()
 
     def _close_recording(self, action: CloseRecording) -> None:
-        self._spawn(self._finish_recording(action.recording))
+        self._spawn(self._finish_recording(action.recording, action.discard))
 
-    async def _finish_recording(self, recording: Recording) -> None:
+    async def _finish_recording(self, recording: Recording, discard: bool) -> None:
         """The last flush and the final header, on a worker thread; the hangup event waits for it."""
         error: str | None = None
         if isinstance(recording, WavWriter):
             try:
-                await asyncio.shield(asyncio.to_thread(recording.close))
+                await asyncio.shield(asyncio.to_thread(finish_recording, recording, discard))
             except OSError as exc:
                 error = str(exc)
         self.call.recording_closed(recording, error, self.now_ms())

@@ -47,6 +47,10 @@ ASR_EVERY = 5          # ticks between ASR drains (100 ms of audio per provider 
 TICK_SLACK_S = 0.001   # wake this long after a frame is due, so the timer never fires just before it
 
 
+class CapacityError(ValueError):
+    """Every leg of the engine is in use (``max_calls``)."""
+
+
 class UnknownMediaEvent(Exception):
     """The engine reported a kind of event this control plane does not know (a version mismatch)."""
 
@@ -169,7 +173,10 @@ class MediaRunner:
         return time.monotonic() * 1000.0
 
     def add_leg(self, sink: LegSink, transport: str, codec: str, now_ms: float, **options: object) -> EngineLeg:
-        """A new leg whose output goes to ``sink``; ValueError when the engine is full or an option is bad."""
+        """A new leg whose output goes to ``sink``; CapacityError when every leg is in use, ValueError for a
+        bad option."""
+        if self.engine.leg_count >= self.engine.max_legs:
+            raise CapacityError(f"the server is at its limit of {self.engine.max_legs} concurrent calls (max_calls)")
         leg = self.engine.add_leg(transport, codec, now_ms, **options)  # type: ignore[arg-type]
         self._sinks[leg.slot] = sink
         return EngineLeg(self.engine, leg, now_ms, self._release)

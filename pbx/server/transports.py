@@ -96,7 +96,7 @@ class WebSocketAudio:
         now = host.now_ms()
         try:
             self.leg = self.media.add_leg(sink, "stream", option.codec.lower(), now)
-        except ValueError as exc:   # the engine is full
+        except ValueError as exc:   # CapacityError: every leg is in use
             host.call.connect_failed("media", f"cannot start the call's media: {exc}", now)
             return
         host.call.answered(self.leg, "", now)

@@ -33,6 +33,7 @@ from pbx.paths import confine
 from pbx.protocol import Command, Event, command_from_dict
 from pbx.providers import builtin_registry
 from pbx.server.media import EngineLeg, LegSink, MediaRunner
+from pbx.server.recording import finish_recording
 
 FRAME_MS = 20
 ALL_COMMANDS = frozenset({"invite", "accept", "ringing", "reject", "tts", "play", "interrupt", "refer", "mute",
@@ -67,7 +68,7 @@ class CallBench:
                                 epoch_offset_ms=self.runner.engine.epoch_offset_ms)
         self.call = Call(settings, self.profile, builtin_registry(), self.now)
         self.recordings = self.tmp_path / "recordings"
-        self.pending_recordings: list[Any] = []
+        self.pending_recordings: list[CloseRecording] = []
 
     # -- time ---------------------------------------------------------------------------------------
     def advance(self, ms: float) -> None:
@@ -133,17 +134,17 @@ class CallBench:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.call.recording_opened(WavWriter(path, action.option.samplerate, 2), None, self.now)
         elif isinstance(action, CloseRecording):
-            self.pending_recordings.append(action.recording)
+            self.pending_recordings.append(action)
         elif isinstance(action, Connect | Answer) and self.auto_answer:
             self.answer()
 
     def close_recordings(self) -> None:
         """Finish the recordings the call asked to close (the shell does it on a worker thread)."""
         while self.pending_recordings:
-            recording = self.pending_recordings.pop(0)
-            recording.close()
-            self.closed_recordings.append(Path(recording.path))
-            self.call.recording_closed(recording, None, self.now)
+            action = self.pending_recordings.pop(0)
+            finish_recording(action.recording, action.discard)
+            self.closed_recordings.append(Path(action.recording.path))
+            self.call.recording_closed(action.recording, None, self.now)
             self.collect()
 
     def names(self, since: int = 0) -> list[str]:

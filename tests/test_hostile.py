@@ -1,0 +1,130 @@
+"""What a hostile client tried on /call (issue 9), each as a test: the call goes on, the server holds.
+
+The short cases run in ``make test``; the long ones (thousands of idle connections, churn, memory
+bombs measured by RSS) are marked ``hostile`` and run with ``make hostile``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.support.calls import Call, Event, probe, running_server
+
+CALL_ID = "hostile"
+
+
+def invite(**option: Any) -> dict[str, Any]:
+    return {"command": "invite", "option": {"codec": "pcm", **option}}
+
+
+async def probe_reply(call: Call, since: int, tag: str = "probe") -> list[Event]:
+    """What arrived from ``since`` up to the reply of a probe (a 20 ms base64 track), probe left out."""
+    await call.send(probe(tag))
+    end = await call.wait_event("trackEnd", since, timeout=10.0, playId=tag)
+    return [e for e in call.events(since, call.position(end) + 1) if e.get("playId") != tag]
+
+
+def errors(events: list[Event]) -> list[tuple[str, str]]:
+    return [(e["sender"], e["error"]) for e in events if e["event"] == "error"]
+
+
+# -- commands that used to close the socket or misbehave --------------------------------------------
+def test_a_deep_recorder_path_is_an_error_not_a_closed_socket(tmp_path: Path) -> None:
+    async def run() -> tuple[list[Event], list[Event]]:
+        async with running_server(tmp_path) as (_, address), \
+                Call.open(address, f"id={CALL_ID}&pingInterval=0&dump=false") as call:
+            await call.send(invite(recorder={"recorderFile": "d/" * 2000 + "x.wav"}))
+            answer = await call.wait_event("answer")
+            first = await probe_reply(call, call.position(answer) + 1, "p1")
+            await call.send(invite(recorder={"recorderFile": "d/" * 40 + "x.wav"}))   # refused: answered
+            mark = call.mark()
+            second = await probe_reply(call, mark, "p2")
+            return first, second
+
+    first, _ = asyncio.run(run())
+    assert errors(first) == [("recorder", "recorderFile is 4005 characters long; at most 1024 are allowed")]
+    assert not list((tmp_path / "recordings").rglob("*.wav"))
+
+
+def test_a_recorder_path_too_deep_is_refused_before_any_folder_is_made(tmp_path: Path) -> None:
+    async def run() -> list[Event]:
+        async with running_server(tmp_path) as (_, address), \
+                Call.open(address, f"id={CALL_ID}&pingInterval=0&dump=false") as call:
+            await call.send(invite(recorder={"recorderFile": "d/" * 40 + "x.wav"}))
+            answer = await call.wait_event("answer")
+            return await probe_reply(call, call.position(answer) + 1)
+
+    assert errors(asyncio.run(run())) == [
+        ("recorder", "cannot record to " + "d/" * 40 + "x.wav: 40 folders deep; at most 32 are allowed")]
+    assert list((tmp_path / "recordings").iterdir()) == []
+
+
+def test_max_calls_reached_is_an_error_naming_the_limit_and_leaves_no_file(tmp_path: Path) -> None:
+    async def run() -> tuple[list[Event], list[Event]]:
+        async with running_server(tmp_path, max_calls=1) as (_, address), \
+                Call.open(address, "id=first&pingInterval=0&dump=false") as first, \
+                Call.open(address, "id=second&pingInterval=0&dump=false") as second:
+            await first.send(invite())
+            await first.wait_event("answer")
+            await second.send(invite(recorder={"recorderFile": "second.wav"}))
+            await second.wait_event("error")
+            await second.send({"command": "hangup", "reason": "gave up"})
+            await second.wait_event("hangup")
+            return second.events(), first.events()
+
+    second, first = asyncio.run(run())
+    assert [e["event"] for e in second] == ["error", "hangup"]
+    assert errors(second) == [("media", "cannot start the call's media: the server is at its limit of 1 "
+                                        "concurrent calls (max_calls)")]
+    assert (second[-1]["reason"], second[-1]["initiator"]) == ("gave up", "user")
+    assert not (tmp_path / "recordings" / "second.wav").exists()
+    assert [e["event"] for e in first] == ["answer"]
+
+
+def test_a_negative_wait_input_timeout_is_an_error(tmp_path: Path) -> None:
+    async def run() -> list[Event]:
+        async with running_server(tmp_path) as (_, address), \
+                Call.open(address, f"id={CALL_ID}&pingInterval=0&dump=false") as call:
+            await call.send(invite())
+            answer = await call.wait_event("answer")
+            mark = call.position(answer) + 1
+            await call.send({**probe("neg"), "waitInputTimeout": -1})
+            await call.send({"command": "play", "url": "x.wav", "waitInputTimeout": -0.5})
+            await asyncio.sleep(0)
+            return await probe_reply(call, mark)
+
+    assert errors(asyncio.run(run())) == [
+        ("command", "tts.waitInputTimeout: must not be negative, got -1"),
+        ("command", "play.waitInputTimeout: must not be negative, got -0.5"),
+    ]
+
+
+# -- files ---------------------------------------------------------------------------------------------
+FULL_DISK = """
+import json, resource, signal, sys
+from pathlib import Path
+from pbx.protocol import RecorderOption
+from pbx.server.recording import RecordingError, create_recording
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+base = Path(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))   # every write fails: a full disk
+try:
+    create_recording(base, RecorderOption(recorder_file="calls/full.wav"))
+    print(json.dumps({"error": None}))
+except RecordingError as exc:
+    print(json.dumps({"error": str(exc)}))
+"""
+
+
+def test_a_full_disk_leaves_no_empty_recording(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path)], capture_output=True, text=True,
+                         check=True)
+    error = json.loads(out.stdout)["error"]
+    assert error is not None and error.startswith("cannot record to calls/full.wav: ")
+    assert "File too large" in error
+    assert not (tmp_path / "calls" / "full.wav").exists()
