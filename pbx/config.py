@@ -7,6 +7,7 @@ can be overridden from the environment (see :func:`ice_servers_from_env`).
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class Config:
     tts_provider: str = "espeak"
     log_level: str = "info"
     ice_servers: list[IceServer] = field(default_factory=list)
+    liveness_interval_secs: float = 20.0        # WebSocket pings of a call that asked for no ping events
+    invite_timeout_secs: float = 30.0           # a connection with no invite/accept/ringing by then ends
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -72,8 +75,11 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "tts_provider": (str, "TTS provider when a call names none"),
     "log_level": (str, "debug, info, warning or error"),
     "ice_servers": (list, "[[ice_servers]] tables: urls, username, credential"),
+    "liveness_interval_secs": ((int, float), "WebSocket pings of a call that asked for no ping events"),
+    "invite_timeout_secs": ((int, float), "a connection with no invite/accept/ringing by then ends (0: never)"),
 }
 PATH_KEYS = {"data_dir", "recordings_dir", "dumps_dir", "media_dir"}
+FLOAT_KEYS = {"download_timeout_secs", "play_max_seconds", "liveness_interval_secs", "invite_timeout_secs"}
 
 
 def _check(key: str, raw: Any) -> Any:
@@ -82,21 +88,25 @@ def _check(key: str, raw: Any) -> Any:
         names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
         raise ConfigError(f"config key {key!r}: expected {names}, got {type(raw).__name__}")
     value: Any = raw  # isinstance against a runtime tuple narrows to object; the table guarantees the type
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key {key!r}: must be a finite number, got {value}")
     if key == "http_addr":
         _, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError(f"config key 'http_addr': expected host:port, got {value!r}")
     if key in ("max_calls", "max_message_bytes", "download_max_bytes", "media_cache_bytes") and value <= 0:
         raise ConfigError(f"config key {key!r}: must be positive, got {value}")
-    if key in ("download_timeout_secs", "play_max_seconds") and value <= 0:
+    if key in ("download_timeout_secs", "play_max_seconds", "liveness_interval_secs") and value <= 0:
         raise ConfigError(f"config key {key!r}: must be positive, got {value}")
+    if key == "invite_timeout_secs" and value < 0:
+        raise ConfigError(f"config key {key!r}: must not be negative, got {value}")
     if key == "log_level" and value not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"config key 'log_level': expected debug, info, warning or error, got {value!r}")
     if key in PATH_KEYS:
         return Path(value)
     if key == "ice_servers":
         return [_ice_server(i, entry) for i, entry in enumerate(value)]
-    return float(value) if key in ("download_timeout_secs", "play_max_seconds") else value
+    return float(value) if key in FLOAT_KEYS else value
 
 
 def _ice_server(i: int, entry: Any) -> IceServer:

@@ -167,6 +167,35 @@ def test_pings_stop_when_the_call_ends(tmp_path: Path) -> None:
     assert CallBench(tmp_path, ping_interval_s=0).call.get_timer() is None
 
 
+def test_without_ping_events_websocket_pings_still_check_the_client(tmp_path: Path) -> None:
+    bench = CallBench(tmp_path, ping_interval_s=0, liveness_interval_s=1.0)
+    start = bench.now
+    bench.advance(2999)
+    assert len(bench.actions_of(SendPing)) == 2 and not hangups(bench)
+    bench.advance(1)
+    assert bench.of(PingEvent) == []                       # the client asked for no ping events
+    (hangup,) = hangups(bench)
+    assert (hangup.reason, hangup.timestamp) == ("ping_timeout", bench.epoch(start + 3000))
+
+
+def test_a_connection_that_never_invites_is_ended(tmp_path: Path) -> None:
+    bench = CallBench(tmp_path, invite_timeout_s=5.0)
+    start = bench.now
+    bench.advance(4999)
+    assert not hangups(bench)
+    bench.advance(1)
+    (hangup,) = hangups(bench)
+    assert (hangup.reason, hangup.initiator, hangup.timestamp) == ("handshake_timeout", "system",
+                                                                   bench.epoch(start + 5000))
+    assert bench.closed() == Close(1000, "call ended")
+    for first in ({"command": "invite", "option": {"codec": "pcm"}}, {"command": "ringing"}):
+        bench = CallBench(tmp_path, invite_timeout_s=5.0)
+        bench.advance(4000)
+        bench.send(first)
+        bench.advance(10_000)
+        assert not hangups(bench), first
+
+
 # -- handshakeTimeout ----------------------------------------------------------------------------------
 def test_handshake_timeout_ends_a_call_not_answered_in_time(tmp_path: Path) -> None:
     bench = CallBench(tmp_path, auto_answer=False)

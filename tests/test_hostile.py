@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.support.calls import Call, Event, probe, running_server
+import pytest
+
+from tests.support.calls import Call, Event, RawWebSocket, http, probe, running_server
 
 CALL_ID = "hostile"
 
@@ -128,3 +130,55 @@ def test_a_full_disk_leaves_no_empty_recording(tmp_path: Path) -> None:
     assert error is not None and error.startswith("cannot record to calls/full.wav: ")
     assert "File too large" in error
     assert not (tmp_path / "calls" / "full.wav").exists()
+
+
+# -- liveness and idle connections -----------------------------------------------------------------------
+def test_a_tiny_ping_interval_is_clamped(tmp_path: Path) -> None:
+    async def run() -> int:
+        async with running_server(tmp_path) as (_, address), \
+                Call.open(address, f"id={CALL_ID}&pingInterval=0.001&dump=false") as call:
+            await asyncio.sleep(1.0)
+            return len([e for e in call.events(pings=True) if e["event"] == "ping"])
+
+    assert asyncio.run(run()) <= 5      # at most one per 0.2 s, not ~1000
+
+
+@pytest.mark.parametrize("ping", ["0", "-5"])
+def test_a_client_that_stops_answering_is_removed_whatever_its_ping_interval(tmp_path: Path, ping: str) -> None:
+    """Ping events off (0, -5): WebSocket pings at the liveness interval still find a client that
+    stopped answering. (inf and nan mean the default interval: tests/test_call_core.py.)"""
+    async def run() -> tuple[list[Event], int]:
+        async with running_server(tmp_path, liveness_interval_secs=0.2) as (_, address):
+            raw = await RawWebSocket.connect(address, f"/call?id={CALL_ID}&pingInterval={ping}&dump=false")
+            texts: list[Event] = []
+            while True:
+                opcode, payload = await raw.read_frame(timeout=5.0)
+                if opcode == 0x1:
+                    texts.append(json.loads(payload))
+                if opcode == 0x8:
+                    break
+            raw.close()
+            return texts, raw.pings
+
+    texts, pings = asyncio.run(run())
+    assert pings == 2
+    assert [(e["event"], e.get("reason")) for e in texts] == [("hangup", "ping_timeout")]
+
+
+def test_a_connection_that_never_sends_invite_is_closed(tmp_path: Path) -> None:
+    async def run() -> tuple[list[Event], int, Any]:
+        async with running_server(tmp_path, invite_timeout_secs=0.3) as (_, address), \
+                Call.open(address, f"id={CALL_ID}&pingInterval=0&dump=false") as call:
+            closed = await call.wait_closed(timeout=3.0)
+            listed = await http(address, "GET", "/call/lists")
+            return call.events(), closed.rcvd.code if closed.rcvd else 0, listed[2]
+
+    events, code, listed = asyncio.run(run())
+    assert [(e["event"], e["reason"], e["initiator"]) for e in events] == [("hangup", "handshake_timeout", "system")]
+    assert code == 1000 and listed == {"calls": []}
+
+
+def test_ping_interval_values() -> None:
+    from pbx.server.driver import ping_interval
+    assert [ping_interval(v) for v in ("0.001", "0", "-5", "inf", "nan", "x", "1e9", "2.5")] == [
+        0.2, 0.0, 0.0, 20.0, 20.0, 20.0, 3600.0, 2.5]

@@ -25,9 +25,11 @@ Rules beyond the table:
   close, so a client that fetches the file on hangup gets all of it. Nothing follows it.
 - Timers: ``waitInputTimeout`` (a ``silence`` event of the server track once a track has ended and
   the caller has not spoken, pressed a key or sent a playback command since), ``handshakeTimeout``
-  (from ``invite``/``accept`` to the answer), the ping (a ``ping`` event and a WebSocket ping every
-  ``pingInterval``; two unanswered in a row end the call), ASR endpointing, and ``autoHangup`` (due
-  the moment its track ends). None fires once the call is ending.
+  (from ``invite``/``accept`` to the answer), the invite timeout (a connection that sends no
+  ``invite``, ``accept`` or ``ringing`` in time ends with ``handshake_timeout``), the ping (a ``ping``
+  event and a WebSocket ping every ``pingInterval``, or WebSocket pings alone every liveness interval
+  when the client asked for no ping events; two unanswered in a row end the call), ASR endpointing,
+  and ``autoHangup`` (due the moment its track ends). None fires once the call is ending.
 - RTP legs: an RTP timeout ends the call (``rtp_timeout``); latching and the peer's RTCP BYE are
   noted (:attr:`Call.latched_ms`, :attr:`Call.rtcp_bye_ms`): the signalling's BYE ends a call, not RTCP.
 """
@@ -130,8 +132,15 @@ class ProviderNames(Protocol):
 class CallSettings:
     call_id: str
     server_track_id: str = "serverSideTrack"
-    ping_interval_s: float = 20.0        # 0: no pings
+    ping_interval_s: float = 20.0        # ping events (and WebSocket pings); 0: no ping events
+    liveness_interval_s: float = 20.0    # WebSocket pings when there are no ping events; 0: none
+    invite_timeout_s: float = 0.0        # time to the first invite/accept/ringing; 0: unlimited
     epoch_offset_ms: float = 0.0         # wall clock minus the engine clock: event timestamps
+
+    @property
+    def ping_every_s(self) -> float:
+        """How often the client is pinged (events or not); 0: never."""
+        return self.ping_interval_s or self.liveness_interval_s
 
 
 class Call:
@@ -180,8 +189,11 @@ class Call:
         self._ping_at: float | None = None
         self._ping_outstanding = False
         self._missed_pings = 0
-        if settings.ping_interval_s > 0:
-            self._ping_at = now_ms + settings.ping_interval_s * 1000.0
+        if settings.ping_every_s > 0:
+            self._ping_at = now_ms + settings.ping_every_s * 1000.0
+        self._invite_by: float | None = None
+        if settings.invite_timeout_s > 0:
+            self._invite_by = now_ms + settings.invite_timeout_s * 1000.0
         self._media_handlers: dict[type[Any], Callable[[Any], None]] = {
             Speaking: self._on_speaking, Silence: self._on_silence, SegmentCap: self._on_segment_cap,
             Dtmf: self._on_dtmf, PlayStarted: self._on_play, PlayEnded: self._on_play, PlayDropped: self._on_play,
@@ -208,8 +220,8 @@ class Call:
         """When :meth:`handle_timer` is due (engine-clock ms), or None."""
         if self.state in (CallState.ENDING, CallState.ENDED):
             return None
-        due = [t for t in (self._auto_hangup_at, self._wait_input_at, self._handshake_at, self._ping_at)
-               if t is not None]
+        due = [t for t in (self._auto_hangup_at, self._wait_input_at, self._handshake_at, self._ping_at,
+                           self._invite_by) if t is not None]
         if self.recognition is not None and self.recognition.endpoint_at is not None:
             due.append(self.recognition.endpoint_at)
         return min(due) if due else None
@@ -444,6 +456,10 @@ class Call:
             self._handshake_at = None
             self._end(HangupReason.HANDSHAKE_TIMEOUT.value, Initiator.SYSTEM.value)
             return
+        if self._invite_by is not None and now_ms >= self._invite_by:
+            self._invite_by = None
+            self._end(HangupReason.HANDSHAKE_TIMEOUT.value, Initiator.SYSTEM.value)
+            return
         if self._ping_at is not None and now_ms >= self._ping_at and not self._ping_due():
             return   # too many pings went unanswered: the call ended
         if self._wait_input_at is not None and now_ms >= self._wait_input_at:
@@ -463,10 +479,11 @@ class Call:
                 return False
         else:
             self._missed_pings = 0
-        self.emit(PingEvent(timestamp=self.epoch_ms()))
+        if self.settings.ping_interval_s > 0:
+            self.emit(PingEvent(timestamp=self.epoch_ms()))
         self.request(SendPing())
         self._ping_outstanding = True
-        self._ping_at = self._now + self.settings.ping_interval_s * 1000.0
+        self._ping_at = self._now + self.settings.ping_every_s * 1000.0
         return True
 
     # == commands ========================================================================================
@@ -480,6 +497,7 @@ class Call:
         self.profile.check_option("invite" if isinstance(dial, Connect) else "accept", option)
         self.option = option
         self.state = target
+        self._invite_by = None
         if option.handshake_timeout:
             self._handshake_at = self._now + option.handshake_timeout * 1000.0
         if option.recorder is not None and self._recording is None and not self._opening_recording:
@@ -492,6 +510,7 @@ class Call:
 
     def _ringing(self, cmd: RingingCommand, target: CallState) -> None:
         self.state = CallState.EARLY_MEDIA if cmd.early_media else target
+        self._invite_by = None
         self.ringing_ms = self.epoch_ms()
         if cmd.recorder is not None and self._recording is None and not self._opening_recording:
             self._opening_recording = True
@@ -709,7 +728,7 @@ class Call:
         self.state = after_signal(self.state, signal)
         self._hangup = (reason, initiator)
         self._close = close
-        self._wait_input_at = self._handshake_at = self._auto_hangup_at = self._ping_at = None
+        self._wait_input_at = self._handshake_at = self._auto_hangup_at = self._ping_at = self._invite_by = None
         self._dial = None
         if self.playback is not None:
             self.playback.close()

@@ -103,7 +103,9 @@ class CallServer:
         dumping = query.get("dump", "true").lower() not in ("false", "0", "no")
         control = ControlSocket(ws, CallDump(self.config.directory("dumps"), call_id) if dumping else None)
         profile, transport = self._transport(call_type, control)
-        settings = settings_from_query(query, call_id, self.media.epoch_offset_ms)
+        settings = settings_from_query(query, call_id, self.media.epoch_offset_ms,
+                                       liveness_interval_s=self.config.liveness_interval_secs,
+                                       invite_timeout_s=self.config.invite_timeout_secs)
         call = Call(settings, profile, self.providers, self.media.now_ms())
         driver = CallDriver(self.services, control, call, transport)
         self.sessions[call_id] = driver

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ from pbx.server.transports import Transport
 log = logging.getLogger(__name__)
 
 FINISH_TIMEOUT_S = 30.0        # how long a closing connection waits for its call to finish
+DEFAULT_PING_INTERVAL_S = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,15 +72,31 @@ class CallServices:
     unregister: Callable[[CallDriver], None]
 
 
-def settings_from_query(query: dict[str, str], call_id: str, epoch_offset_ms: float) -> CallSettings:
-    """The spec's connection parameters (``serverSideTrack``, ``pingInterval``/``ping``) as settings."""
-    raw = query.get("pingInterval", query.get("ping", "20"))
+MIN_PING_INTERVAL_S = 0.2     # pingInterval is clamped to this range: one client cannot make the
+MAX_PING_INTERVAL_S = 3600.0  # server ping it hundreds of times a second
+
+
+def ping_interval(raw: str) -> float:
+    """``pingInterval`` in seconds: 0 or less turns ping events off (WebSocket pings go on at the
+    liveness interval); a value that is not a finite number means the default."""
     try:
-        interval = max(float(raw), 0.0)
+        value = float(raw)
     except ValueError:
-        interval = 20.0
+        return DEFAULT_PING_INTERVAL_S
+    if not math.isfinite(value):
+        return DEFAULT_PING_INTERVAL_S
+    if value <= 0:
+        return 0.0
+    return min(max(value, MIN_PING_INTERVAL_S), MAX_PING_INTERVAL_S)
+
+
+def settings_from_query(query: dict[str, str], call_id: str, epoch_offset_ms: float, *,
+                        liveness_interval_s: float = 20.0, invite_timeout_s: float = 0.0) -> CallSettings:
+    """The spec's connection parameters (``serverSideTrack``, ``pingInterval``/``ping``) as settings."""
+    raw = query.get("pingInterval", query.get("ping", str(DEFAULT_PING_INTERVAL_S)))
     return CallSettings(call_id=call_id, server_track_id=query.get("serverSideTrack") or "serverSideTrack",
-                        ping_interval_s=interval, epoch_offset_ms=epoch_offset_ms)
+                        ping_interval_s=ping_interval(raw), liveness_interval_s=liveness_interval_s,
+                        invite_timeout_s=invite_timeout_s, epoch_offset_ms=epoch_offset_ms)
 
 
 class CallDriver:

@@ -51,6 +51,8 @@ class CallBench:
     tmp_path: Path
     profile: TransportProfile = FULL_PROFILE
     ping_interval_s: float = 0.0
+    liveness_interval_s: float = 0.0
+    invite_timeout_s: float = 0.0
     auto_answer: bool = True             # Connect/Answer answered at once, as /call does
     now: float = 1000.0
     call: Call = field(init=False)
@@ -65,6 +67,7 @@ class CallBench:
         self.runner.engine.epoch_offset_ms = 1_700_000_000_000.0
         self.runner.serve(self.now)          # starts the engine's frame grid at the bench's time 0
         settings = CallSettings(call_id="c1", ping_interval_s=self.ping_interval_s,
+                                liveness_interval_s=self.liveness_interval_s, invite_timeout_s=self.invite_timeout_s,
                                 epoch_offset_ms=self.runner.engine.epoch_offset_ms)
         self.call = Call(settings, self.profile, builtin_registry(), self.now)
         self.recordings = self.tmp_path / "recordings"
