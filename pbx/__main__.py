@@ -30,7 +30,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pypbx: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # websockets logs every connection's open and close at INFO: a line per call, thousands on a busy host
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
     from pbx.server.app import CallServer
+    from pbx.server.listener import DESCRIPTORS_PER_CONNECTION, raise_descriptor_limit
+    soft, _ = raise_descriptor_limit()
+    if soft < DESCRIPTORS_PER_CONNECTION * config.max_connections:
+        logging.getLogger("pbx").warning(
+            "the descriptor limit (%d) is below what max_connections = %d may need (%d each): past it, new "
+            "connections are closed at once", soft, config.max_connections, DESCRIPTORS_PER_CONNECTION)
     try:
         asyncio.run(CallServer(config).serve_forever())
     except OSError as exc:

@@ -35,6 +35,7 @@ class Config:
     dumps_dir: Path | None = None               # default: data_dir/dumps
     media_dir: Path | None = None               # default: data_dir/media
     max_calls: int = 4096
+    max_connections: int = 4096                 # WebSocket connections at once; beyond them HTTP 503
     max_message_bytes: int = 1 << 20            # largest WebSocket message a client may send
     download_max_bytes: int = 20_000_000
     download_timeout_secs: float = 10.0
@@ -66,6 +67,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "dumps_dir": (str, "where dump=true writes JSON lines (default data_dir/dumps)"),
     "media_dir": (str, "where play may read local files (default data_dir/media)"),
     "max_calls": (int, "concurrent calls (media engine legs)"),
+    "max_connections": (int, "WebSocket connections at once; beyond them a handshake gets HTTP 503"),
     "max_message_bytes": (int, "largest WebSocket message accepted from a client"),
     "download_max_bytes": (int, "size limit of a play/ringtone download"),
     "download_timeout_secs": ((int, float), "total time limit of a download"),
@@ -92,9 +94,10 @@ def _check(key: str, raw: Any) -> Any:
         raise ConfigError(f"config key {key!r}: must be a finite number, got {value}")
     if key == "http_addr":
         _, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:   # 0: any free port
             raise ConfigError(f"config key 'http_addr': expected host:port, got {value!r}")
-    if key in ("max_calls", "max_message_bytes", "download_max_bytes", "media_cache_bytes") and value <= 0:
+    if key in ("max_calls", "max_connections", "max_message_bytes", "download_max_bytes",
+               "media_cache_bytes") and value <= 0:
         raise ConfigError(f"config key {key!r}: must be positive, got {value}")
     if key in ("download_timeout_secs", "play_max_seconds", "liveness_interval_secs") and value <= 0:
         raise ConfigError(f"config key {key!r}: must be positive, got {value}")

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +185,98 @@ def test_ping_interval_values() -> None:
     from pbx.server.driver import ping_interval
     assert [ping_interval(v) for v in ("0.001", "0", "-5", "inf", "nan", "x", "1e9", "2.5")] == [
         0.2, 0.0, 0.0, 20.0, 20.0, 20.0, 3600.0, 2.5]
+
+
+# -- capacity and descriptors ---------------------------------------------------------------------------
+def test_connections_beyond_max_connections_get_503(tmp_path: Path) -> None:
+    async def run() -> tuple[int, str, Any]:
+        async with running_server(tmp_path, max_connections=2) as (_, address), \
+                Call.open(address, "id=a&pingInterval=0&dump=false") as a, \
+                Call.open(address, "id=b&pingInterval=0&dump=false"):
+            await a.send(invite())
+            await a.wait_event("answer")
+            host, port = address.rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(f"GET /call?id=c HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
+                         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+            raw = await asyncio.wait_for(reader.read(), 5.0)
+            writer.close()
+            head, _, body = raw.partition(b"\r\n\r\n")
+            status = int(head.split()[1])
+            content_type = next(line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                                if line.lower().startswith(b"content-type:"))
+            return status, content_type, json.loads(body)
+
+    status, content_type, body = asyncio.run(run())
+    assert (status, content_type) == (503, "application/json")
+    assert body == {"error": "the server has its maximum of 2 connections (max_connections); try again later"}
+
+
+SERVER_LIMITS = """
+import resource, runpy, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (48, 96))   # soft 48: the server must raise it to 96
+sys.argv = ["pypbx", "serve", "--config", sys.argv[1]]
+runpy.run_module("pbx", run_name="__main__")
+"""
+
+
+def test_out_of_descriptors_the_server_sheds_connections_quietly_and_recovers(tmp_path: Path) -> None:
+    """With 96 descriptors, 200 connections at once: the soft limit was raised to the hard one, the
+    connections past the limit are closed at once, the log gets a warning (not a traceback per
+    accept), the server does not spin, and once they are gone a call works."""
+    config = tmp_path / "pypbx.toml"
+    config.write_text(f'http_addr = "127.0.0.1:0"\ndata_dir = "{tmp_path}"\nlog_level = "info"\n')
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "-c", SERVER_LIMITS, str(config)], stdout=log_file,
+                                stderr=subprocess.STDOUT)
+    try:
+        address = wait_for_address(log_path)
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        assert re.search(r"Max open files\s+96\s+96", limits), limits
+
+        async def flood() -> tuple[float, bool]:
+            host, port = address.rsplit(":", 1)
+            conns = []
+            for _ in range(200):
+                try:
+                    conns.append(await asyncio.open_connection(host, int(port)))
+                except OSError:
+                    break
+            before = process_cpu_s(proc.pid)
+            await asyncio.sleep(3.0)
+            cpu = process_cpu_s(proc.pid) - before
+            for _, writer in conns:
+                writer.close()
+            await asyncio.sleep(0.5)
+            async with Call.open(address, "id=after&pingInterval=0&dump=false") as call:
+                await call.send(invite())
+                await call.wait_event("answer")
+            return cpu, True
+
+        cpu, answered = asyncio.run(flood())
+        assert answered
+        assert cpu < 0.5          # out of descriptors, the server waits rather than spins
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    log = log_path.read_text()
+    assert "out of file descriptors" in log
+    assert "socket.accept() out of system resource" not in log
+    assert len(log.splitlines()) < 40, log[-3000:]
+
+
+def wait_for_address(log_path: Path) -> str:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        found = re.search(r"listening on (\S+:\d+)", log_path.read_text())
+        if found:
+            return found.group(1)
+        time.sleep(0.05)
+    raise AssertionError(f"the server did not start: {log_path.read_text()}")
+
+
+def process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -33,6 +33,7 @@ from pbx.providers import builtin_registry
 from pbx.server.control import ControlSocket
 from pbx.server.driver import CallDriver, CallServices, settings_from_query
 from pbx.server.dump import CallDump
+from pbx.server.listener import listeners
 from pbx.server.media import MediaRunner
 from pbx.server.rest import WEBSOCKET_PATHS, make_router
 from pbx.server.transports import WEBSOCKET_PROFILE, NotBuilt, Transport, WebSocketAudio, not_built_profile
@@ -51,7 +52,7 @@ class CallServer:
         self.services = CallServices(self.media, self.providers, self.loader, config.directory("recordings"),
                                      self.unregister)
         self.sessions: dict[str, CallDriver] = {}
-        self._server: Server | None = None
+        self._servers: list[Server] = []
         self.started_at = time.time()
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -60,13 +61,15 @@ class CallServer:
         cfg_host, cfg_port = self.config.host_port
         for name in ("recordings", "dumps", "media"):
             os.makedirs(self.config.directory(name), exist_ok=True)
+        sockets = listeners(host if host is not None else cfg_host, cfg_port if port is None else port)
         self.media.start()
-        self._server = await serve(
-            self._handle, host if host is not None else cfg_host, cfg_port if port is None else port,
-            process_request=make_router(self), max_size=self.config.max_message_bytes,
-            ping_interval=None,  # each session pings at its own pingInterval
-            compression=None)
-        sockname = next(iter(self._server.sockets)).getsockname()
+        for sock in sockets:
+            self._servers.append(await serve(
+                self._handle, sock=sock, process_request=make_router(self),
+                max_size=self.config.max_message_bytes,
+                ping_interval=None,  # each call pings at its own interval (pbx.call.core)
+                compression=None))
+        sockname = sockets[0].getsockname()
         return sockname[0], sockname[1]
 
     async def stop(self) -> None:
@@ -74,9 +77,10 @@ class CallServer:
         for driver in drivers:
             driver.end(HangupReason.SHUTDOWN.value, Initiator.SYSTEM.value)
         await asyncio.gather(*(driver.finished() for driver in drivers))
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+        self._servers.clear()
         self.media.stop()
         await self.providers.close()
 
@@ -134,6 +138,13 @@ class CallServer:
             return False
         driver.kill()
         return True
+
+    def refuse_connection(self) -> str | None:
+        """Why a new call cannot be taken now (``max_connections``), or None."""
+        limit = self.config.max_connections
+        if len(self.sessions) >= limit:
+            return f"the server has its maximum of {limit} connections (max_connections); try again later"
+        return None
 
     def ice_servers(self) -> list[dict[str, Any]]:
         return [s.to_json() for s in self.config.ice_servers]

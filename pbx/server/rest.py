@@ -20,6 +20,7 @@ WEBSOCKET_PATHS = {"/call": "websocket", "/call/sip": "sip", "/call/webrtc": "we
 
 
 class CallRegistry(Protocol):
+    def refuse_connection(self) -> str | None: ...
     def list_calls(self) -> list[dict[str, Any]]: ...
     def kill(self, call_id: str) -> bool: ...
     def ice_servers(self) -> list[dict[str, Any]]: ...
@@ -46,6 +47,9 @@ def make_router(registry: CallRegistry) -> Callable[[ServerConnection, Request],
                 return error(http.HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed on {path}")
             if "upgrade" not in request.headers.get("Connection", "").lower():
                 return error(http.HTTPStatus.UPGRADE_REQUIRED, f"{path} is a WebSocket endpoint")
+            full = registry.refuse_connection()
+            if full is not None:
+                return error(http.HTTPStatus.SERVICE_UNAVAILABLE, full)
             return None
         if path == "/call/lists" and method == "GET":
             return json_response(http.HTTPStatus.OK, {"calls": registry.list_calls()})
