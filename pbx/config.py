@@ -47,6 +47,8 @@ class Config:
     ice_servers: list[IceServer] = field(default_factory=list)
     liveness_interval_secs: float = 20.0        # WebSocket pings of a call that asked for no ping events
     invite_timeout_secs: float = 30.0           # a connection with no invite/accept/ringing by then ends
+    dump_max_bytes: int = 10_000_000            # a call's dump stops at this size
+    dump_retention_days: float = 7.0            # dumps older than this are removed (0: kept)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -79,9 +81,12 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "ice_servers": (list, "[[ice_servers]] tables: urls, username, credential"),
     "liveness_interval_secs": ((int, float), "WebSocket pings of a call that asked for no ping events"),
     "invite_timeout_secs": ((int, float), "a connection with no invite/accept/ringing by then ends (0: never)"),
+    "dump_max_bytes": (int, "a call's dump stops at this size"),
+    "dump_retention_days": ((int, float), "dumps older than this are removed, at start-up and hourly (0: kept)"),
 }
 PATH_KEYS = {"data_dir", "recordings_dir", "dumps_dir", "media_dir"}
-FLOAT_KEYS = {"download_timeout_secs", "play_max_seconds", "liveness_interval_secs", "invite_timeout_secs"}
+FLOAT_KEYS = {"download_timeout_secs", "play_max_seconds", "liveness_interval_secs", "invite_timeout_secs",
+              "dump_retention_days"}
 
 
 def _check(key: str, raw: Any) -> Any:
@@ -97,11 +102,11 @@ def _check(key: str, raw: Any) -> Any:
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:   # 0: any free port
             raise ConfigError(f"config key 'http_addr': expected host:port, got {value!r}")
     if key in ("max_calls", "max_connections", "max_message_bytes", "download_max_bytes",
-               "media_cache_bytes") and value <= 0:
+               "media_cache_bytes", "dump_max_bytes") and value <= 0:
         raise ConfigError(f"config key {key!r}: must be positive, got {value}")
     if key in ("download_timeout_secs", "play_max_seconds", "liveness_interval_secs") and value <= 0:
         raise ConfigError(f"config key {key!r}: must be positive, got {value}")
-    if key == "invite_timeout_secs" and value < 0:
+    if key in ("invite_timeout_secs", "dump_retention_days") and value < 0:
         raise ConfigError(f"config key {key!r}: must not be negative, got {value}")
     if key == "log_level" and value not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"config key 'log_level': expected debug, info, warning or error, got {value!r}")

@@ -32,13 +32,15 @@ from pbx.protocol import HangupReason, Initiator
 from pbx.providers import builtin_registry
 from pbx.server.control import ControlSocket
 from pbx.server.driver import CallDriver, CallServices, settings_from_query
-from pbx.server.dump import CallDump
+from pbx.server.dump import CallDump, prune_dumps
 from pbx.server.listener import listeners
 from pbx.server.media import MediaRunner
 from pbx.server.rest import WEBSOCKET_PATHS, make_router
 from pbx.server.transports import WEBSOCKET_PROFILE, NotBuilt, Transport, WebSocketAudio, not_built_profile
 
 log = logging.getLogger(__name__)
+
+DUMP_PRUNE_EVERY_S = 3600.0
 
 
 class CallServer:
@@ -53,6 +55,7 @@ class CallServer:
                                      self.unregister)
         self.sessions: dict[str, CallDriver] = {}
         self._servers: list[Server] = []
+        self._janitor: asyncio.Task[None] | None = None
         self.started_at = time.time()
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -63,6 +66,8 @@ class CallServer:
             os.makedirs(self.config.directory(name), exist_ok=True)
         sockets = listeners(host if host is not None else cfg_host, cfg_port if port is None else port)
         self.media.start()
+        if self.config.dump_retention_days > 0:
+            self._janitor = asyncio.get_running_loop().create_task(self._prune_dumps())
         for sock in sockets:
             self._servers.append(await serve(
                 self._handle, sock=sock, process_request=make_router(self),
@@ -81,8 +86,20 @@ class CallServer:
             server.close()
             await server.wait_closed()
         self._servers.clear()
+        if self._janitor is not None:
+            self._janitor.cancel()
+            self._janitor = None
         self.media.stop()
         await self.providers.close()
+
+    async def _prune_dumps(self) -> None:
+        """Dumps past ``dump_retention_days`` are removed at start-up and every hour."""
+        folder, max_age = self.config.directory("dumps"), self.config.dump_retention_days * 86400.0
+        while True:
+            removed = await asyncio.to_thread(prune_dumps, folder, max_age)
+            if removed:
+                log.info("removed %d dumps older than %g days", removed, self.config.dump_retention_days)
+            await asyncio.sleep(DUMP_PRUNE_EVERY_S)
 
     async def serve_forever(self) -> None:
         host, port = await self.start()
@@ -105,7 +122,8 @@ class CallServer:
             await ws.close(1008, f"call id {call_id!r} is already in use")
             return
         dumping = query.get("dump", "true").lower() not in ("false", "0", "no")
-        control = ControlSocket(ws, CallDump(self.config.directory("dumps"), call_id) if dumping else None)
+        dump = CallDump(self.config.directory("dumps"), call_id, self.config.dump_max_bytes) if dumping else None
+        control = ControlSocket(ws, dump)
         profile, transport = self._transport(call_type, control)
         settings = settings_from_query(query, call_id, self.media.epoch_offset_ms,
                                        liveness_interval_s=self.config.liveness_interval_secs,
