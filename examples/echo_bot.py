@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from pbx.client import CallClient, ClientClosed, connect
+from pbx.client import CallClient, ClientClosed, connect, default_token
 from pbx.protocol import (
     AnswerEvent,
     AsrFinalEvent,
@@ -94,7 +94,7 @@ async def converse(client: CallClient, max_replies: int | None) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    async with connect(args.url) as client:
+    async with connect(args.url, token=args.token) as client:
         await client.invite(call_option(args))
         first = await client.wait_for((AnswerEvent, ErrorEvent))
         if isinstance(first, ErrorEvent):
@@ -122,6 +122,8 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--url", default="ws://127.0.0.1:8080/call", help="call server (default: %(default)s)")
+    parser.add_argument("--token", default=default_token(),
+                        help="the server's API token (default: PYPBX_API_TOKEN, else pypbx-data/api-token)")
     parser.add_argument("--greeting", default=GREETING, help="what the bot says first")
     parser.add_argument("--caller-wav", help="16-bit mono WAV file streamed as the caller's voice")
     parser.add_argument("--grammar", help="JSGF grammar file for pocketsphinx (default: free dictation)")

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pbx.client import CallClient, connect
+from pbx.client import CallClient, connect, default_token
 from pbx.protocol import (
     AnswerEvent,
     AsrFinalEvent,
@@ -82,7 +82,7 @@ def call_option(args: argparse.Namespace) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> int:
     pcm, rate = read_wav(Path(args.wav)) if args.wav else espeak(args.text)
-    async with connect(args.url) as client:
+    async with connect(args.url, token=args.token) as client:
         await client.invite(call_option(args))
         first = await client.wait_for((AnswerEvent, ErrorEvent))
         if isinstance(first, ErrorEvent):
@@ -125,6 +125,8 @@ async def print_events(client: CallClient, heard: list[str], settled: asyncio.Ev
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--url", default="ws://127.0.0.1:8080/call", help="call server (default: %(default)s)")
+    parser.add_argument("--token", default=default_token(),
+                        help="the server's API token (default: PYPBX_API_TOKEN, else pypbx-data/api-token)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--wav", help="16-bit WAV file to speak as the caller")
     source.add_argument("--text", default=DEFAULT_TEXT, help="text to synthesise with espeak-ng (default: %(default)r)")

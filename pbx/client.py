@@ -57,7 +57,9 @@ import dataclasses
 import json
 import logging
 import math
+import os
 from collections.abc import AsyncIterator, Callable, Generator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -111,6 +113,7 @@ __all__ = [
     "MalformedEvent",
     "call_url",
     "connect",
+    "default_token",
     "event_name",
 ]
 
@@ -348,11 +351,11 @@ class CallClient:
     def connect(url: str, *, call_id: str | None = None, dump: bool | None = None,
                 ping_interval: int | None = None, server_side_track: str | None = None,
                 call_type: CallType | None = None, open_timeout: float | None = 10.0,
-                max_size: int | None = 1 << 20) -> Connect:
+                max_size: int | None = 1 << 20, token: str | None = None) -> Connect:
         """Same as the module's :func:`connect`."""
         return connect(url, call_id=call_id, dump=dump, ping_interval=ping_interval,
                        server_side_track=server_side_track, call_type=call_type,
-                       open_timeout=open_timeout, max_size=max_size)
+                       open_timeout=open_timeout, max_size=max_size, token=token)
 
     @property
     def closed(self) -> bool:
@@ -669,15 +672,17 @@ class Connect:
     """What :func:`connect` returns: await it for a :class:`CallClient`, or use it in ``async with``
     (the client is closed on exit)."""
 
-    def __init__(self, url: str, open_timeout: float | None, max_size: int | None) -> None:
+    def __init__(self, url: str, open_timeout: float | None, max_size: int | None, token: str | None = None) -> None:
         self.url = url
         self._open_timeout = open_timeout
         self._max_size = max_size
+        self._token = token
         self._client: CallClient | None = None
 
     async def _open(self) -> CallClient:
+        headers = [("Authorization", f"Bearer {self._token}")] if self._token else None
         ws = await ws_connect(self.url, open_timeout=self._open_timeout, max_size=self._max_size,
-                              compression=None)
+                              compression=None, additional_headers=headers)
         return CallClient(ws, self.url)
 
     def __await__(self) -> Generator[Any, None, CallClient]:
@@ -693,18 +698,31 @@ class Connect:
             await self._client.close()
 
 
+def default_token(data_dir: str | os.PathLike[str] = "pypbx-data") -> str | None:
+    """``PYPBX_API_TOKEN``, else the token a server started here generated into ``<data_dir>/api-token``
+    (``make serve``), else None."""
+    token = os.environ.get("PYPBX_API_TOKEN")
+    if token:
+        return token
+    try:
+        return Path(data_dir, "api-token").read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
 def connect(url: str, *, call_id: str | None = None, dump: bool | None = None, ping_interval: int | None = None,
             server_side_track: str | None = None, call_type: CallType | None = None,
-            open_timeout: float | None = 10.0, max_size: int | None = 1 << 20) -> Connect:
+            open_timeout: float | None = 10.0, max_size: int | None = 1 << 20, token: str | None = None) -> Connect:
     """Open a call's WebSocket: ``async with connect(url) as client`` or ``client = await connect(url)``.
 
     The URL is built by :func:`call_url` (server or call path; ``call_id``, ``dump``,
     ``ping_interval`` (seconds), ``server_side_track`` become the spec's query parameters;
     ``call_type`` picks ``/call``, ``/call/sip`` or ``/call/webrtc``).  ``max_size`` bounds one
-    message from the server.  Raises what ``websockets`` raises when the connection cannot be opened
-    (OSError, ``websockets.exceptions.InvalidStatus``, TimeoutError).
+    message from the server.  ``token`` is the server's API token (sent as ``Authorization: Bearer``;
+    a server on a loopback address needs none).  Raises what ``websockets`` raises when the connection
+    cannot be opened (OSError, ``websockets.exceptions.InvalidStatus``, TimeoutError).
     """
     full = call_url(url, call_id=call_id, dump=dump, ping_interval=ping_interval,
                     server_side_track=server_side_track, call_type=call_type)
-    return Connect(full, open_timeout, max_size)
+    return Connect(full, open_timeout, max_size, token)
 

@@ -48,6 +48,9 @@ class Config:
     liveness_interval_secs: float = 20.0        # WebSocket pings of a call that asked for no ping events
     invite_timeout_secs: float = 30.0           # a connection with no invite/accept/ringing by then ends
     dump_max_bytes: int = 10_000_000            # a call's dump stops at this size
+    auth: str = "auto"                          # API token: "auto" (off loopback), "token" (always), "none"
+    api_token: str = field(default="", repr=False)   # else PYPBX_API_TOKEN, else generated (pbx.server.auth)
+    allowed_origins: list[str] = field(default_factory=list)   # browser Origins allowed; "*": any
     dump_retention_days: float = 7.0            # dumps older than this are removed (0: kept)
 
     @property
@@ -83,6 +86,9 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "invite_timeout_secs": ((int, float), "a connection with no invite/accept/ringing by then ends (0: never)"),
     "dump_max_bytes": (int, "a call's dump stops at this size"),
     "dump_retention_days": ((int, float), "dumps older than this are removed, at start-up and hourly (0: kept)"),
+    "auth": (str, "API token: auto (required off loopback), token (always) or none (trusted networks)"),
+    "api_token": (str, "the API token (else PYPBX_API_TOKEN, else generated into data_dir/api-token)"),
+    "allowed_origins": (list, "Origins a browser may connect from; \"*\" allows any"),
 }
 PATH_KEYS = {"data_dir", "recordings_dir", "dumps_dir", "media_dir"}
 FLOAT_KEYS = {"download_timeout_secs", "play_max_seconds", "liveness_interval_secs", "invite_timeout_secs",
@@ -108,6 +114,10 @@ def _check(key: str, raw: Any) -> Any:
         raise ConfigError(f"config key {key!r}: must be positive, got {value}")
     if key in ("invite_timeout_secs", "dump_retention_days") and value < 0:
         raise ConfigError(f"config key {key!r}: must not be negative, got {value}")
+    if key == "auth" and value not in ("auto", "token", "none"):
+        raise ConfigError(f"config key 'auth': expected auto, token or none, got {value!r}")
+    if key == "allowed_origins" and not all(isinstance(o, str) for o in value):
+        raise ConfigError("config key 'allowed_origins': expected a list of strings")
     if key == "log_level" and value not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"config key 'log_level': expected debug, info, warning or error, got {value!r}")
     if key in PATH_KEYS:

@@ -280,3 +280,111 @@ def wait_for_address(log_path: Path) -> str:
 def process_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- access ------------------------------------------------------------------------------------------------
+async def request(address: str, method: str, target: str, headers: dict[str, str] | None = None
+                  ) -> tuple[int, dict[str, str], Any]:
+    host, port = address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    headers = {"Connection": "close", **(headers or {})}
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    writer.write(f"{method} {target} HTTP/1.1\r\nHost: {address}\r\n{extra}Content-Length: 0\r\n\r\n".encode())
+    raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+    head = raw[:-4]
+    lines_ = head.decode("latin-1").split("\r\n")
+    length = int(next((v for k, _, v in (line.partition(":") for line in lines_[1:])
+                       if k.strip().lower() == "content-length"), "0"))
+    body = await reader.readexactly(length) if length else b""
+    writer.close()
+    fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines_[1:])}
+    return int(lines_[0].split()[1]), fields, json.loads(body) if body else None
+
+
+REST = [("GET", "/call/lists"), ("POST", "/call/kill/nobody"), ("GET", "/iceservers"), ("GET", "/health")]
+
+
+def test_off_loopback_every_endpoint_needs_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """No configuration, listening on 0.0.0.0 (the traffic stays on 127.0.0.1): a token is generated,
+    kept in data_dir/api-token, required by every REST endpoint (401) and WebSocket (closed with 1008),
+    accepted as a Bearer header or a token parameter, and never logged."""
+    from websockets.asyncio.client import connect
+
+    from pbx.config import Config
+    from pbx.server.app import CallServer
+    monkeypatch.delenv("PYPBX_API_TOKEN", raising=False)
+    caplog.set_level("DEBUG")
+
+    async def run() -> dict[str, Any]:
+        server = CallServer(Config(data_dir=tmp_path))
+        _, port = await server.start(host="0.0.0.0", port=0)
+        address = f"127.0.0.1:{port}"
+        token = (tmp_path / "api-token").read_text().strip()
+        out: dict[str, Any] = {"token": token}
+        try:
+            out["rest"] = [await request(address, m, p) for m, p in REST]
+            out["rest_wrong"] = [await request(address, m, p, {"Authorization": "Bearer nope"}) for m, p in REST]
+            out["rest_bearer"] = [await request(address, m, p, {"Authorization": f"Bearer {token}"}) for m, p in REST]
+            out["rest_query"] = [await request(address, m, f"{p}?token={token}") for m, p in REST]
+            closes = []
+            for path in ("/call", "/call/sip", "/call/webrtc"):
+                async with connect(f"ws://{address}{path}?pingInterval=0") as ws:
+                    await ws.wait_closed()
+                    closes.append((ws.close_code, ws.close_reason))
+            out["ws"] = closes
+            async with connect(f"ws://{address}/call?id=a&pingInterval=0",
+                               additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+                await ws.send(json.dumps(invite()))
+                out["ws_bearer"] = json.loads(await ws.recv())["event"]
+            async with connect(f"ws://{address}/call?id=b&pingInterval=0&token={token}") as ws:
+                await ws.send(json.dumps(invite()))
+                out["ws_query"] = json.loads(await ws.recv())["event"]
+            out["dump"] = "".join(p.read_text() for p in (tmp_path / "dumps").glob("*.jsonl"))
+        finally:
+            await server.stop()
+        return out
+
+    out = asyncio.run(run())
+    assert len(out["token"]) >= 32 and (tmp_path / "api-token").stat().st_mode & 0o777 == 0o600
+    for status, fields, body in out["rest"] + out["rest_wrong"]:
+        assert (status, body) == (401, {"error": "missing or wrong API token"})
+        assert fields["www-authenticate"].startswith("Bearer")
+    for rows in (out["rest_bearer"], out["rest_query"]):
+        assert [status for status, _, _ in rows] == [200, 404, 200, 200]
+    assert out["ws"] == [(1008, "missing or wrong API token")] * 3
+    assert out["ws_bearer"] == out["ws_query"] == "answer"
+    server_log = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("websockets.client"))
+    assert "Authorization: Bearer ***" in server_log       # websockets' debug lines, masked
+    assert out["token"] not in server_log and out["token"] not in out["dump"]
+
+
+def test_a_browser_page_from_another_origin_is_refused(tmp_path: Path) -> None:
+    async def run() -> list[int]:
+        async with running_server(tmp_path, allowed_origins=["https://app.example"]) as (_, address):
+            upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                       "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+            evil = await request(address, "GET", "/call", {**upgrade, "Origin": "http://evil.example"})
+            kill = await request(address, "POST", "/call/kill/x", {"Origin": "http://evil.example"})
+            good = await request(address, "GET", "/call", {**upgrade, "Origin": "https://app.example"})
+            plain = await request(address, "GET", "/call", upgrade)      # no Origin: not a browser
+            return [evil[0], kill[0], good[0], plain[0]]
+
+    assert asyncio.run(run()) == [403, 403, 101, 101]
+
+
+def test_the_token_rules() -> None:
+    from pbx.server.auth import AccessPolicy, choose_token, is_loopback
+    assert [is_loopback(h) for h in ("127.0.0.1", "::1", "[::1]", "localhost", "0.0.0.0", "::", "10.1.2.3")] == [
+        True, True, True, True, False, False, False]
+    policy = AccessPolicy("s3cret")
+    assert policy.refuse("/call?token=s3cret", {}) is None
+    assert policy.refuse("/call", {"Authorization": "bearer s3cret"}) is None
+    assert policy.refuse("/call?token=s3cre", {}) is not None
+    assert policy.refuse("/call", {"Authorization": "Basic s3cret"}) is not None
+    assert AccessPolicy(None).refuse("/call", {}) is None
+    env = {"PYPBX_API_TOKEN": "from-env"}
+    assert choose_token("auto", "127.0.0.1", "cfg", env, Path("/nonexistent")).token is None
+    assert choose_token("none", "0.0.0.0", "cfg", env, Path("/nonexistent")).token is None
+    assert choose_token("token", "127.0.0.1", "cfg", env, Path("/nonexistent")).token == "from-env"
+    assert choose_token("auto", "0.0.0.0", "cfg", {}, Path("/nonexistent")).token == "cfg"

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from pbx.core.engine import Engine
 from pbx.media.loader import MediaLoader
 from pbx.protocol import HangupReason, Initiator
 from pbx.providers import builtin_registry
+from pbx.server.auth import TOKEN_FILE, AccessPolicy, choose_token, websockets_logger
 from pbx.server.control import ControlSocket
 from pbx.server.driver import CallDriver, CallServices, settings_from_query
 from pbx.server.dump import CallDump, prune_dumps
@@ -55,6 +57,7 @@ class CallServer:
                                      self.unregister)
         self.sessions: dict[str, CallDriver] = {}
         self._servers: list[Server] = []
+        self.policy = AccessPolicy(None)
         self._janitor: asyncio.Task[None] | None = None
         self.started_at = time.time()
 
@@ -64,16 +67,18 @@ class CallServer:
         cfg_host, cfg_port = self.config.host_port
         for name in ("recordings", "dumps", "media"):
             os.makedirs(self.config.directory(name), exist_ok=True)
-        sockets = listeners(host if host is not None else cfg_host, cfg_port if port is None else port)
+        listen_host = host if host is not None else cfg_host
+        sockets = listeners(listen_host, cfg_port if port is None else port)
+        self.policy = self._access_policy(listen_host)
         self.media.start()
         if self.config.dump_retention_days > 0:
             self._janitor = asyncio.get_running_loop().create_task(self._prune_dumps())
         for sock in sockets:
             self._servers.append(await serve(
-                self._handle, sock=sock, process_request=make_router(self),
+                self._handle, sock=sock, process_request=make_router(self, self.policy),
                 max_size=self.config.max_message_bytes,
                 ping_interval=None,  # each call pings at its own interval (pbx.call.core)
-                compression=None))
+                compression=None, logger=websockets_logger()))
         sockname = sockets[0].getsockname()
         return sockname[0], sockname[1]
 
@@ -91,6 +96,17 @@ class CallServer:
             self._janitor = None
         self.media.stop()
         await self.providers.close()
+
+    def _access_policy(self, host: str) -> AccessPolicy:
+        config = self.config
+        choice = choose_token(config.auth, host, config.api_token, os.environ, config.data_dir)
+        if choice.token is not None:
+            if choice.source in ("generated", "file"):
+                # printed, never logged: the console of whoever started the server
+                print(f"pypbx: API token (kept in {config.data_dir / TOKEN_FILE}): {choice.token}", file=sys.stderr)
+            else:
+                print(f"pypbx: API token required (from the {choice.source})", file=sys.stderr)
+        return AccessPolicy(choice.token, frozenset(config.allowed_origins))
 
     async def _prune_dumps(self) -> None:
         """Dumps past ``dump_retention_days`` are removed at start-up and every hour."""
@@ -114,7 +130,11 @@ class CallServer:
 
     # -- WebSocket calls ---------------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
-        url = urlsplit(ws.request.path if ws.request is not None else "/call")
+        request = ws.request
+        if request is None or not self.policy.token_ok(request.path, request.headers):
+            await ws.close(1008, "missing or wrong API token")
+            return
+        url = urlsplit(request.path)
         call_type = WEBSOCKET_PATHS.get(url.path, "websocket")
         query = dict(parse_qsl(url.query))
         call_id = query.get("id") or str(uuid.uuid4())

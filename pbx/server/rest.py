@@ -1,7 +1,8 @@
 """REST endpoints served on the WebSocket port: /call/lists, /call/kill/{id}, /iceservers, /health.
 
-Answered from ``websockets``' ``process_request`` hook, before any WebSocket handshake: requests to
-the WebSocket paths fall through (``None``) to the handshake, everything else gets a JSON response.
+Answered from ``websockets``' ``process_request`` hook, before any WebSocket handshake: the access
+policy first (:mod:`pbx.server.auth`), then requests to the WebSocket paths fall through (``None``) to
+the handshake, everything else gets a JSON response.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
+from websockets.datastructures import Headers, MultipleValuesError
 from websockets.http11 import Request, Response
+
+from pbx.server.auth import AccessPolicy
 
 WEBSOCKET_PATHS = {"/call": "websocket", "/call/sip": "sip", "/call/webrtc": "webrtc"}
 
@@ -27,21 +30,33 @@ class CallRegistry(Protocol):
     def health(self) -> dict[str, Any]: ...
 
 
-def json_response(status: http.HTTPStatus, body: Any) -> Response:
+def json_response(status: http.HTTPStatus, body: Any, extra: list[tuple[str, str]] | None = None) -> Response:
     data = json.dumps(body).encode()
     headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data))),
-                       ("Connection", "close")])
+                       ("Connection", "close"), *(extra or [])])
     return Response(status.value, status.phrase, headers, data)
 
 
-def error(status: http.HTTPStatus, message: str) -> Response:
-    return json_response(status, {"error": message})
+def error(status: http.HTTPStatus, message: str, extra: list[tuple[str, str]] | None = None) -> Response:
+    return json_response(status, {"error": message}, extra)
 
 
-def make_router(registry: CallRegistry) -> Callable[[ServerConnection, Request], Response | None]:
+def make_router(registry: CallRegistry, policy: AccessPolicy) -> Callable[[ServerConnection, Request], Response | None]:
     def route(connection: ServerConnection, request: Request) -> Response | None:
+        try:
+            return answer(request)
+        except MultipleValuesError as exc:   # e.g. two Authorization or Origin headers
+            return error(http.HTTPStatus.BAD_REQUEST, f"the {exc.args[0]} header is given more than once")
+
+    def answer(request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         method = request.method
+        refusal = policy.refuse(request.path, request.headers)
+        # A handshake without the token is completed and then closed with 1008 (pbx.server.app), so a
+        # browser can read why; everything else refused is answered here.
+        if refusal is not None and not (refusal.status == 401 and path in WEBSOCKET_PATHS):
+            return error(http.HTTPStatus(refusal.status), refusal.message,
+                         [("WWW-Authenticate", 'Bearer realm="pypbx"')] if refusal.status == 401 else [])
         if path in WEBSOCKET_PATHS:
             if method != "GET":
                 return error(http.HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed on {path}")
