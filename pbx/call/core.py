@@ -100,6 +100,7 @@ from pbx.protocol import (
     MuteCommand,
     PingEvent,
     PlayCommand,
+    RecorderOption,
     ReferCommand,
     RejectCommand,
     RejectEvent,
@@ -180,7 +181,7 @@ class Call:
         # ending
         self._hangup: tuple[str | None, str | None] = (None, None)
         self._close = NORMAL_CLOSE
-        self._final_recording: Recording | None = None
+        self._file_work = 0                             # recordings being opened or closed
         # timers (engine-clock ms)
         self._wait_input_at: float | None = None
         self._wait_input_since = 0
@@ -360,8 +361,10 @@ class Call:
         """The outcome of :class:`OpenRecording`: the open file, or why there is none."""
         self._now = now_ms
         self._opening_recording = False
+        self._file_work -= 1
         if dropped(self.state) or self.state is CallState.NEW:   # ended, or failed, meanwhile
             self._discard_recording(recording)
+            self._finish_when_files_done()
             return
         self._recording = recording
         if error is not None:
@@ -375,11 +378,10 @@ class Call:
 
     def recording_closed(self, recording: Recording, error: str | None, now_ms: float) -> None:
         self._now = now_ms
+        self._file_work -= 1
         if error is not None:
             self.report_error("recorder", f"recording {recording.path} not finished: {error}")
-        if recording is self._final_recording:
-            self._final_recording = None
-            self._finish()
+        self._finish_when_files_done()
 
     def asr_opened(self, now_ms: float) -> None:
         self._now = now_ms
@@ -501,9 +503,8 @@ class Call:
         if option.handshake_timeout:
             self._handshake_at = self._now + option.handshake_timeout * 1000.0
         if option.recorder is not None and self._recording is None and not self._opening_recording:
-            self._opening_recording = True
             self._dial = dial
-            self.request(OpenRecording(option.recorder))
+            self._open_recording(option.recorder)
         else:
             self._dialled = True
             self.request(dial)
@@ -513,8 +514,7 @@ class Call:
         self._invite_by = None
         self.ringing_ms = self.epoch_ms()
         if cmd.recorder is not None and self._recording is None and not self._opening_recording:
-            self._opening_recording = True
-            self.request(OpenRecording(cmd.recorder))
+            self._open_recording(cmd.recorder)
         self._dialled = True
         self.request(Ring(cmd.early_media, cmd.ringtone))
 
@@ -614,13 +614,22 @@ class Call:
         try:
             leg.attach_recorder(recording)
         except ValueError as exc:   # a rate the engine cannot resample to
-            self.request(CloseRecording(recording, discard=True))
+            self._close_recording(recording, discard=True)
             self._recording_error = f"cannot record to {recording.path}: {exc}"
 
     def _discard_recording(self, recording: Recording | None) -> None:
         """A recording that never got a leg: closed and removed."""
         if recording is not None:
-            self.request(CloseRecording(recording, discard=True))
+            self._close_recording(recording, discard=True)
+
+    def _open_recording(self, option: RecorderOption) -> None:
+        self._opening_recording = True
+        self._file_work += 1
+        self.request(OpenRecording(option))
+
+    def _close_recording(self, recording: Recording, discard: bool) -> None:
+        self._file_work += 1
+        self.request(CloseRecording(recording, discard))
 
     def _start_asr(self, leg: LegMedia, option: TranscriptionOption, internal_vad: bool) -> None:
         try:
@@ -737,15 +746,18 @@ class Call:
             self.request(Disconnect(reason))
         self._discard_recording(self._recording)   # opened, never attached
         self._recording = None
-        recording = None
         if self.leg is not None:
             recording = self.leg.release()
             self.leg = None
-        if recording is None:
+            if recording is not None:
+                self._close_recording(recording, discard=False)
+        self._finish_when_files_done()
+
+    def _finish_when_files_done(self) -> None:
+        """The hangup event waits for every recording being opened or closed: when it arrives, a
+        recording is complete and a discarded one is gone."""
+        if self.state is CallState.ENDING and self._file_work == 0:
             self._finish()
-            return
-        self._final_recording = recording
-        self.request(CloseRecording(recording))
 
     def _finish(self) -> None:
         option = self.option
