@@ -7,6 +7,7 @@ can be overridden from the environment (see :func:`ice_servers_from_env`).
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import tomllib
@@ -51,6 +52,7 @@ class Config:
     auth: str = "auto"                          # API token: "auto" (off loopback), "token" (always), "none"
     api_token: str = field(default="", repr=False)   # else PYPBX_API_TOKEN, else generated (pbx.server.auth)
     allowed_origins: list[str] = field(default_factory=list)   # browser Origins allowed; "*": any
+    play_allow_networks: list[str] = field(default_factory=list)   # non-public networks play may fetch from
     dump_retention_days: float = 7.0            # dumps older than this are removed (0: kept)
 
     @property
@@ -89,6 +91,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "auth": (str, "API token: auto (required off loopback), token (always) or none (trusted networks)"),
     "api_token": (str, "the API token (else PYPBX_API_TOKEN, else generated into data_dir/api-token)"),
     "allowed_origins": (list, "Origins a browser may connect from; \"*\" allows any"),
+    "play_allow_networks": (list, "networks (CIDR) play may fetch from besides public addresses, e.g. 10.0.0.0/8"),
 }
 PATH_KEYS = {"data_dir", "recordings_dir", "dumps_dir", "media_dir"}
 FLOAT_KEYS = {"download_timeout_secs", "play_max_seconds", "liveness_interval_secs", "invite_timeout_secs",
@@ -118,6 +121,13 @@ def _check(key: str, raw: Any) -> Any:
         raise ConfigError(f"config key 'auth': expected auto, token or none, got {value!r}")
     if key == "allowed_origins" and not all(isinstance(o, str) for o in value):
         raise ConfigError("config key 'allowed_origins': expected a list of strings")
+    if key == "play_allow_networks":
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except (TypeError, ValueError):
+                raise ConfigError(f"config key 'play_allow_networks': {network!r} is not a network such as "
+                                  "10.0.0.0/8") from None
     if key == "log_level" and value not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"config key 'log_level': expected debug, info, warning or error, got {value!r}")
     if key in PATH_KEYS:

@@ -7,12 +7,14 @@ bombs measured by RSS) are marked ``hostile`` and run with ``make hostile``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -388,3 +390,122 @@ def test_the_token_rules() -> None:
     assert choose_token("none", "0.0.0.0", "cfg", env, Path("/nonexistent")).token is None
     assert choose_token("token", "127.0.0.1", "cfg", env, Path("/nonexistent")).token == "from-env"
     assert choose_token("auto", "0.0.0.0", "cfg", {}, Path("/nonexistent")).token == "cfg"
+
+
+# -- play is not an open proxy ------------------------------------------------------------------------------
+def test_the_address_classifier() -> None:
+    from pbx.media.netpolicy import AddressPolicy, classify
+    cases = {"127.0.0.1": "loopback", "10.1.2.3": "private", "192.168.0.9": "private", "172.16.0.1": "private",
+             "169.254.169.254": "link-local", "224.0.0.1": "multicast", "0.0.0.0": "unspecified",
+             "240.0.0.1": "reserved", "100.64.0.1": "non-public", "::1": "loopback", "fe80::1": "link-local",
+             "fc00::1": "private", "::ffff:169.254.169.254": "link-local", "::": "unspecified",
+             "8.8.8.8": None, "2606:4700::1111": None, "::ffff:8.8.8.8": None}
+    import ipaddress
+    assert {a: classify(ipaddress.ip_address(a)) for a in cases} == cases
+    policy = AddressPolicy(["10.0.0.0/8", "fd00::/8"])
+    assert policy.refusal("10.9.9.9") is None and policy.refusal("::ffff:10.0.0.1") is None
+    assert policy.refusal("fd12::1") is None and policy.refusal("192.168.1.1") == "private"
+    assert AddressPolicy().refusal("127.0.0.1") == "loopback"
+
+
+@contextlib.asynccontextmanager
+async def audio_server(host: str, routes: dict[str, bytes]) -> AsyncIterator[tuple[int, list[str]]]:
+    """An HTTP server on a loopback address; yields its port and the paths it was asked for."""
+    asked: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        path = head.split(b" ")[1].decode()
+        asked.append(path)
+        writer.write(routes.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, host, 0)
+    try:
+        yield server.sockets[0].getsockname()[1], asked
+    finally:
+        server.close()
+
+
+def wav_response() -> bytes:
+    import io
+    import wave
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x10\x00" * 1600)
+    body = buffer.getvalue()
+    return b"HTTP/1.1 200 OK\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+
+
+def redirect_to(url: str) -> bytes:
+    return f"HTTP/1.1 302 Found\r\nLocation: {url}\r\nContent-Length: 0\r\n\r\n".encode()
+
+
+def test_play_refuses_loopback_and_its_redirects_and_connects_to_the_address_it_checked(tmp_path: Path) -> None:
+    from pbx.errors import MediaError
+    from pbx.media.loader import MediaLoader
+
+    async def run() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with audio_server("127.0.0.1", {"/a.wav": wav_response()}) as (port, asked), \
+                audio_server("127.0.0.2", {"/b.wav": wav_response()}) as (port2, asked2):
+            strict = MediaLoader(tmp_path)
+            try:
+                await strict.load(f"http://127.0.0.1:{port}/a.wav")
+            except MediaError as exc:
+                out["direct"] = str(exc)
+            out["asked_direct"] = list(asked)
+            one = MediaLoader(tmp_path, allow_networks=["127.0.0.1/32"])
+            async with audio_server("127.0.0.1", {"/r": redirect_to(f"http://127.0.0.2:{port2}/b.wav")}) as (
+                    port3, asked3):
+                try:
+                    await one.load(f"http://127.0.0.1:{port3}/r")
+                except MediaError as exc:
+                    out["redirect"] = str(exc)
+                out["asked_redirect"] = (list(asked3), list(asked2))
+            # DNS rebinding: the name resolves to an allowed address first, to another one after
+            loop = asyncio.get_running_loop()
+            lookups: list[str] = []
+            real = loop.getaddrinfo
+
+            async def rebinding(host: Any, *args: Any, **kwargs: Any) -> Any:
+                lookups.append(host)
+                target = "127.0.0.1" if len(lookups) == 1 else "127.0.0.2"
+                return await real(target, *args, **kwargs)
+
+            loop.getaddrinfo = rebinding  # type: ignore[method-assign]
+            try:
+                pcm = await one.load(f"http://pbx-test.invalid:{port}/a.wav")
+            finally:
+                loop.getaddrinfo = real  # type: ignore[method-assign]
+            out["rebinding"] = (len(pcm), lookups, list(asked), list(asked2))
+        return out
+
+    out = asyncio.run(run())
+    assert out["direct"].startswith(f"not fetching http://127.0.0.1:{out['direct'].split(':')[2].split('/')[0]}")
+    assert "127.0.0.1 is a loopback address, which play may not reach (config play_allow_networks" in out["direct"]
+    assert out["asked_direct"] == []                                   # never connected
+    assert "127.0.0.2 is a loopback address" in out["redirect"]
+    assert out["asked_redirect"] == (["/r"], [])                        # the second hop never connected
+    samples, lookups, asked, asked2 = out["rebinding"]
+    assert samples == 1600 and lookups == ["pbx-test.invalid"]          # one lookup per hop
+    assert asked == ["/a.wav"] and asked2 == []                         # the checked address was used
+
+
+def test_play_of_the_servers_own_port_is_an_error_naming_the_policy(tmp_path: Path) -> None:
+    async def run() -> list[Event]:
+        async with running_server(tmp_path) as (_, address), \
+                Call.open(address, f"id={CALL_ID}&pingInterval=0&dump=false") as call:
+            await call.send(invite())
+            answer = await call.wait_event("answer")
+            await call.send({"command": "play", "url": f"http://{address}/health"})
+            await call.wait_event("trackEnd")
+            return await probe_reply(call, call.position(answer) + 1)
+
+    (error,) = errors(asyncio.run(run()))
+    assert error[0] == "play" and "loopback address, which play may not reach" in error[1]
+    assert "HTTP" not in error[1] and "200" not in error[1]

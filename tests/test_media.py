@@ -210,7 +210,7 @@ def loader(tmp_path: Path, **options: Any) -> MediaLoader:
     media = tmp_path / "media"
     media.mkdir(exist_ok=True)
     return MediaLoader(media, **{"max_bytes": 1_000_000, "timeout_s": 5.0, "max_seconds": 60.0,
-                                 "cache_bytes": 10_000_000, **options})
+                                 "cache_bytes": 10_000_000, "allow_networks": ["127.0.0.0/8"], **options})
 
 
 async def load_error(media_loader: MediaLoader, source: str) -> MediaError:

@@ -15,6 +15,7 @@ status also sets ``code``.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import urllib.parse
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import h11
 
 from pbx.errors import MediaError
+from pbx.media.netpolicy import AddressPolicy
 
 USER_AGENT = b"pypbx/0.1"
 READ_SIZE = 65536
@@ -168,13 +170,18 @@ async def http_get(
     connect_timeout_s: float | None = None,
     max_redirects: int = 3,
     ssl_context: ssl.SSLContext | None = None,
+    policy: AddressPolicy | None = None,
 ) -> bytes:
     """GET ``url`` (http or https) and return the body of its final 200 response.
 
     ``timeout_s`` bounds the whole fetch, redirects included; ``connect_timeout_s`` (default:
     ``timeout_s``) bounds each TCP+TLS connect. ``ssl_context`` defaults to
-    :func:`ssl.create_default_context` (pass one to reuse it across fetches).
+    :func:`ssl.create_default_context` (pass one to reuse it across fetches). ``policy`` says which
+    addresses may be fetched from (default: public ones only); every hop's host is resolved once,
+    checked, and connected to at the address checked.
     """
+    if policy is None:
+        policy = AddressPolicy()
     current = Url.parse(url)
     seen = {current.text}
     if ssl_context is None and current.scheme == "https":
@@ -182,7 +189,7 @@ async def http_get(
     try:
         async with asyncio.timeout(timeout_s):
             for _ in range(max_redirects + 1):
-                reply = await _exchange(current, max_bytes, connect_timeout_s or timeout_s, ssl_context)
+                reply = await _exchange(current, max_bytes, connect_timeout_s or timeout_s, ssl_context, policy)
                 if reply.location is None:
                     return reply.body
                 current = current.join(reply.location)
@@ -197,9 +204,9 @@ async def http_get(
 
 
 async def _exchange(url: Url, max_bytes: int, connect_timeout_s: float,
-                    ssl_context: ssl.SSLContext | None) -> Reply:
+                    ssl_context: ssl.SSLContext | None, policy: AddressPolicy) -> Reply:
     exchange = GetExchange(url, max_bytes)
-    reader, writer = await _connect(url, connect_timeout_s, ssl_context)
+    reader, writer = await _connect(url, connect_timeout_s, ssl_context, policy)
     try:
         writer.write(exchange.request_bytes())
         while True:
@@ -214,16 +221,41 @@ async def _exchange(url: Url, max_bytes: int, connect_timeout_s: float,
         writer.transport.abort()
 
 
-async def _connect(url: Url, timeout_s: float, ssl_context: ssl.SSLContext | None
+async def _addresses(url: Url, policy: AddressPolicy) -> list[str]:
+    """The addresses of the URL's host that the policy allows (resolved once); MediaError if none."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)
+    except OSError as exc:  # DNS failure (socket.gaierror)
+        raise MediaError(f"cannot reach {url.host}: {exc.strerror or exc}") from None
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    allowed = [a for a in addresses if policy.refusal(a) is None]
+    if not allowed:
+        first = addresses[0]
+        kind = policy.refusal(first)
+        where = f"{url.host} is" if url.host == first else f"{url.host} resolves to {first},"
+        raise MediaError(f"not fetching {url.text}: {where} a {kind} address, which play may not reach "
+                         "(config play_allow_networks allows networks)")
+    return allowed
+
+
+async def _connect(url: Url, timeout_s: float, ssl_context: ssl.SSLContext | None, policy: AddressPolicy
                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     tls = ssl_context if url.scheme == "https" else None
     deadline = asyncio.timeout(timeout_s)
     try:
         async with deadline:
-            return await asyncio.open_connection(
-                url.host, url.port, ssl=tls, server_hostname=url.host if tls else None,
-                ssl_handshake_timeout=timeout_s if tls else None,
-            )
+            failure: OSError | None = None
+            for address in await _addresses(url, policy):
+                try:   # the checked address itself: no second lookup between the check and the connect
+                    return await asyncio.open_connection(
+                        address, url.port, ssl=tls, server_hostname=url.host if tls else None,
+                        ssl_handshake_timeout=timeout_s if tls else None,
+                    )
+                except (ConnectionRefusedError, ssl.SSLError):
+                    raise
+                except OSError as exc:   # unreachable: the next address may do
+                    failure = exc
+            raise failure or OSError(f"no address of {url.host} to connect to")
     except TimeoutError as exc:
         if deadline.expired():
             raise MediaError(f"timed out after {float(timeout_s)} s connecting to {url.authority} "
@@ -235,5 +267,5 @@ async def _connect(url: Url, timeout_s: float, ssl_context: ssl.SSLContext | Non
         raise MediaError(f"TLS certificate of {url.host} rejected: {exc.verify_message}") from None
     except ssl.SSLError as exc:
         raise MediaError(f"TLS handshake with {url.host} failed: {exc.reason or exc}") from None
-    except OSError as exc:  # DNS failure (socket.gaierror), unreachable network, ...
+    except OSError as exc:  # unreachable network, ...
         raise MediaError(f"cannot reach {url.host}: {exc.strerror or exc}") from None

@@ -1,6 +1,7 @@
 """Load audio to play (``play`` command, ``ringing.ringtone``) from a URL or the media directory.
 
-A source is an ``http://`` or ``https://`` URL (fetched by :func:`pbx.media.http.http_get`), a
+A source is an ``http://`` or ``https://`` URL (fetched by :func:`pbx.media.http.http_get` from
+public addresses and the networks ``allow_networks`` names: :mod:`pbx.media.netpolicy`), a
 ``file://`` URL, or a plain path. File sources are confined to the media directory: the path is
 resolved (symlinks and ``..``) and must land inside it, whether it was given relative or absolute.
 
@@ -18,6 +19,7 @@ import re
 import ssl
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 from stat import S_ISREG
 
@@ -27,6 +29,7 @@ import numpy.typing as npt
 from pbx.errors import MediaError
 from pbx.media.decode import decode_audio
 from pbx.media.http import http_get
+from pbx.media.netpolicy import AddressPolicy
 
 Pcm = npt.NDArray[np.int16]
 # (canonical source, rate, file version or None for URLs)
@@ -48,6 +51,7 @@ class MediaLoader:
         cache_bytes: int = 64 * 1024 * 1024,
         connect_timeout_s: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        allow_networks: Iterable[str] = (),
     ) -> None:
         self.media_dir = media_dir.resolve()
         self.max_bytes = max_bytes
@@ -56,6 +60,7 @@ class MediaLoader:
         self.max_seconds = max_seconds
         self.cache_bytes = cache_bytes
         self._ssl_context = ssl_context
+        self.policy = AddressPolicy(allow_networks)   # public addresses, and these networks
         self._cache: OrderedDict[CacheKey, Pcm] = OrderedDict()
         self._cached_bytes = 0
         self._inflight: dict[CacheKey, asyncio.Task[Pcm]] = {}
@@ -101,7 +106,7 @@ class MediaLoader:
                 data = where
             else:
                 data = await http_get(where, max_bytes=self.max_bytes, timeout_s=self.timeout_s,
-                                      connect_timeout_s=self.connect_timeout_s,
+                                      connect_timeout_s=self.connect_timeout_s, policy=self.policy,
                                       ssl_context=self._tls_context())  # http may redirect to https
             audio = await asyncio.to_thread(decode_audio, data, rate, max_seconds=self.max_seconds,
                                             name=source)

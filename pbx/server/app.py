@@ -52,7 +52,7 @@ class CallServer:
         self.providers = builtin_registry(config.tts_provider, config.asr_provider)
         self.loader = MediaLoader(config.directory("media"), max_bytes=config.download_max_bytes,
                                   timeout_s=config.download_timeout_secs, max_seconds=config.play_max_seconds,
-                                  cache_bytes=config.media_cache_bytes)
+                                  cache_bytes=config.media_cache_bytes, allow_networks=config.play_allow_networks)
         self.services = CallServices(self.media, self.providers, self.loader, config.directory("recordings"),
                                      self.unregister)
         self.sessions: dict[str, CallDriver] = {}
