@@ -42,6 +42,7 @@ class Config:
     download_timeout_secs: float = 10.0
     play_max_seconds: float = 600.0
     media_cache_bytes: int = 200_000_000
+    playout_max_bytes: int = 512_000_000        # audio all calls together may hold queued to play
     asr_provider: str = "pocketsphinx"
     tts_provider: str = "espeak"
     log_level: str = "info"
@@ -80,6 +81,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "download_timeout_secs": ((int, float), "total time limit of a download"),
     "play_max_seconds": ((int, float), "longest audio a play command may load"),
     "media_cache_bytes": (int, "decoded audio kept in the play cache"),
+    "playout_max_bytes": (int, "audio all calls together may hold queued to play (16 kHz, 2 bytes a sample)"),
     "asr_provider": (str, "ASR provider when a call names none"),
     "tts_provider": (str, "TTS provider when a call names none"),
     "log_level": (str, "debug, info, warning or error"),
@@ -111,7 +113,7 @@ def _check(key: str, raw: Any) -> Any:
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:   # 0: any free port
             raise ConfigError(f"config key 'http_addr': expected host:port, got {value!r}")
     if key in ("max_calls", "max_connections", "max_message_bytes", "download_max_bytes",
-               "media_cache_bytes", "dump_max_bytes") and value <= 0:
+               "media_cache_bytes", "dump_max_bytes", "playout_max_bytes") and value <= 0:
         raise ConfigError(f"config key {key!r}: must be positive, got {value}")
     if key in ("download_timeout_secs", "play_max_seconds", "liveness_interval_secs") and value <= 0:
         raise ConfigError(f"config key {key!r}: must be positive, got {value}")

@@ -509,3 +509,55 @@ def test_play_of_the_servers_own_port_is_an_error_naming_the_policy(tmp_path: Pa
     (error,) = errors(asyncio.run(run()))
     assert error[0] == "play" and "loopback address, which play may not reach" in error[1]
     assert "HTTP" not in error[1] and "200" not in error[1]
+
+
+# -- memory a client can make the server spend -------------------------------------------------------------
+def sox_file(path: Path, rate: int, seconds: float) -> Path:
+    """Silence at ``rate`` Hz, as sox writes it (FLAC compresses it to almost nothing)."""
+    subprocess.run(["sox", "-n", "-r", str(rate), "-b", "16", "-c", "1", str(path), "trim", "0", str(seconds)],
+                   check=True, capture_output=True)
+    return path
+
+
+def test_an_absurd_source_rate_is_refused_before_decoding(tmp_path: Path) -> None:
+    from pbx.errors import MediaError
+    from pbx.media.decode import decode_audio
+    bomb = sox_file(tmp_path / "bomb.flac", 655_350, 10)
+    assert bomb.stat().st_size < 2_000_000
+    started = time.process_time()
+    with pytest.raises(MediaError, match=r"sample rate 655350 Hz \(at most 192000\)"):
+        decode_audio(bomb, 16000, max_seconds=600.0)
+    assert time.process_time() - started < 1.0
+
+
+def test_the_server_caps_the_audio_all_calls_hold_to_play(tmp_path: Path) -> None:
+    """playout_max_bytes of 2 s of audio: one call queues 1.5 s, another's 1 s is refused until the
+    first has played."""
+    import base64
+
+    import numpy as np
+
+    def pcm_tts(seconds: float, play_id: str) -> dict[str, Any]:
+        samples = np.full(int(16000 * seconds), 500, dtype="<i2").tobytes()
+        return {"command": "tts", "text": base64.b64encode(samples).decode(), "base64": True, "playId": play_id}
+
+    async def run() -> tuple[list[Event], list[Event]]:
+        async with running_server(tmp_path, playout_max_bytes=64_000) as (_, address), \
+                Call.open(address, "id=a&pingInterval=0&dump=false") as a, \
+                Call.open(address, "id=b&pingInterval=0&dump=false") as b:
+            for call in (a, b):
+                await call.send(invite())
+                await call.wait_event("answer")
+            await a.send(pcm_tts(1.5, "long"))
+            await a.wait_event("trackStart", playId="long")
+            await b.send(pcm_tts(1.0, "refused"))
+            await b.wait_event("error")
+            await a.wait_event("trackEnd", playId="long", timeout=5.0)
+            await asyncio.sleep(1.2)          # the once-a-second recount sees a's queue empty
+            await b.send(pcm_tts(1.0, "later"))
+            await b.wait_event("trackEnd", playId="later", timeout=5.0)
+            return a.events(), b.events()
+
+    _, b_events = asyncio.run(run())
+    assert errors(b_events) == [("tts", "the server holds its maximum of 0.064 MB of audio to play "
+                                        "(playout_max_bytes); try again when some has played")]

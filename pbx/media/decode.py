@@ -2,15 +2,18 @@
 
 PyAV (FFmpeg) demuxes and decodes; we average the channels ourselves, because FFmpeg's own
 stereo-to-mono matrix adds the two channels at -3 dB each, which makes a centred signal 3 dB louder
-(and can clip). soxr then resamples the whole file at very high quality.
+(and can clip). soxr resamples at very high quality, as a stream.
 
 Safety, since the bytes may come from anywhere:
 
 * Only the demuxers in :data:`AUDIO_DEMUXERS` may be probed. Playlist-like demuxers (hls, concat,
   ...) would make FFmpeg open further files or URLs named inside the data.
-* Decoding stops with an error once the audio exceeds ``max_seconds``, so a small compressed file
-  cannot expand into gigabytes of samples. Peak memory is about twice ``max_seconds`` times the
-  source rate in float32 samples.
+* Source rates above :data:`MAX_SOURCE_RATE` are refused: no prompt needs them, and a tiny file can
+  claim one (a FLAC at 655 kHz decodes to gigabytes of samples).
+* Decoding is a stream: each decoded frame is mixed to mono, resampled to the target rate and kept
+  as int16 at once, and decoding stops with an error once the audio exceeds ``max_seconds``. So what
+  a file holds in memory is bounded by ``max_seconds`` at the *target* rate (19 MB for 10 minutes at
+  16 kHz), whatever its own rate or length.
 * A packet the decoder rejects is skipped, as players do with a glitch in a stream; a file in
   which nothing decodes is an error.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import av
 import av.audio.frame
@@ -33,7 +37,7 @@ AUDIO_DEMUXERS = (
     "wav", "w64", "mp3", "ogg", "flac", "matroska", "mov", "aac", "aiff", "au", "caf", "wv", "ape",
     "amr", "ac3", "eac3", "dts", "mpc", "mpc8", "tta", "voc", "loas", "mp2",
 )
-MAX_SOURCE_RATE = 768000
+MAX_SOURCE_RATE = 192000
 # Packed sample format -> (zero offset, scale to [-1, 1)); other formats go through swresample.
 _SCALES: dict[str, tuple[float, float]] = {
     "u8": (128.0, 1 / 128),
@@ -66,7 +70,7 @@ def decode_audio(source: bytes | Path, rate: int, *, max_seconds: float,
         if not container.streams.audio:
             raise _unsupported(name, "no audio stream")
         stream = container.streams.audio[0]
-        segments: list[tuple[int, list[Float32]]] = []  # consecutive frames that share a rate
+        out = _Resampled(rate)
         seconds = 0.0
         last_error: av.FFmpegError | None = None
         try:
@@ -78,18 +82,45 @@ def decode_audio(source: bytes | Path, rate: int, *, max_seconds: float,
                     continue
                 for frame in frames:
                     if not 0 < frame.sample_rate <= MAX_SOURCE_RATE:
-                        raise _unsupported(name, f"sample rate {frame.sample_rate}")
+                        raise _unsupported(name, f"sample rate {frame.sample_rate} Hz (at most {MAX_SOURCE_RATE})")
                     seconds += frame.samples / frame.sample_rate
                     if seconds > max_seconds:
                         raise MediaError(f"{name} exceeds the {max_seconds:g}-second limit")
-                    if not segments or segments[-1][0] != frame.sample_rate:
-                        segments.append((frame.sample_rate, []))
-                    segments[-1][1].append(_mono(frame))
+                    out.add(_mono(frame), frame.sample_rate)
         except av.FFmpegError as exc:
             raise _unsupported(name, exc) from None
     if seconds == 0.0:
         raise _unsupported(name, last_error or "no audio decoded")
-    return _to_int16(np.concatenate([_resample(chunks, src, rate) for src, chunks in segments]))
+    return out.finish()
+
+
+class _Resampled:
+    """Mono float32 frames at any rate in; int16 at ``rate`` out, converted frame by frame."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.chunks: list[npt.NDArray[np.int16]] = []
+        self._src = 0
+        self._stream: Any = None
+
+    def add(self, audio: Float32, src: int) -> None:
+        if src != self._src:        # a rate change mid-file: finish the old stream, start anew
+            self._flush()
+            self._src = src
+            self._stream = None if src == self.rate else soxr.ResampleStream(src, self.rate, 1, quality="VHQ")
+        if self._stream is None:
+            self.chunks.append(_to_int16(audio))
+        else:
+            self.chunks.append(_to_int16(self._stream.resample_chunk(audio)))
+
+    def _flush(self) -> None:
+        if self._stream is not None:
+            self.chunks.append(_to_int16(self._stream.resample_chunk(np.zeros(0, np.float32), last=True)))
+            self._stream = None
+
+    def finish(self) -> npt.NDArray[np.int16]:
+        self._flush()
+        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int16)
 
 
 def _mono(frame: av.audio.frame.AudioFrame) -> Float32:
@@ -111,14 +142,6 @@ def _mono(frame: av.audio.frame.AudioFrame) -> Float32:
         mixed -= np.float32(offset)
     mixed *= np.float32(factor)
     return mixed
-
-
-def _resample(chunks: list[Float32], src: int, rate: int) -> Float32:
-    audio = np.concatenate(chunks)
-    if src == rate:
-        return audio
-    out: Float32 = soxr.resample(audio, src, rate, quality="VHQ")
-    return out
 
 
 def _to_int16(audio: Float32) -> npt.NDArray[np.int16]:

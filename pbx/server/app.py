@@ -48,7 +48,7 @@ DUMP_PRUNE_EVERY_S = 3600.0
 class CallServer:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.media = MediaRunner(Engine(config.max_calls))
+        self.media = MediaRunner(Engine(config.max_calls), config.playout_max_bytes)
         self.providers = builtin_registry(config.tts_provider, config.asr_provider)
         self.loader = MediaLoader(config.directory("media"), max_bytes=config.download_max_bytes,
                                   timeout_s=config.download_timeout_secs, max_seconds=config.play_max_seconds,

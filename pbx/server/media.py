@@ -44,11 +44,46 @@ log = logging.getLogger(__name__)
 
 TICK_MS = 20
 ASR_EVERY = 5          # ticks between ASR drains (100 ms of audio per provider call)
+BUDGET_EVERY = 50      # ticks between recounts of the audio legs hold to play
 TICK_SLACK_S = 0.001   # wake this long after a frame is due, so the timer never fires just before it
 
 
 class CapacityError(ValueError):
     """Every leg of the engine is in use (``max_calls``)."""
+
+
+class AudioBudget:
+    """The audio every leg holds to play, against one server-wide limit.
+
+    Each leg's playout queue has its own bound; this one stops a thousand calls from each queueing
+    minutes of audio. Legs drain their queues in the engine without telling Python, so the count
+    per leg is refreshed when that leg appends and for every leg once a second (:meth:`recount`):
+    between refreshes it can only be too high, never too low, so the limit is never overrun.
+    """
+
+    def __init__(self, max_samples: int) -> None:
+        self.max_samples = max_samples
+        self.total = 0
+        self._per_leg: dict[int, int] = {}
+
+    def take(self, leg: Leg, samples: int) -> None:
+        """Count ``samples`` more for ``leg``; ValueError (the queue-full error) past the limit."""
+        now = leg.playout.queued_samples
+        self.total += now - self._per_leg.get(leg.slot, 0)
+        if self.total + samples > self.max_samples:
+            self._per_leg[leg.slot] = now
+            raise ValueError(f"the server holds its maximum of {self.max_samples * 2 / 1e6:g} MB of audio "
+                             "to play (playout_max_bytes); try again when some has played")
+        self._per_leg[leg.slot] = now + samples
+        self.total += samples
+
+    def forget(self, leg: Leg) -> None:
+        self.total -= self._per_leg.pop(leg.slot, 0)
+
+    def recount(self, engine: Engine) -> None:
+        self._per_leg = {slot: leg.playout.queued_samples for slot in self._per_leg
+                         if (leg := engine.leg(slot)) is not None}
+        self.total = sum(self._per_leg.values())
 
 
 class UnknownMediaEvent(Exception):
@@ -91,14 +126,15 @@ class LegSink:
 class EngineLeg:
     """One engine leg as :class:`pbx.call.media.LegMedia`."""
 
-    __slots__ = ("_engine", "_release", "_released", "_start_ms", "leg")
+    __slots__ = ("_budget", "_engine", "_release", "_released", "_start_ms", "leg")
 
     def __init__(self, engine: Engine, leg: Leg, start_ms: float,
-                 release: Callable[[Leg], WavWriter | None]) -> None:
+                 release: Callable[[Leg], WavWriter | None], budget: AudioBudget) -> None:
         self._engine = engine
         self.leg = leg
         self._start_ms = start_ms
         self._release = release
+        self._budget = budget
         self._released = False
 
     @property
@@ -140,6 +176,7 @@ class EngineLeg:
         self.leg.playout.enqueue(item_id, track, None, complete=False)
 
     def append(self, item_id: int, pcm: Pcm) -> None:
+        self._budget.take(self.leg, len(pcm))
         self.leg.playout.append(item_id, pcm, complete=False)
 
     def complete(self, item_id: int) -> None:
@@ -159,8 +196,9 @@ class EngineLeg:
 
 
 class MediaRunner:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, audio_max_bytes: int = 512_000_000) -> None:
         self.engine = engine
+        self.budget = AudioBudget(audio_max_bytes // 2)
         self._sinks: dict[int, LegSink] = {}
         self._handle: asyncio.Handle | None = None
         self._ticks = 0
@@ -179,10 +217,11 @@ class MediaRunner:
             raise CapacityError(f"the server is at its limit of {self.engine.max_legs} concurrent calls (max_calls)")
         leg = self.engine.add_leg(transport, codec, now_ms, **options)  # type: ignore[arg-type]
         self._sinks[leg.slot] = sink
-        return EngineLeg(self.engine, leg, now_ms, self._release)
+        return EngineLeg(self.engine, leg, now_ms, self._release, self.budget)
 
     def _release(self, leg: Leg) -> WavWriter | None:
         self._sinks.pop(leg.slot, None)
+        self.budget.forget(leg)
         rec = self.engine.detach_recorder(leg)
         self.engine.remove_leg(leg)
         return rec
@@ -240,6 +279,8 @@ class MediaRunner:
                 if sink is not None:
                     sink.out(bytes(view[offsets[i]:offsets[i + 1]]))
         self._ticks += 1
+        if self._ticks % BUDGET_EVERY == 0:
+            self.budget.recount(self.engine)
         if self._ticks % ASR_EVERY == 0:
             for leg, pcm in engine.drain_asr():
                 sink = sinks.get(leg.slot)
