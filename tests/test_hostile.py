@@ -561,3 +561,51 @@ def test_the_server_caps_the_audio_all_calls_hold_to_play(tmp_path: Path) -> Non
     _, b_events = asyncio.run(run())
     assert errors(b_events) == [("tts", "the server holds its maximum of 0.064 MB of audio to play "
                                         "(playout_max_bytes); try again when some has played")]
+
+
+def test_interrupt_and_hangup_stop_the_downloads_of_their_plays(tmp_path: Path) -> None:
+    """Twenty plays of URLs that never answer, then interrupt: each play replaces the one before and
+    stops its download, the interrupt stops the last, every connection is closed at once (not when
+    the download would time out), and the process is back to its descriptors; the same at hangup."""
+    open_now: set[int] = set()
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        open_now.add(id(writer))
+        try:
+            await reader.read()          # until the client closes its end
+        finally:
+            open_now.discard(id(writer))
+            writer.close()
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def run() -> tuple[int, int, int, int, int]:
+        server = await asyncio.start_server(stall, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with running_server(tmp_path, play_allow_networks=["127.0.0.0/8"], download_timeout_secs=30.0) \
+                as (_, address), Call.open(address, f"id={CALL_ID}&pingInterval=0&dump=false") as call:
+            await call.send(invite())
+            await call.wait_event("answer")
+            baseline = fds()
+            for i in range(20):
+                await call.send({"command": "play", "url": f"http://127.0.0.1:{port}/slow-{i}.wav"})
+            await asyncio.sleep(0.5)
+            during = len(open_now)
+            await call.send({"command": "interrupt"})
+            await asyncio.sleep(0.5)
+            after_interrupt, fds_after = len(open_now), fds()
+            for i in range(5):
+                await call.send({"command": "play", "url": f"http://127.0.0.1:{port}/again-{i}.wav"})
+            await asyncio.sleep(0.3)
+            await call.send({"command": "hangup"})
+            await call.wait_event("hangup")
+            await asyncio.sleep(0.3)
+            after_hangup = len(open_now)
+        server.close()
+        return during, after_interrupt, after_hangup, baseline, fds_after
+
+    during, after_interrupt, after_hangup, baseline, fds_after = asyncio.run(run())
+    assert during == 1                    # each play replaces the last, whose download stops
+    assert after_interrupt == 0 and after_hangup == 0
+    assert fds_after <= baseline

@@ -63,7 +63,7 @@ class MediaLoader:
         self.policy = AddressPolicy(allow_networks)   # public addresses, and these networks
         self._cache: OrderedDict[CacheKey, Pcm] = OrderedDict()
         self._cached_bytes = 0
-        self._inflight: dict[CacheKey, asyncio.Task[Pcm]] = {}
+        self._inflight: dict[CacheKey, _Fetch] = {}
 
     @property
     def cached_bytes(self) -> int:
@@ -83,16 +83,23 @@ class MediaLoader:
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._produce(key, source, where, rate))
-            self._inflight[key] = task
-        # One caller giving up (cancelled) must not cancel the load the others wait for.
-        return await asyncio.shield(task)
+        fetch = self._inflight.get(key)
+        if fetch is None:
+            fetch = self._inflight[key] = _Fetch(asyncio.create_task(self._produce(key, source, where, rate)))
+            fetch.task.add_done_callback(_retrieve)
+        # One caller giving up (cancelled) must not cancel the load the others wait for; the last one
+        # does, so an interrupted or hung-up play stops its download and frees its connection.
+        fetch.waiters += 1
+        try:
+            return await asyncio.shield(fetch.task)
+        finally:
+            fetch.waiters -= 1
+            if fetch.waiters == 0 and not fetch.task.done():
+                fetch.task.cancel()
 
     async def close(self) -> None:
         """Cancel loads in progress and drop the cache."""
-        tasks = list(self._inflight.values())
+        tasks = [fetch.task for fetch in self._inflight.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -169,3 +176,19 @@ class MediaLoader:
         if not S_ISREG(stat.st_mode):
             raise MediaError(f"{source} is not a regular file")
         return stat
+
+
+class _Fetch:
+    """A load in progress and how many callers wait for it."""
+
+    __slots__ = ("task", "waiters")
+
+    def __init__(self, task: asyncio.Task[Pcm]) -> None:
+        self.task = task
+        self.waiters = 0
+
+
+def _retrieve(task: asyncio.Task[Pcm]) -> None:
+    """Its waiters may all have gone: mark a failure as seen so asyncio does not log it as lost."""
+    if not task.cancelled():
+        task.exception()
