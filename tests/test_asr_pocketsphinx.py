@@ -269,7 +269,7 @@ def test_english_tags_are_served(provider: PocketsphinxAsr, language: str | None
          "pocketsphinx has no pronunciation for 'zzqxw' (keyword 'call zzqxw')"),
         (AsrOptions(extra={"grammar": "#JSGF V1.0;\ngrammar g;\npublic <s> = call ( stella ;\n"}),
          "pocketsphinx cannot use the grammar: "
-         "syntax error, unexpected ';', expecting '|' or ')' at line 2 current token ';'"),
+         "syntax error at line 3: expected '|' or ')' to close the group of line 3, found ';'"),
         (AsrOptions(extra={"grammar": "#JSGF V1.0;\ngrammar g;\npublic <s> = call zzqxw ;\n"}),
          "pocketsphinx cannot use the grammar: The word 'zzqxw' is missing in the dictionary"),
     ],
@@ -288,7 +288,7 @@ def test_a_rejected_grammar_leaves_the_decoder_usable() -> None:
 
     async def run() -> AsrResult | None:
         with pytest.raises(ProviderError):
-            await provider.open_stream(AsrOptions(extra={"grammar": "#JSGF V1.0; grammar g; public <s> = ("}))
+            await provider.open_stream(AsrOptions(extra={"grammar": "#JSGF V1.0; grammar g; public <s> = zzqxw ;"}))
         assert provider.idle_count("bare") == 1
         result = await recognise(provider, speech(HANG_UP), grammar=GRAMMAR)
         await provider.close()

@@ -609,3 +609,43 @@ def test_interrupt_and_hangup_stop_the_downloads_of_their_plays(tmp_path: Path) 
     assert during == 1                    # each play replaces the last, whose download stops
     assert after_interrupt == 0 and after_hangup == 0
     assert fds_after <= baseline
+
+
+# -- speech recognition a client can make expensive ----------------------------------------------------------
+def children() -> set[int]:
+    me = str(os.getpid())
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if stat.rsplit(")", 1)[1].split()[1] == me:
+                    out.add(int(entry))
+    return out
+
+
+def test_bad_grammars_start_no_process_and_big_ones_are_refused(tmp_path: Path) -> None:
+    bad = ["#JSGF V1.0;\ngrammar g;\npublic <s> = call ( stella ;\n",
+           "#JSGF V1.0;\ngrammar g;\npublic <s> = call zzqxw ;\n",
+           "#JSGF V1.0;\ngrammar g;\npublic <s> = " + " | ".join(["stella"] * 501) + " ;\n"]
+
+    async def run() -> tuple[list[tuple[str, str]], set[int]]:
+        before = children()
+        seen: list[tuple[str, str]] = []
+        async with running_server(tmp_path) as (_, address):
+            for i in range(12):
+                async with Call.open(address, f"id=g{i}&pingInterval=0&dump=false") as call:
+                    await call.send(invite(asr={"provider": "pocketsphinx", "extra": {"grammar": bad[i % 3]}}))
+                    answer = await call.wait_event("answer")
+                    seen += errors(await probe_reply(call, call.position(answer) + 1))
+            return seen, children() - before
+
+    seen, spawned = asyncio.run(run())
+    assert spawned == set()
+    assert seen[:3] == [
+        ("asr", "pocketsphinx cannot use the grammar: syntax error at line 3: expected '|' or ')' to close the group "
+                "of line 3, found ';'"),
+        ("asr", "pocketsphinx cannot use the grammar: The word 'zzqxw' is missing in the dictionary"),
+        ("asr", "pocketsphinx cannot use the grammar: the grammar has 501 words; at most 500 are allowed"),
+    ]
+    assert seen[3:6] == seen[:3] and len(seen) == 12

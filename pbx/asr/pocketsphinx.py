@@ -40,9 +40,15 @@ lookup cache, so LM decoding also takes a provider lock: today it is free (the G
 serialises it), and it keeps sharing safe should the binding release the GIL.
 ``prewarm`` creates decoders ahead of the first calls.
 
-A grammar that PocketSphinx rejects is diagnosed again in a child process, because the reason
-(``syntax error, unexpected ';' ...``, ``The word 'x' is missing in the dictionary``) only reaches
-PocketSphinx's log (stderr of the process), not the exception.
+A grammar is checked before PocketSphinx compiles it (:mod:`pbx.asr.jsgf`: syntax, rules, at most
+16 KiB and 500 words, every word in the dictionary), because PocketSphinx puts its reasons only in
+its C log and compiling a large grammar holds the GIL for up to seconds. Decoders a stream no
+longer needs beyond the idle pool are freed, and the freed memory handed back to the system
+(``malloc_trim``): glibc would keep it, and RSS would grow by a decoder's ~60 MB each time.
+
+Streams share the workers fairly: calls queue per stream, and the workers take the next call from
+each stream with work in turn, so a stream whose grammar decodes slowly delays another stream by at
+most one of its calls, not by its whole backlog.
 """
 
 from __future__ import annotations
@@ -52,12 +58,10 @@ import contextlib
 import math
 import os
 import re
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -66,7 +70,10 @@ import numpy.typing as npt
 import pocketsphinx  # type: ignore[import-untyped]
 
 from pbx.asr.base import AsrOptions, AsrProvider, AsrResult, AsrStream
+from pbx.asr.fair import FairPool
+from pbx.asr.jsgf import GrammarError, check_grammar
 from pbx.errors import ProviderError
+from pbx.memory import release_free_memory
 
 SAMPLE_RATE = 16000
 SLICE_SAMPLES = 320                     # 20 ms per process_raw call: bounds how long one call holds the GIL
@@ -75,13 +82,6 @@ LOGLEVEL = "ERROR"                      # PocketSphinx's log level is process-wi
 KNOWN_OPTIONS = ("grammar", "keywords")
 _SEARCH = "stream"                      # name of a stream's grammar or kws search on a bare decoder
 _LM_SEARCH = "lm"
-_DIAGNOSE_TIMEOUT_S = 30.0
-_DIAGNOSE = (
-    "import sys\n"
-    "from pocketsphinx import Decoder\n"
-    f"Decoder(lm=None, loglevel={LOGLEVEL!r}).add_jsgf_string('g', sys.stdin.read())\n"
-)
-_LOG_LINE = re.compile(r'^ERROR: "[^"]*", line \d+: (.*)$')
 
 Kind = Literal["lm", "bare"]
 T = TypeVar("T")
@@ -94,6 +94,7 @@ class Search:
     mode: Literal["lm", "grammar", "keywords"]
     grammar: str = ""
     keywords: tuple[tuple[str, float], ...] = ()
+    words: tuple[str, ...] = ()            # a grammar's words, each to be in the dictionary
 
     @property
     def kind(self) -> Kind:
@@ -121,7 +122,11 @@ def parse_options(options: AsrOptions, kws_threshold: float = DEFAULT_KWS_THRESH
     if grammar is not None:
         if not isinstance(grammar, str) or not grammar.strip():
             raise _fail("pocketsphinx option 'grammar' must be a non-empty JSGF string")
-        return Search("grammar", grammar=grammar)
+        try:
+            words = check_grammar(grammar)
+        except GrammarError as exc:
+            raise _fail(f"pocketsphinx cannot use the grammar: {exc}") from None
+        return Search("grammar", grammar=grammar, words=tuple(dict.fromkeys(words)))
     if keywords is not None:
         return Search("keywords", keywords=_parse_keywords(keywords, kws_threshold))
     return Search("lm")
@@ -242,15 +247,11 @@ class Recognizer:
         return AsrResult(text=text, final=final, start_ms=start, end_ms=end)
 
 
-class GrammarRejected(Exception):
-    """PocketSphinx refused a grammar (raised on a worker; open_stream diagnoses it)."""
-
-
 class PocketsphinxStream(AsrStream):
     def __init__(self, provider: PocketsphinxAsr, recognizer: Recognizer) -> None:
         self._provider = provider
-        self._recognizer = recognizer
-        self._order = asyncio.Lock()               # one call at a time, in call order
+        self._recognizer: Recognizer | None = recognizer
+        self._queue = provider.pool.queue()        # this stream's calls: one at a time, in order
         self._closed = False
 
     async def feed(self, pcm: npt.NDArray[np.int16]) -> list[AsrResult]:
@@ -258,27 +259,32 @@ class PocketsphinxStream(AsrStream):
             raise TypeError(f"pcm must be an int16 numpy array, got {getattr(pcm, 'dtype', type(pcm))}")
         if pcm.ndim != 1:
             raise ValueError(f"pcm must be mono (1-D), got shape {pcm.shape}")
-        self._check_open()
+        recognizer = self._open_recognizer()
         chunk = pcm.copy()                         # the worker may outlive a cancelled caller
-        return await self._call(self._recognizer.feed, chunk)
+        return await self._call(recognizer.feed, chunk)
 
     async def end_utterance(self) -> AsrResult | None:
-        self._check_open()
-        return await self._call(self._recognizer.end_utterance)
+        return await self._call(self._open_recognizer().end_utterance)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        await self._call(self._provider.checkin, self._recognizer)
+        recognizer, self._recognizer = self._recognizer, None
+        if recognizer is None:
+            return
+        pooled = await self._call(self._provider.checkin, recognizer)
+        del recognizer
+        if not pooled:   # the decoder is freed now that nothing holds it: hand its memory back
+            await self._call(release_free_memory)
 
-    def _check_open(self) -> None:
-        if self._closed:
+    def _open_recognizer(self) -> Recognizer:
+        if self._closed or self._recognizer is None:
             raise _fail("the pocketsphinx stream is closed")
+        return self._recognizer
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        async with self._order:
-            return await self._provider.run(fn, *args)
+        return await self._provider.pool.run(self._queue, fn, *args)
 
 
 class PocketsphinxAsr(AsrProvider):
@@ -291,7 +297,8 @@ class PocketsphinxAsr(AsrProvider):
                  kws_threshold: float = DEFAULT_KWS_THRESHOLD) -> None:
         if workers < 1 or max_idle < 0:
             raise ValueError("workers must be >= 1 and max_idle >= 0")
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pocketsphinx")
+        self.pool = FairPool(workers, "pocketsphinx")
+        self._setup = self.pool.queue()            # decoders made and checked out for new streams
         self._max_idle = max_idle
         self._kws_threshold = kws_threshold
         self._pool_lock = threading.Lock()         # the idle lists and the shared LM, across workers
@@ -301,11 +308,7 @@ class PocketsphinxAsr(AsrProvider):
 
     async def open_stream(self, options: AsrOptions) -> AsrStream:
         search = parse_options(options, self._kws_threshold)
-        try:
-            recognizer = await self.run(self.checkout, search)
-        except GrammarRejected as exc:
-            reason = await _grammar_reason(search.grammar) or str(exc)
-            raise _fail(f"pocketsphinx cannot use the grammar: {reason}") from None
+        recognizer = await self.run(self.checkout, search)
         return PocketsphinxStream(self, recognizer)
 
     async def prewarm(self, *, lm: int = 0, bare: int = 0) -> None:
@@ -318,23 +321,19 @@ class PocketsphinxAsr(AsrProvider):
 
     async def close(self) -> None:
         """Stop the worker threads (after the queued calls) and drop the idle decoders."""
-        await asyncio.to_thread(self._executor.shutdown, True)
+        await self.pool.close()
         with self._pool_lock:
             self._idle = {"lm": [], "bare": []}
             self._lm = None
+        await asyncio.to_thread(release_free_memory)
 
     def idle_count(self, kind: Kind) -> int:
         with self._pool_lock:
             return len(self._idle[kind])
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking decoder work on the pool; a cancelled caller does not interrupt it."""
-        future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            await asyncio.wait({future})           # keep the stream's order lock until the worker is done
-            raise
+        """Run blocking set-up work (decoders) on the pool, in the queue of new streams."""
+        return await self.pool.run(self._setup, fn, *args)
 
     # Worker-thread side.
 
@@ -351,15 +350,18 @@ class PocketsphinxAsr(AsrProvider):
             raise
         return recognizer
 
-    def checkin(self, recognizer: Recognizer) -> None:
+    def checkin(self, recognizer: Recognizer) -> bool:
+        """Keep the decoder for a later stream if the pool has room; True if it was kept."""
         try:
             recognizer.reset()
         except ProviderError:
-            return                                 # broken decoder: let it go
+            recognizer.broken = True               # broken decoder: let it go
         with self._pool_lock:
             idle = self._idle[recognizer.kind]
             if not recognizer.broken and len(idle) < self._max_idle:
                 idle.append(recognizer)
+                return True
+        return False
 
     def _create(self, kind: Kind) -> Recognizer:
         try:
@@ -381,10 +383,14 @@ class PocketsphinxAsr(AsrProvider):
     def _install(recognizer: Recognizer, search: Search) -> None:
         decoder = recognizer.decoder
         if search.mode == "grammar":
+            for word in search.words:
+                if decoder.lookup_word(word) is None:
+                    raise _fail(f"pocketsphinx cannot use the grammar: The word '{word}' is missing in the "
+                                "dictionary")
             try:
                 decoder.add_jsgf_string(_SEARCH, search.grammar)
-            except ValueError as exc:
-                raise GrammarRejected(str(exc)) from None
+            except ValueError:
+                raise _fail("pocketsphinx cannot use the grammar: PocketSphinx rejected it") from None
         elif search.mode == "keywords":
             for phrase, _ in search.keywords:
                 for word in phrase.split():
@@ -408,25 +414,3 @@ class PocketsphinxAsr(AsrProvider):
             os.unlink(path)
         if error is not None:
             raise _fail(f"pocketsphinx cannot use the keywords: {error}")
-
-
-async def _grammar_reason(grammar: str) -> str | None:
-    """PocketSphinx's own reason for rejecting ``grammar``: its first ERROR log line, from a child
-    process that repeats the call (the reason never reaches the Python exception). The child's parser
-    is fresh, so the line numbers in its messages are right (the parser's counter is process-wide)."""
-    if not sys.executable:
-        return None
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _DIAGNOSE,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(grammar.encode()), _DIAGNOSE_TIMEOUT_S)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return None
-    for line in err.decode("utf-8", "replace").splitlines():
-        match = _LOG_LINE.match(line.strip())
-        if match:
-            return match.group(1).strip()
-    return None

@@ -1,0 +1,117 @@
+"""Worker threads shared fairly by many queues of blocking calls (one queue per ASR stream).
+
+A ``ThreadPoolExecutor`` serves calls first come, first served: a stream with a long backlog (a
+grammar that decodes slowly, audio arriving faster than it is recognised) keeps every worker busy
+and the other streams wait behind all of it. Here each stream has a :class:`WorkQueue`: its calls run
+one at a time and in order, and the workers take the next call from each queue with work in turn, so
+one stream delays another by at most one call per worker.
+
+A caller that is cancelled does not take its call back: the call still runs, in its turn (its result
+is dropped), so a stream's calls happen in the order they were made (a decoder must see all of its
+audio).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class _Job:
+    __slots__ = ("args", "fn", "future", "loop")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], loop: asyncio.AbstractEventLoop,
+                 future: asyncio.Future[Any]) -> None:
+        self.fn = fn
+        self.args = args
+        self.loop = loop
+        self.future = future
+
+
+class WorkQueue:
+    """One stream's calls."""
+
+    __slots__ = ("busy", "jobs")
+
+    def __init__(self) -> None:
+        self.jobs: deque[_Job] = deque()
+        self.busy = False
+
+
+class FairPool:
+    def __init__(self, workers: int, name: str) -> None:
+        self._lock = threading.Condition()
+        self._ready: deque[WorkQueue] = deque()    # queues with a call waiting and none running
+        self._closing = False
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def queue(self) -> WorkQueue:
+        return WorkQueue()
+
+    async def run(self, queue: WorkQueue, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on a worker, after the queue's earlier calls."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("the worker pool is closed")
+            queue.jobs.append(_Job(fn, args, loop, future))
+            if not queue.busy and len(queue.jobs) == 1:
+                self._ready.append(queue)
+                self._lock.notify()
+        return await future
+
+    async def close(self) -> None:
+        """Let the workers finish the calls already queued, then stop them."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify_all()
+        await asyncio.to_thread(self._join)
+
+    def _join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._ready and not self._closing:
+                    self._lock.wait()
+                if not self._ready:
+                    return
+                queue = self._ready.popleft()
+                job = queue.jobs.popleft()
+                queue.busy = True
+            self._run(job)
+            with self._lock:
+                queue.busy = False
+                if queue.jobs:
+                    self._ready.append(queue)      # behind the queues already waiting: in turn
+                    self._lock.notify()
+            del job
+
+    @staticmethod
+    def _run(job: _Job) -> None:
+        try:
+            result = job.fn(*job.args)
+        except BaseException as exc:   # delivered to the caller, whatever it is
+            job.loop.call_soon_threadsafe(_settle, job.future, None, exc)
+        else:
+            job.loop.call_soon_threadsafe(_settle, job.future, result, None)
+        job.args = ()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

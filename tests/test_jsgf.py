@@ -1,0 +1,77 @@
+"""JSGF grammars checked before PocketSphinx compiles them (pbx/asr/jsgf.py), and the fair worker pool."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from pbx.asr.fair import FairPool
+from pbx.asr.jsgf import MAX_CHARS, MAX_WORDS, GrammarError, check_grammar
+
+HEAD = "#JSGF V1.0;\ngrammar g;\n"
+
+
+def test_a_full_grammar_gives_its_words() -> None:
+    text = HEAD + """
+    // a comment
+    import <other.rule>;
+    /* a block
+       comment */
+    public <command> = /2.5/ call <name> [ please ] | "hang up" { hangup } | <digit> + ;
+    <name> = stella | bob * ;
+    <digit> = one | two | <NULL> ;
+    """
+    assert check_grammar(text) == ["call", "please", "hang", "up", "stella", "bob", "one", "two"]
+    assert check_grammar("grammar g; public <s> = hello ;") == ["hello"]      # the header is optional
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (HEAD + "public <s> = call ( stella ;\n",
+     "syntax error at line 3: expected '|' or ')' to close the group of line 3, found ';'"),
+    (HEAD + "public <s> = call stella\n", "syntax error at line 3: the grammar ends too early"),
+    (HEAD + "public <s> = ;\n", "syntax error at line 3: found ';' where a word, rule or group was expected"),
+    (HEAD + "public <s> = call <nobody> ;\n", "rule <nobody> used at line 3 is not defined"),
+    (HEAD + "<s> = call ;\n", "the grammar has no public rule"),
+    (HEAD, "the grammar defines no rule"),
+    ("public <s> = call ;", "syntax error at line 1: expected 'grammar <name>;', found 'public'"),
+    (HEAD + 'public <s> = call "unclosed ;\n', "syntax error at line 3: unexpected '\"'"),
+    (HEAD + "public <s> = " + " | ".join(["word"] * (MAX_WORDS + 1)) + " ;\n",
+     f"the grammar has {MAX_WORDS + 1} words; at most {MAX_WORDS} are allowed"),
+    (HEAD + "public <s> = a ;\n" + "// " + "x" * MAX_CHARS,
+     f"the grammar has {len(HEAD) + 17 + 3 + MAX_CHARS} characters; at most {MAX_CHARS} are allowed"),
+])
+def test_a_bad_grammar_says_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(GrammarError) as info:
+        check_grammar(text)
+    assert str(info.value) == message
+
+
+def test_the_workers_serve_each_queue_in_turn() -> None:
+    """One worker; a queue with ten slow calls, then another queue's one call: it runs second, not
+    eleventh."""
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def work(name: str) -> str:
+        time.sleep(0.02)                 # releases the GIL, as a decoder slice would not; order is what counts
+        with lock:
+            order.append(name)
+        return name
+
+    async def run() -> list[str]:
+        pool = FairPool(1, "test")
+        busy, other = pool.queue(), pool.queue()
+        calls = [asyncio.create_task(pool.run(busy, work, f"a{i}")) for i in range(10)]
+        await asyncio.sleep(0.005)
+        calls.append(asyncio.create_task(pool.run(other, work, "b")))
+        results = await asyncio.gather(*calls)
+        await pool.close()
+        return list(results)
+
+    results = asyncio.run(run())
+    assert results == [f"a{i}" for i in range(10)] + ["b"]
+    assert order.index("b") <= 2
+    assert [n for n in order if n != "b"] == [f"a{i}" for i in range(10)]     # each queue in its order
