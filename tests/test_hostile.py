@@ -649,3 +649,27 @@ def test_bad_grammars_start_no_process_and_big_ones_are_refused(tmp_path: Path) 
         ("asr", "pocketsphinx cannot use the grammar: the grammar has 501 words; at most 500 are allowed"),
     ]
     assert seen[3:6] == seen[:3] and len(seen) == 12
+
+
+def test_http_errors_of_the_websocket_layer_are_json_too(tmp_path: Path) -> None:
+    async def run() -> list[tuple[int, str, Any]]:
+        out = []
+        async with running_server(tmp_path) as (_, address):
+            host, port = address.rsplit(":", 1)
+            for raw in (f"GET /call/lists?{'x' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+                        b"GET /call/lists HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 300 + b"\r\n"):
+                reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(raw)
+                reply = await asyncio.wait_for(reader.read(), 5.0)
+                writer.close()
+                head, _, body = reply.partition(b"\r\n\r\n")
+                fields = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:])
+                out.append((int(head.split()[1]), fields["Content-Type"], json.loads(body)))
+        return out
+
+    assert asyncio.run(run()) == [
+        (414, "application/json",
+         {"error": "Failed to open a WebSocket connection: read 9027 bytes, expected no more than 8192 bytes."}),
+        (431, "application/json",
+         {"error": "Failed to open a WebSocket connection: expected no more than 128 headers."}),
+    ]

@@ -37,7 +37,7 @@ from pbx.server.driver import CallDriver, CallServices, settings_from_query
 from pbx.server.dump import CallDump, prune_dumps
 from pbx.server.listener import listeners
 from pbx.server.media import MediaRunner
-from pbx.server.rest import WEBSOCKET_PATHS, make_router
+from pbx.server.rest import WEBSOCKET_PATHS, JsonErrorConnection, make_router
 from pbx.server.transports import WEBSOCKET_PROFILE, NotBuilt, Transport, WebSocketAudio, not_built_profile
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class CallServer:
                 self._handle, sock=sock, process_request=make_router(self, self.policy),
                 max_size=self.config.max_message_bytes,
                 ping_interval=None,  # each call pings at its own interval (pbx.call.core)
-                compression=None, logger=websockets_logger()))
+                compression=None, logger=websockets_logger(), create_connection=JsonErrorConnection))
         sockname = sockets[0].getsockname()
         return sockname[0], sockname[1]
 

@@ -7,6 +7,7 @@ the handshake, everything else gets a JSON response.
 
 from __future__ import annotations
 
+import email.utils
 import http
 import json
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from urllib.parse import unquote
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers, MultipleValuesError
 from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
 
 from pbx.server.auth import AccessPolicy
 
@@ -39,6 +41,22 @@ def json_response(status: http.HTTPStatus, body: Any, extra: list[tuple[str, str
 
 def error(status: http.HTTPStatus, message: str, extra: list[tuple[str, str]] | None = None) -> Response:
     return json_response(status, {"error": message}, extra)
+
+
+def json_reject(status: http.HTTPStatus, text: str) -> Response:
+    """websockets' own refusals (a request line or headers too long, a handshake failure) in JSON
+    like every other error of the server, instead of plain text."""
+    response = error(status, text.strip())
+    response.headers["Date"] = email.utils.formatdate(usegmt=True)
+    return response
+
+
+class JsonErrorConnection(ServerConnection):
+    """A server connection whose protocol answers its own refusals with :func:`json_reject`."""
+
+    def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
+        protocol.reject = json_reject  # type: ignore[method-assign,assignment]
+        super().__init__(protocol, *args, **kwargs)
 
 
 def make_router(registry: CallRegistry, policy: AccessPolicy) -> Callable[[ServerConnection, Request], Response | None]:
