@@ -673,3 +673,32 @@ def test_http_errors_of_the_websocket_layer_are_json_too(tmp_path: Path) -> None
         (431, "application/json",
          {"error": "Failed to open a WebSocket connection: expected no more than 128 headers."}),
     ]
+
+
+def test_a_failure_inside_a_command_is_an_error_event_and_one_log_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The safety net under every command: whatever breaks (here playback, made to recurse without
+    end) becomes one error event and one log line; the socket stays open and the call goes on."""
+    from pbx.call.playback import Playback
+
+    def recurse(self: Playback, cmd: Any) -> None:
+        recurse(self, cmd)
+
+    async def run() -> list[Event]:
+        async with running_server(tmp_path) as (_, address), \
+                Call.open(address, f"id={CALL_ID}&pingInterval=0&dump=false") as call:
+            await call.send(invite())
+            answer = await call.wait_event("answer")
+            with monkeypatch.context() as patch:
+                patch.setattr(Playback, "play", recurse)
+                await call.send({"command": "play", "url": "x.wav"})
+                await call.wait_event("error")
+            return await probe_reply(call, call.position(answer) + 1)
+
+    caplog.set_level("INFO")
+    events = asyncio.run(run())
+    assert errors(events) == [("server", "internal error handling PlayCommand")]
+    failures = [r for r in caplog.records if r.name == "pbx.server.driver" and r.levelname == "ERROR"]
+    assert len(failures) == 1 and failures[0].exc_info is None
+    assert failures[0].getMessage().startswith(f"call {CALL_ID}: handling PlayCommand failed: RecursionError: ")
+    assert len(failures[0].getMessage()) < 500

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -99,6 +100,14 @@ def settings_from_query(query: dict[str, str], call_id: str, epoch_offset_ms: fl
                         invite_timeout_s=invite_timeout_s, epoch_offset_ms=epoch_offset_ms)
 
 
+def log_failure(what: str) -> None:
+    """One line for a failure a client may be able to cause again and again (the traceback at debug:
+    a deep one, such as a RecursionError's, would be megabytes per command)."""
+    exc = sys.exc_info()[1]
+    log.error("%s: %s: %.300s", what, type(exc).__name__, exc)
+    log.debug("%s", what, exc_info=True)
+
+
 class CallDriver:
     def __init__(self, services: CallServices, control: ControlSocket, call: Call,
                  transport: Callable[[CallDriver], Transport]) -> None:
@@ -158,7 +167,7 @@ class CallDriver:
             else:
                 self.call.receive_command(message, now)
         except Exception:   # a bug handling one command must not end the call
-            log.exception("call %s: handling %r failed", self.id, message)
+            log_failure(f"call {self.id}: handling {type(message).__name__} failed")
             self.call.refuse_message(PbxError(f"internal error handling {type(message).__name__}"), now)
         self.flush()
 
@@ -247,7 +256,7 @@ class CallDriver:
         except RecordingError as exc:
             error = str(exc)
         except Exception as exc:   # a bug must not leave the call waiting for its recording
-            log.exception("call %s: creating the recording failed", self.id)
+            log_failure(f"call {self.id}: creating the recording failed")
             error = f"cannot record to {recorder.recorder_file}: {type(exc).__name__}"
         self.call.recording_opened(recording, error, self.now_ms())
         self.flush()
@@ -275,7 +284,7 @@ class CallDriver:
             stream = await self.services.providers.open_asr(action.option)
         except Exception as exc:
             if not isinstance(exc, PbxError):
-                log.exception("call %s: opening the asr stream failed", self.id)
+                log_failure(f"call {self.id}: opening the asr stream failed")
             self.call.asr_failed(exc, self.now_ms())
             self.flush()
             return
@@ -305,7 +314,7 @@ class CallDriver:
                 raise
             except Exception as exc:   # a provider bug must not end the call
                 if not isinstance(exc, PbxError):
-                    log.exception("call %s: asr failed", self.id)
+                    log_failure(f"call {self.id}: asr failed")
                 call.asr_error(exc, self.now_ms())
             self.flush()
 
@@ -324,7 +333,7 @@ class CallDriver:
         try:
             await stream.close()
         except Exception:
-            log.exception("call %s: closing the asr stream failed", self.id)
+            log_failure(f"call {self.id}: closing the asr stream failed")
 
     # -- playback work --------------------------------------------------------------------------------------------
     def _synthesize(self, action: Synthesize) -> None:
@@ -341,7 +350,7 @@ class CallDriver:
             raise
         except Exception as exc:   # a provider bug must not take the call down
             if not isinstance(exc, PbxError):
-                log.exception("call %s: tts failed", self.id)
+                log_failure(f"call {self.id}: tts failed")
             error = exc
         self._work_done(action.item_id, error)
 
@@ -356,7 +365,7 @@ class CallDriver:
             raise
         except Exception as exc:
             if not isinstance(exc, PbxError):
-                log.exception("call %s: loading %s failed", self.id, action.url)
+                log_failure(f"call {self.id}: loading a play failed")
             error = exc
         else:
             self._work.pop(action.item_id, None)
