@@ -36,6 +36,17 @@ async def probe_reply(call: Call, since: int, tag: str = "probe") -> list[Event]
     return [e for e in call.events(since, call.position(end) + 1) if e.get("playId") != tag]
 
 
+@contextlib.asynccontextmanager
+async def answered_call(tmp_path: Path, **config: Any) -> AsyncIterator[tuple[Call, int, str]]:
+    """A server, and one call on it answered; yields the call, the log position after its answer and
+    the server's address."""
+    async with running_server(tmp_path, **config) as (_, address), \
+            Call.open(address, f"id={CALL_ID}&pingInterval=0&dump=false") as call:
+        await call.send(invite())
+        answer = await call.wait_event("answer")
+        yield call, call.position(answer) + 1, address
+
+
 def errors(events: list[Event]) -> list[tuple[str, str]]:
     return [(e["sender"], e["error"]) for e in events if e["event"] == "error"]
 
@@ -95,11 +106,7 @@ def test_max_calls_reached_is_an_error_naming_the_limit_and_leaves_no_file(tmp_p
 
 def test_a_negative_wait_input_timeout_is_an_error(tmp_path: Path) -> None:
     async def run() -> list[Event]:
-        async with running_server(tmp_path) as (_, address), \
-                Call.open(address, f"id={CALL_ID}&pingInterval=0&dump=false") as call:
-            await call.send(invite())
-            answer = await call.wait_event("answer")
-            mark = call.position(answer) + 1
+        async with answered_call(tmp_path) as (call, mark, _):
             await call.send({**probe("neg"), "waitInputTimeout": -1})
             await call.send({"command": "play", "url": "x.wav", "waitInputTimeout": -0.5})
             await asyncio.sleep(0)
@@ -498,13 +505,10 @@ def test_play_refuses_loopback_and_its_redirects_and_connects_to_the_address_it_
 
 def test_play_of_the_servers_own_port_is_an_error_naming_the_policy(tmp_path: Path) -> None:
     async def run() -> list[Event]:
-        async with running_server(tmp_path) as (_, address), \
-                Call.open(address, f"id={CALL_ID}&pingInterval=0&dump=false") as call:
-            await call.send(invite())
-            answer = await call.wait_event("answer")
+        async with answered_call(tmp_path) as (call, mark, address):
             await call.send({"command": "play", "url": f"http://{address}/health"})
             await call.wait_event("trackEnd")
-            return await probe_reply(call, call.position(answer) + 1)
+            return await probe_reply(call, mark)
 
     (error,) = errors(asyncio.run(run()))
     assert error[0] == "play" and "loopback address, which play may not reach" in error[1]
@@ -583,10 +587,8 @@ def test_interrupt_and_hangup_stop_the_downloads_of_their_plays(tmp_path: Path) 
     async def run() -> tuple[int, int, int, int, int]:
         server = await asyncio.start_server(stall, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        async with running_server(tmp_path, play_allow_networks=["127.0.0.0/8"], download_timeout_secs=30.0) \
-                as (_, address), Call.open(address, f"id={CALL_ID}&pingInterval=0&dump=false") as call:
-            await call.send(invite())
-            await call.wait_event("answer")
+        async with answered_call(tmp_path, play_allow_networks=["127.0.0.0/8"], download_timeout_secs=30.0) as (
+                call, _, _):
             baseline = fds()
             for i in range(20):
                 await call.send({"command": "play", "url": f"http://127.0.0.1:{port}/slow-{i}.wav"})
@@ -685,15 +687,12 @@ def test_a_failure_inside_a_command_is_an_error_event_and_one_log_line(
         recurse(self, cmd)
 
     async def run() -> list[Event]:
-        async with running_server(tmp_path) as (_, address), \
-                Call.open(address, f"id={CALL_ID}&pingInterval=0&dump=false") as call:
-            await call.send(invite())
-            answer = await call.wait_event("answer")
+        async with answered_call(tmp_path) as (call, mark, _):
             with monkeypatch.context() as patch:
                 patch.setattr(Playback, "play", recurse)
                 await call.send({"command": "play", "url": "x.wav"})
                 await call.wait_event("error")
-            return await probe_reply(call, call.position(answer) + 1)
+            return await probe_reply(call, mark)
 
     caplog.set_level("INFO")
     events = asyncio.run(run())
