@@ -6,6 +6,12 @@ and the other streams wait behind all of it. Here each stream has a :class:`Work
 one at a time and in order, and the workers take the next call from each queue with work in turn, so
 one stream delays another by at most one call per worker.
 
+The workers together use at most ``cpu_share`` of the wall clock (a token bucket over call
+durations, with :data:`BURST_S` of slack): a decoder that holds the GIL while it works (PocketSphinx
+does) would otherwise take the one core the event loop and the media tick also need. Past that
+share, calls wait: recognition falls behind (and the calls' bounded backlogs drop their oldest
+audio) instead of every call's media.
+
 A caller that is cancelled does not take its call back: the call still runs, in its turn (its result
 is dropped), so a stream's calls happen in the order they were made (a decoder must see all of its
 audio).
@@ -15,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+BURST_S = 0.2          # work the workers may do at once beyond their share
 
 
 class _Job:
@@ -44,10 +52,16 @@ class WorkQueue:
 
 
 class FairPool:
-    def __init__(self, workers: int, name: str) -> None:
+    def __init__(self, workers: int, name: str, cpu_share: float = 1.0) -> None:
+        if not cpu_share > 0:
+            raise ValueError(f"cpu_share must be positive, got {cpu_share}")
         self._lock = threading.Condition()
         self._ready: deque[WorkQueue] = deque()    # queues with a call waiting and none running
         self._closing = False
+        self.cpu_share = cpu_share
+        self._credit = BURST_S                     # seconds of work the workers may do now
+        self._refilled = time.monotonic()
+        self.waited_s = 0.0                        # time workers held back to keep to the share
         self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)]
         for thread in self._threads:
             thread.start()
@@ -82,20 +96,36 @@ class FairPool:
     def _work(self) -> None:
         while True:
             with self._lock:
-                while not self._ready and not self._closing:
-                    self._lock.wait()
-                if not self._ready:
-                    return
+                while True:
+                    while not self._ready and not self._closing:
+                        self._lock.wait()
+                    if not self._ready:
+                        return
+                    wait = self._over_share()
+                    if wait <= 0:
+                        break
+                    self.waited_s += wait
+                    self._lock.wait(wait)          # releases the lock (and the GIL) meanwhile
                 queue = self._ready.popleft()
                 job = queue.jobs.popleft()
                 queue.busy = True
+            started = time.monotonic()
             self._run(job)
+            spent = time.monotonic() - started
             with self._lock:
+                self._credit -= spent
                 queue.busy = False
                 if queue.jobs:
                     self._ready.append(queue)      # behind the queues already waiting: in turn
                     self._lock.notify()
             del job
+
+    def _over_share(self) -> float:
+        """How long to wait before the next call keeps the workers within their share (0: go now)."""
+        now = time.monotonic()
+        self._credit = min(self._credit + (now - self._refilled) * self.cpu_share, BURST_S)
+        self._refilled = now
+        return 0.0 if self._credit >= 0 else -self._credit / self.cpu_share
 
     @staticmethod
     def _run(job: _Job) -> None:

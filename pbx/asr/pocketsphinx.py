@@ -48,7 +48,11 @@ longer needs beyond the idle pool are freed, and the freed memory handed back to
 
 Streams share the workers fairly: calls queue per stream, and the workers take the next call from
 each stream with work in turn, so a stream whose grammar decodes slowly delays another stream by at
-most one of its calls, not by its whole backlog.
+most one of its calls, not by its whole backlog. And all streams together decode at most
+``cpu_share`` (half) of the time: decoding holds the GIL, which the event loop and the media tick
+need too, so past that share recognition falls behind (each call's backlog is bounded) rather than
+every call's audio. Half a core serves about four free-dictation streams at once (RTF ~0.13) or
+many more with grammars; a busier host wants more processes.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ from pbx.memory import release_free_memory
 SAMPLE_RATE = 16000
 SLICE_SAMPLES = 320                     # 20 ms per process_raw call: bounds how long one call holds the GIL
 DEFAULT_KWS_THRESHOLD = 1e-20
+CPU_SHARE = 0.5                         # of the wall clock, for all streams: decoding holds the GIL
 LOGLEVEL = "ERROR"                      # PocketSphinx's log level is process-wide
 KNOWN_OPTIONS = ("grammar", "keywords")
 _SEARCH = "stream"                      # name of a stream's grammar or kws search on a bare decoder
@@ -294,10 +299,10 @@ class PocketsphinxAsr(AsrProvider):
     aliases = ("local",)
 
     def __init__(self, *, workers: int = 2, max_idle: int = 4,
-                 kws_threshold: float = DEFAULT_KWS_THRESHOLD) -> None:
+                 kws_threshold: float = DEFAULT_KWS_THRESHOLD, cpu_share: float = CPU_SHARE) -> None:
         if workers < 1 or max_idle < 0:
             raise ValueError("workers must be >= 1 and max_idle >= 0")
-        self.pool = FairPool(workers, "pocketsphinx")
+        self.pool = FairPool(workers, "pocketsphinx", cpu_share)
         self._setup = self.pool.queue()            # decoders made and checked out for new streams
         self._max_idle = max_idle
         self._kws_threshold = kws_threshold
@@ -366,6 +371,7 @@ class PocketsphinxAsr(AsrProvider):
     def _create(self, kind: Kind) -> Recognizer:
         try:
             decoder = pocketsphinx.Decoder(lm=None, loglevel=LOGLEVEL)
+            time.sleep(0)       # the GIL for the event loop between the two long steps (~90 and ~130 ms)
             if kind == "bare":
                 return Recognizer(decoder, kind, contextlib.nullcontext())
             with self._pool_lock:
