@@ -75,3 +75,22 @@ def test_the_workers_serve_each_queue_in_turn() -> None:
     assert results == [f"a{i}" for i in range(10)] + ["b"]
     assert order.index("b") <= 2
     assert [n for n in order if n != "b"] == [f"a{i}" for i in range(10)]     # each queue in its order
+
+
+def test_the_workers_keep_to_their_share_of_the_clock() -> None:
+    """Ten calls of 50 ms at a share of 0.25: after the 0.2 s of slack, each 50 ms of work earns
+    200 ms of clock, so they take at least (0.5 - 0.2) / 0.25 = 1.2 s, not 0.5 s."""
+    def work() -> None:
+        time.sleep(0.05)
+
+    async def run(share: float) -> float:
+        pool = FairPool(1, "test", cpu_share=share)
+        queue = pool.queue()
+        started = time.monotonic()
+        await asyncio.gather(*(pool.run(queue, work) for _ in range(10)))
+        elapsed = time.monotonic() - started
+        await pool.close()
+        return elapsed
+
+    assert asyncio.run(run(0.25)) >= 1.15
+    assert asyncio.run(run(1.0)) < 1.0
