@@ -21,6 +21,7 @@ Safety, since the bytes may come from anywhere:
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,17 @@ _SCALES: dict[str, tuple[float, float]] = {
 Float32 = npt.NDArray[np.float32]
 
 
+class DecodeCancelled(Exception):
+    """Nobody wants the audio any more (:func:`decode_audio`'s ``cancelled`` said so)."""
+
+
 def decode_audio(source: bytes | Path, rate: int, *, max_seconds: float,
-                 name: str | None = None) -> npt.NDArray[np.int16]:
+                 name: str | None = None, cancelled: Callable[[], bool] | None = None) -> npt.NDArray[np.int16]:
     """Decode ``source`` (a whole file's bytes, or its path) to mono int16 at ``rate`` Hz.
 
     ``name`` is what error messages call the source. Raises :class:`MediaError` for data FFmpeg
-    cannot read and for audio longer than ``max_seconds``.
+    cannot read and for audio longer than ``max_seconds``, and :class:`DecodeCancelled` as soon as
+    ``cancelled()`` (asked between packets: it runs on a worker thread) is true.
     """
     if rate <= 0:
         raise ValueError(f"rate must be positive, got {rate}")
@@ -75,6 +81,8 @@ def decode_audio(source: bytes | Path, rate: int, *, max_seconds: float,
         last_error: av.FFmpegError | None = None
         try:
             for packet in container.demux(stream):
+                if cancelled is not None and cancelled():
+                    raise DecodeCancelled(name)
                 try:
                     frames = stream.decode(packet)
                 except av.InvalidDataError as exc:

@@ -17,6 +17,7 @@ import asyncio
 import os
 import re
 import ssl
+import threading
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ from pbx.errors import MediaError
 from pbx.media.decode import decode_audio
 from pbx.media.http import http_get
 from pbx.media.netpolicy import AddressPolicy
+from pbx.memory import release_free_memory
 
 Pcm = npt.NDArray[np.int16]
 # (canonical source, rate, file version or None for URLs)
@@ -115,13 +117,25 @@ class MediaLoader:
                 data = await http_get(where, max_bytes=self.max_bytes, timeout_s=self.timeout_s,
                                       connect_timeout_s=self.connect_timeout_s, policy=self.policy,
                                       ssl_context=self._tls_context())  # http may redirect to https
-            audio = await asyncio.to_thread(decode_audio, data, rate, max_seconds=self.max_seconds,
-                                            name=source)
+            stop = threading.Event()
+            try:
+                audio = await asyncio.to_thread(self._decode, data, rate, source, stop)
+            except asyncio.CancelledError:
+                stop.set()          # nobody waits: the worker thread stops at its next packet
+                raise
             audio.flags.writeable = False  # shared by every caller and the cache
             self._remember(key, audio)
             return audio
         finally:
             del self._inflight[key]
+
+    def _decode(self, data: bytes | Path, rate: int, source: str, stop: threading.Event) -> Pcm:
+        """On a worker thread; what the decoder's buffers took goes back to the system afterwards
+        (glibc keeps a thread's freed heap otherwise: tens of MB after a long file)."""
+        try:
+            return decode_audio(data, rate, max_seconds=self.max_seconds, name=source, cancelled=stop.is_set)
+        finally:
+            release_free_memory()
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl_context is None:  # loading the system CA store once, not per fetch
