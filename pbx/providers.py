@@ -131,8 +131,8 @@ def _espeak(option: SynthesisOption) -> TtsProvider:
 
 
 def _pocketsphinx(option: TranscriptionOption) -> AsrProvider:
-    from pbx.asr.pocketsphinx import PocketsphinxAsr
-    return PocketsphinxAsr()
+    from pbx.asr.worker import PocketsphinxProcessAsr  # decoding in a worker process: not on our GIL
+    return PocketsphinxProcessAsr()
 
 
 def builtin_registry(default_tts: str = "espeak", default_asr: str = "pocketsphinx") -> ProviderRegistry:

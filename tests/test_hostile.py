@@ -631,19 +631,24 @@ def test_bad_grammars_start_no_process_and_big_ones_are_refused(tmp_path: Path) 
            "#JSGF V1.0;\ngrammar g;\npublic <s> = call zzqxw ;\n",
            "#JSGF V1.0;\ngrammar g;\npublic <s> = " + " | ".join(["stella"] * 501) + " ;\n"]
 
-    async def run() -> tuple[list[tuple[str, str]], set[int]]:
+    async def run() -> tuple[list[tuple[str, str]], list[set[int]]]:
         before = children()
         seen: list[tuple[str, str]] = []
+        spawned = []
         async with running_server(tmp_path) as (_, address):
             for i in range(12):
                 async with Call.open(address, f"id=g{i}&pingInterval=0&dump=false") as call:
                     await call.send(invite(asr={"provider": "pocketsphinx", "extra": {"grammar": bad[i % 3]}}))
                     answer = await call.wait_event("answer")
                     seen += errors(await probe_reply(call, call.position(answer) + 1))
-            return seen, children() - before
+                spawned.append(children() - before)
+        return seen, spawned
 
     seen, spawned = asyncio.run(run())
-    assert spawned == set()
+    # The ASR worker (and multiprocessing's resource tracker) start with the first ASR stream, once:
+    # never a process per call.
+    kinds = {frozenset(s) for s in spawned if s}
+    assert len(kinds) == 1 and len(next(iter(kinds))) <= 2
     assert seen[:3] == [
         ("asr", "pocketsphinx cannot use the grammar: syntax error at line 3: expected '|' or ')' to close the group "
                 "of line 3, found ';'"),
