@@ -380,3 +380,14 @@ def test_the_call_core_does_no_io() -> None:
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_utterance_ends_after_twenty_seconds_of_audio_whatever_vad_says(tmp_path: Path) -> None:
+    from pbx.call.speech import MAX_UTTERANCE_MS
+    bench = asr_call(tmp_path)
+    chunk = np.zeros(RATE // 10, np.int16)
+    ends = []
+    for i in range(MAX_UTTERANCE_MS // 100 * 2 + 5):       # 40.5 s of audio, no silence event
+        bench.call.asr_audio(chunk, bench.now)
+        ends += [i for job in jobs(bench) if job is EndUtterance]
+    assert ends == [MAX_UTTERANCE_MS // 100, 2 * MAX_UTTERANCE_MS // 100 + 1]

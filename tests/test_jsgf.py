@@ -95,3 +95,27 @@ def test_the_workers_keep_to_their_share_of_the_clock() -> None:
 
     assert asyncio.run(run(0.25)) >= 1.0
     assert asyncio.run(run(1.0)) < 1.0
+
+
+def test_a_queue_whose_calls_cost_more_waits_behind_the_cheap_ones() -> None:
+    """One worker. Queue "heavy" has run a 0.2 s call; then both queues have calls waiting: the cheap
+    queue's go first, although the heavy one asked first."""
+    order: list[str] = []
+
+    def work(name: str, seconds: float) -> None:
+        time.sleep(seconds)
+        order.append(name)
+
+    async def run() -> None:
+        pool = FairPool(1, "test")
+        heavy, cheap = pool.queue(), pool.queue()
+        await pool.run(heavy, work, "h0", 0.2)
+        blocker = asyncio.create_task(pool.run(cheap, work, "c0", 0.05))   # keeps the worker busy
+        await asyncio.sleep(0.01)
+        later = [asyncio.create_task(pool.run(heavy, work, "h1", 0.01)),
+                 asyncio.create_task(pool.run(cheap, work, "c1", 0.01))]
+        await asyncio.gather(blocker, *later)
+        await pool.close()
+
+    asyncio.run(run())
+    assert order == ["h0", "c0", "c1", "h1"]

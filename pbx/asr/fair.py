@@ -3,8 +3,9 @@
 A ``ThreadPoolExecutor`` serves calls first come, first served: a stream with a long backlog (a
 grammar that decodes slowly, audio arriving faster than it is recognised) keeps every worker busy
 and the other streams wait behind all of it. Here each stream has a :class:`WorkQueue`: its calls run
-one at a time and in order, and the workers take the next call from each queue with work in turn, so
-one stream delays another by at most one call per worker.
+one at a time and in order, and a free worker takes the next call of the queue that used the least
+work time lately (fair queuing by cost, not by turns): an expensive stream delays a cheap one by at
+most the call it is running.
 
 The workers together use at most ``cpu_share`` of the wall clock (a token bucket over call
 durations, with :data:`BURST_S` of slack): a decoder that holds the GIL while it works (PocketSphinx
@@ -20,6 +21,7 @@ audio).
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import deque
@@ -28,6 +30,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 BURST_S = 0.2          # work the workers may do at once beyond their share
+HALF_LIFE_S = 5.0      # how long a queue's work time counts against it in the choice of the next
 
 
 class _Job:
@@ -42,13 +45,18 @@ class _Job:
 
 
 class WorkQueue:
-    """One stream's calls."""
+    """One stream's calls, and the work time it used lately (seconds, halving every HALF_LIFE_S)."""
 
-    __slots__ = ("busy", "jobs")
+    __slots__ = ("busy", "jobs", "used", "used_at")
 
     def __init__(self) -> None:
         self.jobs: deque[_Job] = deque()
         self.busy = False
+        self.used = 0.0
+        self.used_at = 0.0
+
+    def recent(self, now: float) -> float:
+        return self.used * math.exp2(-(now - self.used_at) / HALF_LIFE_S)
 
 
 class FairPool:
@@ -106,7 +114,11 @@ class FairPool:
                         break
                     self.waited_s += wait
                     self._lock.wait(wait)          # releases the lock (and the GIL) meanwhile
-                queue = self._ready.popleft()
+                # The queue that used least work time lately goes first: a stream whose calls are
+                # expensive (a big grammar on noise) waits behind the cheap ones, not they behind it.
+                now = time.monotonic()
+                queue = min(self._ready, key=lambda q: q.recent(now))
+                self._ready.remove(queue)
                 job = queue.jobs.popleft()
                 queue.busy = True
             started = time.monotonic()
@@ -114,6 +126,9 @@ class FairPool:
             spent = time.monotonic() - started
             with self._lock:
                 self._credit -= spent
+                now = time.monotonic()
+                queue.used = queue.recent(now) + spent
+                queue.used_at = now
                 queue.busy = False
                 if queue.jobs:
                     self._ready.append(queue)      # behind the queues already waiting: in turn

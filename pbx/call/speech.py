@@ -8,7 +8,9 @@ Rules:
 - Audio reaches the provider continuously (the engine's ASR tap, ~100 ms at a time); an utterance
   ends :data:`ENDPOINT_MS` into a VAD silence unless speech resumes first, since the spec's default
   ``silencePadding`` of 100 ms would cut phrases at the pauses between words; it also ends when
-  continuous speech reaches ``maxBufferDurationSecs`` (:meth:`Recognition.segment_cap`).
+  continuous speech reaches ``maxBufferDurationSecs`` (:meth:`Recognition.segment_cap`), and after
+  :data:`MAX_UTTERANCE_MS` of audio whatever VAD says (on steady noise a recogniser's cost per second
+  grows with the utterance).
 - Jobs wait in a queue bounded by :data:`MAX_BACKLOG_MS` of audio. A provider that falls further
   behind loses the oldest audio, with one ``asr`` error event each time it starts to fall behind.
 - ``asrFinal`` carries the utterance's index (from 1, one per non-empty final) and, with
@@ -28,6 +30,7 @@ from pbx.protocol import AsrDeltaEvent, AsrFinalEvent, Event, MetricsEvent
 
 RATE = 16000
 ENDPOINT_MS = 500            # silence that ends an utterance
+MAX_UTTERANCE_MS = 20_000    # audio after which an utterance ends even without a pause
 MAX_BACKLOG_MS = 10_000      # audio waiting for the provider before the oldest is dropped
 
 
@@ -66,12 +69,16 @@ class Recognition:
         self._queued_samples = 0
         self._behind = False
         self._ending_since: float | None = None    # when the worker took the current EndUtterance
+        self._utterance_samples = 0                 # audio queued since the last EndUtterance
         self.dropped_ms = 0
 
     # -- from the media ---------------------------------------------------------------------------
     def audio(self, pcm: Pcm) -> None:
         self._push(Feed(pcm))
         self._queued_samples += len(pcm)
+        self._utterance_samples += len(pcm)
+        if self._utterance_samples > MAX_UTTERANCE_MS * RATE // 1000:
+            self._end_here()   # a recogniser's cost per second grows with the utterance (noise never pauses)
         limit = MAX_BACKLOG_MS * RATE // 1000
         if self._queued_samples <= limit:
             self._behind = False
@@ -96,13 +103,17 @@ class Recognition:
 
     def segment_cap(self) -> None:
         """maxBufferDurationSecs of continuous speech: finish this utterance, the next one goes on."""
-        self._push(_END)
+        self._end_here()
 
     def handle_timer(self, now_ms: float) -> None:
         if self.endpoint_at is not None and now_ms >= self.endpoint_at:
             self.endpoint_at = None
             self._in_utterance = False
-            self._push(_END)   # after the audio queued before it
+            self._end_here()   # after the audio queued before it
+
+    def _end_here(self) -> None:
+        self._utterance_samples = 0
+        self._push(_END)
 
     # -- the shell's worker ---------------------------------------------------------------------------
     def next_job(self, now_ms: float) -> Job | None:
