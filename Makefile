@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 APT_PACKAGES := build-essential pkg-config python3-dev python3-venv libopus-dev espeak-ng sox patchelf
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps install test test-ten lint serve wheel wheel-test bench clean
+.PHONY: deps install test test-ten lint serve wheel wheel-test bench hostile clean
 
 # System packages: skipped when already present, so repeated runs stay fast.
 deps:
@@ -62,6 +62,11 @@ wheel-test: wheel
 
 bench: install
 	$(PY) bench/kernels.py
+
+# The long hostile-client cases (issue 9) against a server process, with a bystander call:
+# RSS and descriptors before and after each case; exits non-zero if a bar fails.
+hostile: install
+	$(PY) bench/hostile.py
 
 clean:
 	rm -rf build dist wheelhouse *.egg-info core/*.c core/*.so core/*.html

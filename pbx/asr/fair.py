@@ -7,8 +7,8 @@ one at a time and in order, and a free worker takes the next call of the queue t
 work time lately (fair queuing by cost, not by turns): an expensive stream delays a cheap one by at
 most the call it is running.
 
-The workers together use at most ``cpu_share`` of the wall clock (a token bucket over call
-durations, with :data:`BURST_S` of slack): a decoder that holds the GIL while it works (PocketSphinx
+The workers together use at most ``cpu_share`` of the wall clock (a token bucket over the CPU time
+of their calls, with :data:`BURST_S` of slack): a decoder that holds the GIL while it works (PocketSphinx
 does) would otherwise take the one core the event loop and the media tick also need. Past that
 share, calls wait: recognition falls behind (and the calls' bounded backlogs drop their oldest
 audio) instead of every call's media.
@@ -121,9 +121,9 @@ class FairPool:
                 self._ready.remove(queue)
                 job = queue.jobs.popleft()
                 queue.busy = True
-            started = time.monotonic()
+            started = time.thread_time()   # this thread's CPU: waiting for a GIL held elsewhere is not work
             self._run(job)
-            spent = time.monotonic() - started
+            spent = time.thread_time() - started
             with self._lock:
                 self._credit -= spent
                 now = time.monotonic()

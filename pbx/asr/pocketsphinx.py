@@ -370,7 +370,9 @@ class PocketsphinxAsr(AsrProvider):
 
     def _create(self, kind: Kind) -> Recognizer:
         try:
-            decoder = pocketsphinx.Decoder(lm=None, loglevel=LOGLEVEL)
+            # bestpath off for grammars and keywords: its lattice search at the end of an utterance
+            # took minutes for a 500-word looping grammar on noise (and adds nothing to an FSG's result).
+            decoder = pocketsphinx.Decoder(lm=None, loglevel=LOGLEVEL, bestpath=kind == "lm")
             time.sleep(0)       # the GIL for the event loop between the two long steps (~90 and ~130 ms)
             if kind == "bare":
                 return Recognizer(decoder, kind, contextlib.nullcontext())

@@ -70,8 +70,16 @@ async def _serve_async(conn: Connection, options: dict[str, Any]) -> None:
 
     threading.Thread(target=receive, name="asr-receive", daemon=True).start()
     tasks: set[asyncio.Task[None]] = set()
+    order: dict[int, asyncio.Lock] = {}        # a stream's requests run in the order they came
 
     async def handle(request_id: int, op: str, stream_id: int, payload: Any) -> None:
+        lock = order.setdefault(stream_id, asyncio.Lock())
+        async with lock:
+            await run(request_id, op, stream_id, payload)
+        if op == "close":
+            order.pop(stream_id, None)
+
+    async def run(request_id: int, op: str, stream_id: int, payload: Any) -> None:
         try:
             value: Any = None
             if op == "open":
@@ -127,6 +135,7 @@ class _Worker:
             raise ProviderError("asr", "the pocketsphinx worker process stopped")
         request_id = next(self._ids)
         future: asyncio.Future[Any] = self._loop.create_future()
+        future.add_done_callback(_retrieve)    # its caller may have gone (cancelled): not a lost error
         self._pending[request_id] = future
         self._outbox.put((request_id, op, stream_id, payload))
         try:
@@ -230,7 +239,11 @@ class PocketsphinxProcessAsr(AsrProvider):
         parse_options(options)             # a bad option is refused here, without a trip to the worker
         worker = await self._running()
         stream_id = next(self._ids)
-        await worker.call("open", stream_id, options)
+        try:
+            await worker.call("open", stream_id, options)
+        except asyncio.CancelledError:   # the caller gave up: the stream opens anyway, so close it
+            asyncio.get_running_loop().create_task(ProcessStream(worker, stream_id).close())
+            raise
         return ProcessStream(worker, stream_id)
 
     async def _running(self) -> _Worker:
@@ -248,3 +261,8 @@ class PocketsphinxProcessAsr(AsrProvider):
         if self._worker is not None:
             await self._worker.stop()
             self._worker = None
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

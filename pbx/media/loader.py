@@ -14,6 +14,7 @@ in a worker thread so the event loop keeps serving calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import ssl
@@ -21,6 +22,7 @@ import threading
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from stat import S_ISREG
 
@@ -37,6 +39,8 @@ Pcm = npt.NDArray[np.int16]
 # (canonical source, rate, file version or None for URLs)
 CacheKey = tuple[str, int, tuple[int, int] | None]
 
+DECODE_THREADS = 2
+DECODE_NICE = 10
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
@@ -63,6 +67,8 @@ class MediaLoader:
         self.cache_bytes = cache_bytes
         self._ssl_context = ssl_context
         self.policy = AddressPolicy(allow_networks)   # public addresses, and these networks
+        # Decoding is CPU work the calls' media must not wait for: its threads run at a lower priority.
+        self._decoder = ThreadPoolExecutor(DECODE_THREADS, "decode", initializer=_lower_priority)
         self._cache: OrderedDict[CacheKey, Pcm] = OrderedDict()
         self._cached_bytes = 0
         self._inflight: dict[CacheKey, _Fetch] = {}
@@ -105,6 +111,7 @@ class MediaLoader:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._decoder.shutdown(wait=False, cancel_futures=True)
         self._cache.clear()
         self._cached_bytes = 0
 
@@ -119,7 +126,8 @@ class MediaLoader:
                                       ssl_context=self._tls_context())  # http may redirect to https
             stop = threading.Event()
             try:
-                audio = await asyncio.to_thread(self._decode, data, rate, source, stop)
+                audio = await asyncio.get_running_loop().run_in_executor(
+                    self._decoder, self._decode, data, rate, source, stop)
             except asyncio.CancelledError:
                 stop.set()          # nobody waits: the worker thread stops at its next packet
                 raise
@@ -206,3 +214,9 @@ def _retrieve(task: asyncio.Task[Pcm]) -> None:
     """Its waiters may all have gone: mark a failure as seen so asyncio does not log it as lost."""
     if not task.cancelled():
         task.exception()
+
+
+def _lower_priority() -> None:
+    """A decode thread's nice value (Linux gives each thread its own)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), DECODE_NICE)

@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 FINISH_TIMEOUT_S = 30.0        # how long a closing connection waits for its call to finish
 DEFAULT_PING_INTERVAL_S = 20.0
+ASR_OPEN_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +282,13 @@ class CallDriver:
 
     async def _start_asr(self, action: OpenAsr) -> None:
         try:
-            stream = await self.services.providers.open_asr(action.option)
+            # bounded: the next command waits for it, and a slow provider must not hold the call
+            stream = await asyncio.wait_for(self.services.providers.open_asr(action.option), ASR_OPEN_TIMEOUT_S)
+        except TimeoutError:
+            self.call.asr_failed(PbxError(f"the asr stream did not open within {ASR_OPEN_TIMEOUT_S:g} s"),
+                                 self.now_ms())
+            self.flush()
+            return
         except Exception as exc:
             if not isinstance(exc, PbxError):
                 log_failure(f"call {self.id}: opening the asr stream failed")
