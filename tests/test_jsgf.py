@@ -49,6 +49,19 @@ def test_a_bad_grammar_says_what_is_wrong(text: str, message: str) -> None:
     assert str(info.value) == message
 
 
+def test_a_sleeping_call_costs_its_queue_nothing() -> None:
+    """Waiting (for the GIL, for I/O) is not work: a queue whose calls sleep is not charged for it."""
+    async def run() -> float:
+        pool = FairPool(1, "test")
+        queue = pool.queue()
+        await pool.run(queue, time.sleep, 0.05)
+        used = queue.used
+        await pool.close()
+        return used
+
+    assert asyncio.run(run()) < 0.01
+
+
 def test_the_workers_serve_each_queue_in_turn() -> None:
     """One worker; a queue with ten slow calls, then another queue's one call: it runs second, not
     eleventh."""
@@ -77,12 +90,19 @@ def test_the_workers_serve_each_queue_in_turn() -> None:
     assert [n for n in order if n != "b"] == [f"a{i}" for i in range(10)]     # each queue in its order
 
 
+def burn(seconds: float) -> None:
+    """Work of this thread's CPU time, as a decoder call is (the pool charges CPU time, not sleeps)."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
 def test_the_workers_keep_to_their_share_of_the_clock() -> None:
-    """Ten calls of 50 ms at a share of 0.25: a call may start once the work before it, less the 0.2 s
-    of slack, is paid for at 0.25 s a second, so the last starts after (0.45 - 0.2) / 0.25 = 1 s and
-    all take about 1.05 s, not 0.5 s."""
+    """Ten calls of 50 ms of CPU at a share of 0.25: a call may start once the work before it, less the
+    0.2 s of slack, is paid for at 0.25 s a second, so the last starts after (0.45 - 0.2) / 0.25 = 1 s
+    and all take about 1.05 s, not 0.5 s."""
     def work() -> None:
-        time.sleep(0.05)
+        burn(0.05)
 
     async def run(share: float) -> float:
         pool = FairPool(1, "test", cpu_share=share)
@@ -103,7 +123,7 @@ def test_a_queue_whose_calls_cost_more_waits_behind_the_cheap_ones() -> None:
     order: list[str] = []
 
     def work(name: str, seconds: float) -> None:
-        time.sleep(seconds)
+        burn(seconds)
         order.append(name)
 
     async def run() -> None:

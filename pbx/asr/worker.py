@@ -249,8 +249,10 @@ class PocketsphinxProcessAsr(AsrProvider):
     async def _running(self) -> _Worker:
         async with self._starting:
             if self._worker is None or not self._worker.alive:
-                # In its own process the GIL is its own: all of its one core may go to decoding.
-                self._worker = _Worker({"cpu_share": 1.0, **self._options})
+                # In its own process the GIL is its own: all of its one core may go to decoding. Making
+                # a decoder there delays only that call's recognition, so one idle decoder of each
+                # kind is pooled, not four (~27 MB each).
+                self._worker = _Worker({"cpu_share": 1.0, "max_idle": 1, **self._options})
             return self._worker
 
     @property

@@ -136,6 +136,8 @@ class MediaLoader:
             return audio
         finally:
             del self._inflight[key]
+            data = b""    # the download (up to download_max_bytes) goes now; hand the heap back
+            asyncio.get_running_loop().run_in_executor(self._decoder, release_free_memory)
 
     def _decode(self, data: bytes | Path, rate: int, source: str, stop: threading.Event) -> Pcm:
         """On a worker thread; what the decoder's buffers took goes back to the system afterwards
