@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     from pbx.server.app import CallServer
     from pbx.server.listener import DESCRIPTORS_PER_CONNECTION, raise_descriptor_limit
     soft, _ = raise_descriptor_limit()
+    from pbx.memory import map_large_blocks
+    map_large_blocks()     # a call's large buffers (decoded prompts) go back to the system at hangup
     if soft < DESCRIPTORS_PER_CONNECTION * config.max_connections:
         logging.getLogger("pbx").warning(
             "the descriptor limit (%d) is below what max_connections = %d may need (%d each): past it, new "
