@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pbx.errors import ConfigError
+from pbx.sip.config import SipConfig, WebhookConfig, sip_config, webhook_config
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,8 @@ class Config:
     allowed_origins: list[str] = field(default_factory=list)   # browser Origins allowed; "*": any
     play_allow_networks: list[str] = field(default_factory=list)   # non-public networks play may fetch from
     dump_retention_days: float = 7.0            # dumps older than this are removed (0: kept)
+    sip: SipConfig = field(default_factory=SipConfig)              # [sip] (pbx.sip.config)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)  # [webhook]
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -94,6 +97,8 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "api_token": (str, "the API token (else PYPBX_API_TOKEN, else generated into data_dir/api-token)"),
     "allowed_origins": (list, "Origins a browser may connect from; \"*\" allows any"),
     "play_allow_networks": (list, "networks (CIDR) play may fetch from besides public addresses, e.g. 10.0.0.0/8"),
+    "sip": (dict, "[sip] table: addr, external_ip, rtp_ports, user_agent, trunks, accounts (pbx.sip.config)"),
+    "webhook": (dict, "[webhook] table: url, decision_timeout_secs, timeout_secs"),
 }
 PATH_KEYS = {"data_dir", "recordings_dir", "dumps_dir", "media_dir"}
 FLOAT_KEYS = {"download_timeout_secs", "play_max_seconds", "liveness_interval_secs", "invite_timeout_secs",
@@ -136,6 +141,10 @@ def _check(key: str, raw: Any) -> Any:
         return Path(value)
     if key == "ice_servers":
         return [_ice_server(i, entry) for i, entry in enumerate(value)]
+    if key == "sip":
+        return sip_config(value)
+    if key == "webhook":
+        return webhook_config(value)
     return float(value) if key in FLOAT_KEYS else value
 
 
