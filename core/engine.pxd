@@ -6,6 +6,7 @@ from pbx.core.jitter cimport JitterBuffer
 from pbx.core.pcmring cimport PcmRing
 from pbx.core.playout cimport Playout
 from pbx.core.resample cimport Resampler
+from pbx.core.includes.sock cimport sockaddr_storage, socklen_t
 from pbx.core.udp cimport RecvBatch, UdpAddr
 from pbx.core.vad cimport VadBank, WebRtcBank
 from pbx.core.wav cimport WavWriter
@@ -20,6 +21,7 @@ cdef enum:
     MAX_CATCHUP = 10             # frames one tick may process after a stall; beyond, time is skipped
     RTP_PACKET_MAX = 1500
     STREAM_MAX_OWED = 50         # frames of underrun delay a fed stream may take back (1 s)
+    RELATCH_PACKETS = 3          # valid packets in a row from a new source and SSRC that move a latched leg
 
 cdef enum Transport:
     TRANSPORT_UDP = 0            # RTP over a UDP socket the engine reads and writes itself
@@ -41,7 +43,7 @@ cdef enum EventKind:
     EV_PLAY_ENDED = 6            # a = item id, b = played ms, c = elapsed ms, d = interrupted
     EV_PLAY_DROPPED = 7          # a = item id
     EV_RTP_TIMEOUT = 8           # a = ms since the last packet
-    EV_LATCHED = 9               # the remote address was learned from the first packet
+    EV_LATCHED = 9               # the leg latched (or re-latched) to a source: Leg.remote is its address
     EV_RECORDER_ERROR = 10       # a = errno; the recorder is stopped
     EV_INBOUND_OVERFLOW = 11     # a = samples dropped from a fed stream
     EV_RTCP_BYE = 12             # the peer sent an RTCP BYE for its stream
@@ -90,15 +92,34 @@ cdef class Leg:
     cdef DtmfSender dtmf_tx
     # UDP
     cdef int fd
-    cdef UdpAddr remote
+    cdef int rtcp_fd                 # RTCP's own socket (-1: RTCP multiplexed on fd, RFC 5761)
+    cdef UdpAddr remote              # where RTP goes: the latched source, else the signalled address
     cdef bint has_remote
-    cdef bint latch                  # learn the remote address from the first packet (symmetric RTP)
+    cdef UdpAddr signalled           # the address given to add_leg / set_remote (the SDP's)
+    cdef bint has_signalled
+    cdef UdpAddr rtcp_remote         # where RTCP goes when rtcp_fd >= 0
+    cdef bint has_rtcp_remote
+    cdef bint rtcp_remote_explicit   # given by the caller: latching does not move it
+    # symmetric RTP (latch=True): rules in the module docstring
+    cdef bint latch
+    cdef bint latched
+    cdef uint32_t latched_ssrc       # SSRC of the last valid packet from the latched source
+    cdef UdpAddr cand                # re-latch candidate: address, SSRC, valid packets in a row
+    cdef uint32_t cand_ssrc
+    cdef int cand_count
+    cdef uint32_t rx_last_ssrc       # SSRC of the last packet receive_packet took
+    cdef readonly uint64_t latches
     cdef double rtp_timeout_ms
-    # RTCP (RFC 3550, multiplexed on the RTP port as RFC 5761): reports we send and receive
+    # RTCP (RFC 3550): reports we send and receive
     cdef double rtcp_interval_ms     # 0: no reports sent
     cdef double next_rtcp_ms
     cdef readonly uint64_t tx_octets
-    cdef int64_t rx_base_ext         # extended sequence number of the first packet (-1: none yet)
+    # receive statistics of the current stream (RFC 3550 A.3), restarted when the jitter buffer resyncs
+    cdef int64_t rx_base_ext         # extended sequence number of the stream's first packet (-1: none yet)
+    cdef int64_t rx_max_ext          # highest extended sequence number of the stream
+    cdef int64_t rx_received         # packets of the stream taken
+    cdef uint64_t rx_resyncs         # the jitter buffer's resync count when the stream started
+    cdef int64_t rx_expected_done, rx_lost_done   # earlier streams of the leg, summed
     cdef int64_t rx_expected_prior, rx_received_prior
     cdef uint32_t rx_lsr             # middle 32 bits of the NTP time of the last SR received
     cdef double rx_lsr_at_ms         # when it arrived (engine clock)
@@ -106,6 +127,7 @@ cdef class Leg:
     cdef readonly int rr_fraction_lost      # what the peer reports about our stream
     cdef readonly int rr_cumulative_lost
     cdef readonly uint32_t rr_jitter
+    cdef readonly uint64_t rr_count         # report blocks about our stream received
     cdef readonly double rtt_ms             # -1 until an RR/SR with LSR/DLSR came back
     cdef bint timeout_reported
     cdef double last_rx_ms
@@ -151,7 +173,12 @@ cdef class Engine:
     cdef void emit(self, int leg, int kind, int64_t t, int64_t a, int64_t b, int64_t c, int64_t d) noexcept
     cdef int out_append(self, int leg, const uint8_t* data, Py_ssize_t n) except -1
     cdef void receive_udp(self, Leg leg, double now_ms) noexcept
-    cdef void receive_packet(self, Leg leg, const uint8_t* data, Py_ssize_t n, double arrival_ms) noexcept
+    cdef void receive_foreign(self, Leg leg, const sockaddr_storage* addr, socklen_t alen, const uint8_t* data,
+                              Py_ssize_t n, double now_ms) noexcept
+    cdef void latch_to(self, Leg leg, const sockaddr_storage* addr, socklen_t alen, uint32_t ssrc,
+                       double now_ms) noexcept
+    cdef void receive_rtcp_socket(self, Leg leg, double now_ms) noexcept
+    cdef bint receive_packet(self, Leg leg, const uint8_t* data, Py_ssize_t n, double arrival_ms) noexcept
     cdef void receive_rtcp(self, Leg leg, const uint8_t* data, Py_ssize_t n, double arrival_ms) noexcept
     cdef void send_rtcp(self, Leg leg, double t_ms) noexcept
     cdef int inbound(self, Leg leg, double t_ms) except -1

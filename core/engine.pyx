@@ -26,14 +26,49 @@ the leg's epoch start for the wire.
 
 Transports:
 - UDP: the engine reads the leg's non-blocking socket (borrowed fd) with recvmmsg and writes with
-  sendto. ``latch=True`` (symmetric RTP) learns the remote address from the first packet; after
-  that, packets from any other address are counted and dropped.
+  sendto. Without ``latch``, only datagrams from ``remote`` are taken; others are counted (rx_foreign)
+  and dropped. RTCP is multiplexed on the RTP port (RFC 5761) unless the leg has ``rtcp_fd``, a second
+  borrowed socket (RTP port + 1 for peers without rtcp-mux): then RTCP is also received there (recvmmsg,
+  every tick, from the host of the RTP remote or of ``rtcp_remote`` only) and our reports are sent from
+  it to ``rtcp_remote`` (default: the RTP remote with port + 1).
 - PACKETS: RTP datagrams pushed with :meth:`Engine.push_packets` (many legs in one call) and
   outbound datagrams drained with :meth:`Engine.drain_out`: in-memory legs for tests and benchmarks,
   and WebRTC legs whose SRTP/ICE lives elsewhere.
 - STREAM: codec bytes of any size fed with :meth:`Engine.feed` (a WebSocket binary message), and
   20 ms encoded frames drained with :meth:`Engine.drain_out` (only while something plays, unless
   ``stream_silence``).
+
+Symmetric RTP (a UDP leg with ``latch=True``), latching without RTP bleed. A *valid packet* is a
+datagram that parses as RTP (not RTCP) and whose payload type is the leg's codec PT or its
+telephone-event PT; garbage, RTCP and other payload types never latch.
+- Until it latches, the leg sends to its ``remote`` if it has one (the address the SDP gave).
+  Datagrams from that address are taken as from the peer (RTCP is read, garbage is counted in rx_bad);
+  from any other address only a valid packet is looked at: the rest are dropped (rx_foreign).
+- The first valid packet, from any address, latches the leg to (its source address, its SSRC):
+  RTP and RTCP (port + 1, unless ``rtcp_remote`` was given) go there from then on, and LATCHED is
+  emitted. The packet itself is taken.
+- Latched: datagrams from the latched address are taken, whatever their SSRC (a new SSRC from the
+  same peer is a new stream: the jitter buffer resyncs). Datagrams from any other address are
+  dropped and counted (rx_foreign), with one exception: a *candidate* source that sends
+  RELATCH_PACKETS (3) valid packets in a row, from one address with one SSRC that differs from the
+  latched SSRC, re-latches the leg to itself (LATCHED again). The third packet is taken; the first two
+  were dropped (and counted in rx_foreign). "In a row" means that no other valid packet came in
+  between: a valid packet from the latched source, from another address, or from the candidate with
+  another SSRC restarts the count (so a stale stream interleaved with the live peer never takes the
+  leg over). A candidate that sends the latched SSRC never counts (re-latching needs an SSRC change).
+  Non-valid datagrams neither count nor break a run.
+- ``set_remote`` with a different address (a re-INVITE moved the peer) unlatches the leg: it sends to
+  the new address until the first valid packet latches it again, and datagrams its socket(s) already
+  hold (sent before the move) are discarded and counted in rx_foreign, so a stale packet from the old
+  source cannot latch it (the cost: at most a tick's worth of the new source's packets). With the
+  same address (hold and resume re-INVITEs repeat it) the latch stays.
+All of it is a few fields on the leg: nothing is allocated per packet, and a datagram from the
+latched source costs what it did before (one address comparison).
+
+Receive statistics (``Leg.stats``): per RFC 3550 A.3 the packets expected (highest extended sequence
+number - first + 1) and lost (expected - received, summed over the streams the leg received: a resync
+of the jitter buffer starts a new stream), interarrival jitter (A.8, kept by the jitter buffer, ms);
+from the peer's reports about our stream: fraction lost, cumulative lost, jitter and round-trip time.
 
 A fed stream that underruns (the client paused, or the server stalled) gets a frame of silence, which
 delays everything after it; the engine takes that delay back by dropping as many quiet frames
@@ -65,7 +100,11 @@ from pbx.core.rtp cimport (
     rtcp_read_sender_info, rtcp_read_report_block, rtcp_build_sr, rtcp_build_rr,
     RTCP_PT_SR, RTCP_PT_RR, RTCP_PT_BYE, RTCP_REPORT_BLOCK_SIZE, RTCP_SENDER_INFO_SIZE,
 )
-from pbx.core.udp cimport RecvBatch, UdpAddr, addr_equal, send_datagram, addr_from_python, addr_to_python
+from pbx.core.includes.sock cimport sockaddr_storage, socklen_t
+from pbx.core.udp cimport (
+    RecvBatch, UdpAddr, UDP_BATCH, addr_equal, addr_same_host, addr_port, addr_set_port, send_datagram,
+    addr_from_python, addr_to_python,
+)
 from pbx.core.vad cimport VadBank, VadEvent, WebRtcBank, VAD_SPEAKING, VAD_SILENCE, VAD_SEGMENT_CAP
 from pbx.core.wav cimport WavWriter
 from pbx.core.denoise cimport DenoiseBank
@@ -131,6 +170,17 @@ cdef class Leg:
 
     @property
     def stats(self):
+        """Counters and quality figures (a new dict each call). Inbound, from our own receive statistics
+        (module docstring): ``rx_expected``, ``rx_lost`` (RFC 3550 A.3, summed over the leg's streams;
+        duplicates can make it negative), ``rx_loss_percent`` (lost / expected, 0 when nothing was
+        expected), ``rx_jitter_ms`` (A.8). The peer's view of our stream, from the last report block
+        about it (``remote_reports`` counts them; the figures are 0 until the first): ``remote_fraction_lost``
+        (x/256 over its last interval) and ``remote_loss_percent``, ``remote_cumulative_lost``,
+        ``remote_jitter`` (timestamp units) and ``remote_jitter_ms``; ``rtt_ms`` (-1 until known)."""
+        cdef int64_t expected = self.rx_expected_done, lost = self.rx_lost_done
+        if self.rx_base_ext >= 0:
+            expected += self.rx_max_ext - self.rx_base_ext + 1
+            lost += self.rx_max_ext - self.rx_base_ext + 1 - self.rx_received
         s = {
             "rx_packets": self.rx_packets, "rx_bad": self.rx_bad, "rx_foreign": self.rx_foreign,
             "rx_other_pt": self.rx_other_pt, "tx_packets": self.tx_packets, "tx_errors": self.tx_errors,
@@ -138,7 +188,13 @@ cdef class Leg:
             "stream_skipped_frames": self.stream_skipped, "tx_octets": self.tx_octets,
             "rtcp_rx": self.rtcp_rx, "rtcp_tx": self.rtcp_tx, "rtt_ms": self.rtt_ms,
             "remote_fraction_lost": self.rr_fraction_lost, "remote_cumulative_lost": self.rr_cumulative_lost,
-            "remote_jitter": self.rr_jitter,
+            "remote_jitter": self.rr_jitter, "remote_reports": self.rr_count,
+            "remote_loss_percent": self.rr_fraction_lost * 100.0 / 256.0,
+            "remote_jitter_ms": self.rr_jitter * 1000.0 / self.codec.clock_rate,
+            "rx_expected": expected, "rx_lost": lost,
+            "rx_loss_percent": max(lost, 0) * 100.0 / expected if expected > 0 else 0.0,
+            "rx_jitter_ms": self.jb.jitter if self.jb is not None else 0.0,
+            "latched": self.latched, "latches": self.latches,
         }
         if self.jb is not None:
             s["jitter"] = self.jb.stats
@@ -146,11 +202,52 @@ cdef class Leg:
 
     @property
     def remote(self):
+        """Where RTP goes: the latched source, else the signalled address; None if neither."""
         return addr_to_python(&self.remote.sa, self.remote.len) if self.has_remote else None
+
+    @property
+    def rtcp_remote(self):
+        """Where RTCP goes from ``rtcp_fd`` (None without one, or before any address is known)."""
+        return addr_to_python(&self.rtcp_remote.sa, self.rtcp_remote.len) if self.has_rtcp_remote else None
+
+    @property
+    def latched(self):
+        return self.latched
+
+    @property
+    def rtp_timeout_ms(self):
+        return self.rtp_timeout_ms
 
     @property
     def ssrc(self):
         return self.ssrc
+
+
+cdef inline void set_rtcp_from_rtp(Leg leg) noexcept:
+    """rtcp_remote = the RTP remote with port + 1 (none while there is no remote, or for port 65535)."""
+    cdef int port = addr_port(&leg.remote.sa)
+    leg.rtcp_remote = leg.remote
+    leg.has_rtcp_remote = leg.has_remote and 0 < port < 65535
+    if leg.has_rtcp_remote:
+        addr_set_port(&leg.rtcp_remote, port + 1)
+
+
+cdef void discard_held(RecvBatch rb, Leg leg) noexcept:
+    """Drop what the leg's sockets hold now, counted in rx_foreign (set_remote moved the peer)."""
+    cdef int n, i
+    cdef int fds[2]
+    fds[0] = leg.fd
+    fds[1] = leg.rtcp_fd
+    for i in range(2):
+        if fds[i] < 0:
+            continue
+        while True:
+            n = rb.recv_c(fds[i])
+            if n <= 0:
+                break
+            leg.rx_foreign += n
+            if n < UDP_BATCH:
+                break
 
 
 cdef class Engine:
@@ -191,14 +288,23 @@ cdef class Engine:
     def add_leg(self, str transport, str codec, double now_ms, *, int rate=0, int payload_type=-1,
                 int dtmf_payload_type=-1, int ptime_ms=20, int fd=-1, remote=None, bint latch=False,
                 double jitter_min_ms=20.0, double jitter_max_ms=200.0, double rtp_timeout_ms=0.0,
-                ssrc=None, bint stream_silence=False, double rtcp_interval_ms=0.0):
+                ssrc=None, bint stream_silence=False, double rtcp_interval_ms=0.0, int rtcp_fd=-1,
+                rtcp_remote=None):
         """Create a leg and return it; ``now_ms`` is its time zero.
 
         ``transport``: "udp" (needs ``fd``, a bound non-blocking UDP socket, and ``remote`` or
         ``latch``), "packets" or "stream". ``codec``: pcmu, pcma, g722, l16, pcm, opus.
+        ``remote``: ``(host, port)`` with a numeric host. ``latch=True``: symmetric RTP, with or without
+        an initial ``remote`` (rules in the module docstring).
+        ``rtp_timeout_ms``: RTP_TIMEOUT once no packet came for this long (0: never; see
+        :meth:`set_rtp_timeout`).
         ``rtcp_interval_ms``: a UDP leg sends an RTCP SR/RR + SDES compound this often (RFC 3550
-        suggests 5000), multiplexed on the RTP port (RFC 5761); 0 sends none. Received RTCP is always
-        parsed: the peer's report about our stream, round-trip time, BYE.
+        suggests 5000); 0 sends none. Received RTCP is always parsed: the peer's report about our
+        stream, round-trip time, BYE.
+        ``rtcp_fd``: a second bound non-blocking UDP socket (usually RTP port + 1) for RTCP, received
+        and sent there; -1 multiplexes RTCP on the RTP socket (RFC 5761). ``rtcp_remote``: where RTCP
+        goes from ``rtcp_fd`` (the SDP's a=rtcp); by default the RTP remote with port + 1, following the
+        latched address.
         """
         if transport not in TRANSPORTS:
             raise ValueError(f"unknown transport {transport!r}; expected udp, packets or stream")
@@ -209,6 +315,14 @@ cdef class Engine:
             raise ValueError("a udp leg needs the file descriptor of its socket")
         if kind == TRANSPORT_UDP and remote is None and not latch:
             raise ValueError("a udp leg needs a remote address or latch=True")
+        if rtcp_fd >= 0 and kind != TRANSPORT_UDP:
+            raise ValueError(f"rtcp_fd is for udp legs, not {transport} legs")
+        if rtcp_fd >= 0 and rtcp_fd == fd:
+            raise ValueError("rtcp_fd must be a second socket, not the RTP socket's fd")
+        if rtcp_remote is not None and rtcp_fd < 0:
+            raise ValueError("rtcp_remote needs rtcp_fd (without it RTCP is multiplexed on the RTP port)")
+        if not (isfinite(rtp_timeout_ms) and rtp_timeout_ms >= 0):
+            raise ValueError(f"rtp_timeout_ms must be >= 0, got {rtp_timeout_ms}")
         if ptime_ms not in (10, 20, 30, 40, 60):
             raise ValueError(f"ptime must be 10, 20, 30, 40 or 60 ms, got {ptime_ms}")
         cdef Leg leg = Leg.__new__(Leg)
@@ -236,10 +350,19 @@ cdef class Engine:
         leg.marker_next = True
         dtmf_sender_init(&leg.dtmf_tx, 8 * 100 * leg.codec.clock_rate // 8000, 60 * leg.codec.clock_rate // 1000)
         leg.fd = fd
+        leg.rtcp_fd = rtcp_fd
         leg.latch = latch
         if remote is not None:
-            addr_from_python(remote, &leg.remote)
+            addr_from_python(remote, &leg.signalled)
+            leg.has_signalled = True
+            leg.remote = leg.signalled
             leg.has_remote = True
+        if rtcp_remote is not None:
+            addr_from_python(rtcp_remote, &leg.rtcp_remote)
+            leg.has_rtcp_remote = True
+            leg.rtcp_remote_explicit = True
+        elif rtcp_fd >= 0 and remote is not None:
+            set_rtcp_from_rtp(leg)
         leg.rtp_timeout_ms = rtp_timeout_ms
         leg.last_rx_ms = now_ms
         if rtcp_interval_ms < 0:
@@ -415,9 +538,49 @@ cdef class Engine:
             if rc == -1:
                 raise ValueError("DTMF queue full")
 
-    def set_remote(self, Leg leg, remote):
-        addr_from_python(remote, &leg.remote)
-        leg.has_remote = True
+    def set_remote(self, Leg leg, remote, *, rtcp_remote=None):
+        """The peer's signalled address changed or was confirmed (an SDP answer, a re-INVITE).
+
+        ``remote`` is ``(host, port)``; ``rtcp_remote`` the explicit RTCP address (a leg with
+        ``rtcp_fd`` only), else RTCP goes to the RTP remote's port + 1 (following the latch). A latching
+        leg given a different address unlatches, and what its sockets hold is discarded (module
+        docstring); the same address again (hold, resume) keeps its latch."""
+        cdef UdpAddr addr
+        cdef UdpAddr rtcp_addr
+        if rtcp_remote is not None and leg.rtcp_fd < 0:
+            raise ValueError("rtcp_remote needs rtcp_fd (without it RTCP is multiplexed on the RTP port)")
+        addr_from_python(remote, &addr)
+        if rtcp_remote is not None:
+            addr_from_python(rtcp_remote, &rtcp_addr)
+        moved = not (leg.has_signalled and addr_equal(&addr.sa, addr.len, &leg.signalled.sa, leg.signalled.len))
+        leg.signalled = addr
+        leg.has_signalled = True
+        if not leg.latch or moved:
+            leg.remote = addr
+            leg.has_remote = True
+        if leg.latch and moved:
+            leg.latched = False
+            leg.cand_count = 0
+            discard_held(self.recv, leg)
+        if rtcp_remote is not None:
+            leg.rtcp_remote = rtcp_addr
+            leg.has_rtcp_remote = True
+            leg.rtcp_remote_explicit = True
+        elif leg.rtcp_fd >= 0:
+            leg.rtcp_remote_explicit = False
+            set_rtcp_from_rtp(leg)
+
+    def set_rtp_timeout(self, Leg leg, double ms):
+        """Change the leg's RTP inactivity timeout (``rtp_timeout_ms``; 0 turns it off), e.g. off while
+        the call is on hold and back on after. The inactivity clock restarts at the engine's current
+        frame time, so a timeout turned back on fires only after ``ms`` more without packets, and once
+        more even if it fired before."""
+        if not (isfinite(ms) and ms >= 0):
+            raise ValueError(f"rtp_timeout_ms must be >= 0, got {ms}")
+        leg.rtp_timeout_ms = ms
+        leg.timeout_reported = False
+        if self.started and self.next_frame_ms > leg.last_rx_ms:
+            leg.last_rx_ms = self.next_frame_ms
 
     # -- Python-fed media -----------------------------------------------------------------------
     def feed(self, Leg leg, const uint8_t[::1] data):
@@ -771,46 +934,129 @@ cdef class Engine:
         return 0
 
     cdef void receive_udp(self, Leg leg, double now_ms) noexcept:
+        """Everything the leg's socket(s) hold, source-checked (module docstring: symmetric RTP)."""
         cdef RecvBatch rb = self.recv
         cdef int i, n
+        cdef socklen_t alen
         while True:
             n = rb.recv_c(leg.fd)
             if n <= 0:
+                break
+            for i in range(n):
+                alen = rb.msgs[i].msg_hdr.msg_namelen
+                if leg.has_remote and addr_equal(&rb.addrs[i], alen, &leg.remote.sa, leg.remote.len):
+                    if self.receive_packet(leg, rb.data(i), rb.length(i), now_ms) and leg.latch:
+                        if not leg.latched:
+                            self.latch_to(leg, &rb.addrs[i], alen, leg.rx_last_ssrc, now_ms)
+                        leg.latched_ssrc = leg.rx_last_ssrc
+                        leg.cand_count = 0
+                elif leg.latch:
+                    self.receive_foreign(leg, &rb.addrs[i], alen, rb.data(i), rb.length(i), now_ms)
+                else:
+                    leg.rx_foreign += 1
+            if n < UDP_BATCH:
+                break
+        if leg.rtcp_fd >= 0:
+            self.receive_rtcp_socket(leg, now_ms)
+
+    cdef void receive_foreign(self, Leg leg, const sockaddr_storage* addr, socklen_t alen, const uint8_t* data,
+                              Py_ssize_t n, double now_ms) noexcept:
+        """A datagram from another address than the remote, on a latching leg: it latches the leg if it is
+        the first valid packet, or the RELATCH_PACKETS-th in a row of a candidate; else it is dropped."""
+        cdef RtpHeader h
+        if (n >= 2 and 200 <= data[1] <= 204) or rtp_parse(data, n, &h) != 0 \
+                or (h.payload_type != leg.payload_type and h.payload_type != leg.dtmf_pt):
+            leg.rx_foreign += 1
+            return
+        if leg.latched:
+            if h.ssrc == leg.latched_ssrc:
+                leg.cand_count = 0
+                leg.rx_foreign += 1
+                return
+            if leg.cand_count > 0 and h.ssrc == leg.cand_ssrc \
+                    and addr_equal(addr, alen, &leg.cand.sa, leg.cand.len):
+                leg.cand_count += 1
+            else:
+                memcpy(&leg.cand.sa, addr, sizeof(sockaddr_storage))
+                leg.cand.len = alen
+                leg.cand_ssrc = h.ssrc
+                leg.cand_count = 1
+            if leg.cand_count < RELATCH_PACKETS:
+                leg.rx_foreign += 1
+                return
+        self.latch_to(leg, addr, alen, h.ssrc, now_ms)
+        self.receive_packet(leg, data, n, now_ms)
+
+    cdef void latch_to(self, Leg leg, const sockaddr_storage* addr, socklen_t alen, uint32_t ssrc,
+                       double now_ms) noexcept:
+        memcpy(&leg.remote.sa, addr, sizeof(sockaddr_storage))
+        leg.remote.len = alen
+        leg.has_remote = True
+        leg.latched = True
+        leg.latched_ssrc = ssrc
+        leg.cand_count = 0
+        leg.latches += 1
+        if leg.rtcp_fd >= 0 and not leg.rtcp_remote_explicit:
+            set_rtcp_from_rtp(leg)
+        self.emit(leg.slot, EV_LATCHED, <int64_t>now_ms - leg.t0_ms, 0, 0, 0, 0)
+
+    cdef void receive_rtcp_socket(self, Leg leg, double now_ms) noexcept:
+        """RTCP on the leg's own RTCP socket, from the host of the RTP remote or of rtcp_remote only
+        (a NATed peer's RTCP source port is not predictable): anything else is foreign."""
+        cdef RecvBatch rb = self.recv
+        cdef int i, n
+        cdef const uint8_t* data
+        while True:
+            n = rb.recv_c(leg.rtcp_fd)
+            if n <= 0:
                 return
             for i in range(n):
-                if leg.latch and not leg.has_remote:
-                    memcpy(&leg.remote.sa, &rb.addrs[i], sizeof(rb.addrs[i]))
-                    leg.remote.len = rb.msgs[i].msg_hdr.msg_namelen
-                    leg.has_remote = True
-                    self.emit(leg.slot, EV_LATCHED, <int64_t>now_ms - leg.t0_ms, 0, 0, 0, 0)
-                elif leg.has_remote and not addr_equal(&rb.addrs[i], rb.msgs[i].msg_hdr.msg_namelen,
-                                                       &leg.remote.sa, leg.remote.len):
+                if not ((leg.has_remote and addr_same_host(&rb.addrs[i], &leg.remote.sa))
+                        or (leg.has_rtcp_remote and addr_same_host(&rb.addrs[i], &leg.rtcp_remote.sa))):
                     leg.rx_foreign += 1
                     continue
-                self.receive_packet(leg, rb.data(i), rb.length(i), now_ms)
-            if n < 32:
+                data = rb.data(i)
+                if rb.length(i) >= 2 and 200 <= data[1] <= 204:
+                    self.receive_rtcp(leg, data, rb.length(i), now_ms)
+                else:
+                    leg.rx_bad += 1
+            if n < UDP_BATCH:
                 return
 
-    cdef void receive_packet(self, Leg leg, const uint8_t* data, Py_ssize_t n, double arrival_ms) noexcept:
+    cdef bint receive_packet(self, Leg leg, const uint8_t* data, Py_ssize_t n, double arrival_ms) noexcept:
+        """One datagram from the peer: RTCP, or RTP into the jitter buffer. Returns whether it was a
+        valid packet (RTP with the codec's or telephone-event's PT); its SSRC is left in rx_last_ssrc."""
         cdef RtpHeader h
         if n >= 2 and 200 <= data[1] <= 204:
             self.receive_rtcp(leg, data, n, arrival_ms)   # multiplexed on the RTP port (RFC 5761)
-            return
+            return False
         if rtp_parse(data, n, &h) != 0:
             leg.rx_bad += 1
-            return
+            return False
         if h.payload_type != leg.payload_type and h.payload_type != leg.dtmf_pt:
             leg.rx_other_pt += 1
-            return
+            return False
         leg.jb.put_packet(h.sequence, h.timestamp, h.ssrc, h.payload_type, h.marker,
                           data + h.payload_offset, h.payload_length, arrival_ms)
-        if leg.rx_base_ext < 0 or leg.jb.max_ext < leg.rx_base_ext:   # first packet, or a resync
-            leg.rx_base_ext = leg.jb.max_ext
-            leg.rx_expected_prior = leg.rx_received_prior = 0
-            leg.rx_packets = 0
         leg.rx_packets += 1
+        leg.rx_last_ssrc = h.ssrc
         leg.last_rx_ms = arrival_ms
         leg.timeout_reported = False
+        if not leg.jb.have_stream:         # refused before it started a stream (oversized, bad time)
+            return True
+        if leg.rx_base_ext < 0 or leg.jb.st.resyncs != leg.rx_resyncs:
+            # The first packet, or a new stream (new SSRC, sequence jump): the jitter buffer numbers
+            # sequences afresh, so the statistics restart; the old stream's figures are kept as totals.
+            if leg.rx_base_ext >= 0:
+                leg.rx_expected_done += leg.rx_max_ext - leg.rx_base_ext + 1
+                leg.rx_lost_done += leg.rx_max_ext - leg.rx_base_ext + 1 - leg.rx_received
+            leg.rx_base_ext = leg.jb.max_ext
+            leg.rx_resyncs = leg.jb.st.resyncs
+            leg.rx_expected_prior = leg.rx_received_prior = 0
+            leg.rx_received = 0
+        leg.rx_max_ext = leg.jb.max_ext
+        leg.rx_received += 1
+        return True
 
     # -- RTCP ---------------------------------------------------------------------------------------
     cdef void send_rtcp(self, Leg leg, double t_ms) noexcept:
@@ -820,22 +1066,31 @@ cdef class Engine:
         cdef Py_ssize_t size, count = 0, pos
         cdef int64_t expected, lost, expected_interval, lost_interval
         cdef uint8_t* out = leg.packet
-        cdef int i, cname_len
+        cdef int i, cname_len, fd = leg.fd
         cdef char cname[24]
-        if leg.transport != TRANSPORT_UDP or not leg.has_remote:
+        cdef const UdpAddr* to = &leg.remote
+        if leg.transport != TRANSPORT_UDP:
+            return
+        if leg.rtcp_fd >= 0:
+            if not leg.has_rtcp_remote:
+                return
+            fd = leg.rtcp_fd
+            to = &leg.rtcp_remote
+        elif not leg.has_remote:
             return
         if leg.rx_base_ext >= 0:
-            expected = leg.jb.max_ext - leg.rx_base_ext + 1
-            lost = expected - <int64_t>leg.rx_packets
+            expected = leg.rx_max_ext - leg.rx_base_ext + 1
+            lost = expected - leg.rx_received
             expected_interval = expected - leg.rx_expected_prior
-            lost_interval = expected_interval - (<int64_t>leg.rx_packets - leg.rx_received_prior)
+            lost_interval = expected_interval - (leg.rx_received - leg.rx_received_prior)
             leg.rx_expected_prior = expected
-            leg.rx_received_prior = leg.rx_packets
+            leg.rx_received_prior = leg.rx_received
             block.ssrc = leg.jb.ssrc
             block.fraction_lost = <uint8_t>((lost_interval << 8) // expected_interval) \
                 if expected_interval > 0 and lost_interval > 0 else 0
             block.cumulative_lost = <int32_t>(8388607 if lost > 8388607 else (-8388608 if lost < -8388608 else lost))
-            block.highest_sequence = <uint32_t>leg.jb.max_ext
+            # the jitter buffer's extended numbers start at seq + 0x10000: the wire's cycle count starts at 0
+            block.highest_sequence = <uint32_t>(leg.rx_max_ext - 0x10000)
             block.jitter = <uint32_t>(leg.jb.jitter * leg.codec.clock_rate / 1000.0)
             block.lsr = leg.rx_lsr
             block.dlsr = <uint32_t>((t_ms - leg.rx_lsr_at_ms) * 65.536) if leg.rx_lsr else 0
@@ -875,7 +1130,7 @@ cdef class Engine:
         out[pos + 2] = ((i // 4 - 1) >> 8) & 0xFF
         out[pos + 3] = (i // 4 - 1) & 0xFF
         size += i
-        if send_datagram(leg.fd, out, size, &leg.remote) < 0:
+        if send_datagram(fd, out, size, to) < 0:
             leg.tx_errors += 1
         else:
             leg.rtcp_tx += 1
@@ -913,6 +1168,7 @@ cdef class Engine:
                     leg.rr_fraction_lost = block.fraction_lost
                     leg.rr_cumulative_lost = block.cumulative_lost
                     leg.rr_jitter = block.jitter
+                    leg.rr_count += 1
                     if block.lsr:
                         arrival_mid = <uint32_t>((ntp_time(arrival_ms + self.epoch_offset_ms) >> 16) & 0xFFFFFFFF)
                         rtt_units = arrival_mid - block.lsr - block.dlsr

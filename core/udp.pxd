@@ -27,6 +27,9 @@ cdef class RecvBatch:
         return self.msgs[i].msg_len
 
 cdef int addr_equal(const sockaddr_storage* a, socklen_t alen, const sockaddr_storage* b, socklen_t blen) noexcept nogil
+cdef int addr_same_host(const sockaddr_storage* a, const sockaddr_storage* b) noexcept nogil
+cdef int addr_port(const sockaddr_storage* a) noexcept nogil
+cdef void addr_set_port(UdpAddr* a, int port) noexcept nogil
 cdef int send_datagram(int fd, const uint8_t* data, Py_ssize_t n, const UdpAddr* to) noexcept nogil
 cdef int addr_from_python(object host_port, UdpAddr* out) except -1
 cdef object addr_to_python(const sockaddr_storage* sa, socklen_t alen)

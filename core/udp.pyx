@@ -98,6 +98,33 @@ cdef int addr_equal(const sockaddr_storage* a, socklen_t alen, const sockaddr_st
     return alen == blen and memcmp(a, b, alen) == 0
 
 
+cdef int addr_same_host(const sockaddr_storage* a, const sockaddr_storage* b) noexcept nogil:
+    """1 if both are IPv4 or both IPv6 with the same IP address, whatever their ports."""
+    if a.ss_family != b.ss_family:
+        return 0
+    if a.ss_family == AF_INET:
+        return (<const sockaddr_in*>a).sin_addr.s_addr == (<const sockaddr_in*>b).sin_addr.s_addr
+    if a.ss_family == AF_INET6:
+        return memcmp(&(<const sockaddr_in6*>a).sin6_addr, &(<const sockaddr_in6*>b).sin6_addr, 16) == 0
+    return 0
+
+
+cdef int addr_port(const sockaddr_storage* a) noexcept nogil:
+    """The port in host order, or -1 for a family other than IPv4/IPv6."""
+    if a.ss_family == AF_INET:
+        return ntohs((<const sockaddr_in*>a).sin_port)
+    if a.ss_family == AF_INET6:
+        return ntohs((<const sockaddr_in6*>a).sin6_port)
+    return -1
+
+
+cdef void addr_set_port(UdpAddr* a, int port) noexcept nogil:
+    if a.sa.ss_family == AF_INET:
+        (<sockaddr_in*>&a.sa).sin_port = htons(<unsigned short>port)
+    elif a.sa.ss_family == AF_INET6:
+        (<sockaddr_in6*>&a.sa).sin6_port = htons(<unsigned short>port)
+
+
 cdef int send_datagram(int fd, const uint8_t* data, Py_ssize_t n, const UdpAddr* to) noexcept nogil:
     """One datagram; returns 0, or -errno (EAGAIN counts as a drop, not an error, for real-time media)."""
     if sendto(fd, data, n, MSG_DONTWAIT, <const sockaddr*>&to.sa, to.len) < 0:
