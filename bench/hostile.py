@@ -187,7 +187,8 @@ class Server:
         settings = {"http_addr": f"127.0.0.1:{self.port}", "data_dir": str(data_dir), "log_level": "warning",
                     **config}
         self.config_path = data_dir / "config.toml"
-        self.config_path.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in settings.items()))
+        self.config_path.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in settings.items())
+                                    + '[sip]\naddr = "127.0.0.1:0"\n')
         self.log_path = data_dir / "server.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.killed_descendants: list[int] = []

@@ -170,7 +170,8 @@ class ServerProcess:
         self.log_path = self.data_dir / "server.log"
         if kind == "pbx":
             config = self.data_dir / "config.toml"
-            config.write_text(f'data_dir = "{self.data_dir}"\nlog_level = "{log_level}"\n')
+            config.write_text(f'data_dir = "{self.data_dir}"\nlog_level = "{log_level}"\n'
+                              '[sip]\naddr = "127.0.0.1:0"\n')
             argv = [sys.executable, "-m", "pbx", "serve", "--config", str(config),
                     "--http-addr", f"127.0.0.1:{self.port}"]
         elif kind == "floor":

@@ -47,6 +47,7 @@ from pbx.protocol import (
 )
 from pbx.server.app import CallServer
 from support.audio import espeak_speech, tone
+from tests.support.calls import LOOPBACK_SIP
 
 ROOT = Path(__file__).resolve().parent.parent
 STELLA = "call stella and ask her to bring these things"
@@ -56,7 +57,7 @@ GRAMMAR = f"#JSGF V1.0;\ngrammar g;\npublic <s> = {STELLA} | {HANG_UP} ;\n"
 
 @contextlib.asynccontextmanager
 async def call_server(tmp_path: Path) -> AsyncIterator[str]:
-    server = CallServer(Config(data_dir=tmp_path))
+    server = CallServer(Config(data_dir=tmp_path, sip=LOOPBACK_SIP))
     host, port = await server.start(host="127.0.0.1", port=0)
     try:
         yield f"ws://{host}:{port}"

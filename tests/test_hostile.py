@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.calls import Call, Event, RawWebSocket, http, probe, running_server
+from tests.support.calls import LOOPBACK_SIP, Call, Event, RawWebSocket, http, probe, running_server
 
 CALL_ID = "hostile"
 
@@ -235,7 +235,8 @@ def test_out_of_descriptors_the_server_sheds_connections_quietly_and_recovers(tm
     connections past the limit are closed at once, the log gets a warning (not a traceback per
     accept), the server does not spin, and once they are gone a call works."""
     config = tmp_path / "pypbx.toml"
-    config.write_text(f'http_addr = "127.0.0.1:0"\ndata_dir = "{tmp_path}"\nlog_level = "info"\n')
+    config.write_text(f'http_addr = "127.0.0.1:0"\ndata_dir = "{tmp_path}"\nlog_level = "info"\n'
+                      '[sip]\naddr = "127.0.0.1:0"\n')
     log_path = tmp_path / "server.log"
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen([sys.executable, "-c", SERVER_LIMITS, str(config)], stdout=log_file,
@@ -326,7 +327,7 @@ def test_off_loopback_every_endpoint_needs_the_token(tmp_path: Path, monkeypatch
     caplog.set_level("DEBUG")
 
     async def run() -> dict[str, Any]:
-        server = CallServer(Config(data_dir=tmp_path))
+        server = CallServer(Config(data_dir=tmp_path, sip=LOOPBACK_SIP))
         _, port = await server.start(host="0.0.0.0", port=0)
         address = f"127.0.0.1:{port}"
         token = (tmp_path / "api-token").read_text().strip()

@@ -94,10 +94,12 @@ from pbx.protocol import (
     HangupCommand,
     HangupEvent,
     HangupReason,
+    IncomingEvent,
     Initiator,
     InterruptCommand,
     InviteCommand,
     MuteCommand,
+    OtherEvent,
     PingEvent,
     PlayCommand,
     RecorderOption,
@@ -284,6 +286,20 @@ class Call:
         self._end(reason, initiator, close=close)
 
     # == inputs: the transport =========================================================================
+    def incoming(self, caller: str, callee: str, sdp: str, now_ms: float) -> None:
+        """An inbound call waits for this connection's decision (``ringing``, ``accept``, ``reject``)."""
+        self._now = now_ms
+        if dropped(self.state):
+            return
+        self.emit(IncomingEvent(track_id=self.id, timestamp=self.epoch_ms(), caller=caller, callee=callee, sdp=sdp))
+
+    def notice(self, sender: str, extra: dict[str, Any], now_ms: float) -> None:
+        """Something the far end did that the call goes on through (a hold, a REFER, an INFO): ``other``."""
+        self._now = now_ms
+        if dropped(self.state):
+            return
+        self.emit(OtherEvent(track_id=self.id, timestamp=self.epoch_ms(), sender=sender, extra=extra))
+
     def remote_ringing(self, early_media: bool, leg: LegMedia | None, now_ms: float) -> None:
         """The far end rings (180), or sends early media (183 with SDP: ``leg`` carries it)."""
         self._now = now_ms

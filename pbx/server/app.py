@@ -4,8 +4,9 @@
 provider registry, the media loader and the live calls. Each WebSocket connection becomes one call:
 a :class:`~pbx.server.control.ControlSocket`, a :class:`~pbx.call.core.Call`, the transport of its
 path and the :class:`~pbx.server.driver.CallDriver` that runs them. Paths: ``/call`` (audio over the
-WebSocket), ``/call/sip`` and ``/call/webrtc`` (their transports come with later work: commands that
-need them get an ``error`` event). REST: see :mod:`pbx.server.rest`.
+WebSocket), ``/call/sip`` (SIP/RTP through :class:`~pbx.server.sipcalls.SipCalls`, the server's SIP port)
+and ``/call/webrtc`` (its transport comes with later work: commands that need it get an ``error``
+event). REST: see :mod:`pbx.server.rest`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from pbx.server.dump import CallDump, prune_dumps
 from pbx.server.listener import listeners
 from pbx.server.media import MediaRunner
 from pbx.server.rest import WEBSOCKET_PATHS, JsonErrorConnection, make_router
+from pbx.server.sipcalls import SipCalls
+from pbx.server.siptransport import SIP_PROFILE, SipTransport
 from pbx.server.transports import WEBSOCKET_PROFILE, NotBuilt, Transport, WebSocketAudio, not_built_profile
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ class CallServer:
         self.services = CallServices(self.media, self.providers, self.loader, config.directory("recordings"),
                                      self.unregister)
         self.sessions: dict[str, CallDriver] = {}
+        self.sip = SipCalls(config.sip, config.webhook)
         self._servers: list[Server] = []
         self.policy = AccessPolicy(None)
         self._janitor: asyncio.Task[None] | None = None
@@ -71,6 +75,12 @@ class CallServer:
         sockets = listeners(listen_host, cfg_port if port is None else port)
         self.policy = self._access_policy(listen_host)
         self.media.start()
+        try:
+            await self.sip.start()
+        except OSError as exc:
+            self.media.stop()
+            raise OSError(exc.errno, f"cannot open the SIP port {self.config.sip.addr} ([sip] addr): "
+                                     f"{exc.strerror or exc}") from exc
         if self.config.dump_retention_days > 0:
             self._janitor = asyncio.get_running_loop().create_task(self._prune_dumps())
         for sock in sockets:
@@ -91,6 +101,7 @@ class CallServer:
             server.close()
             await server.wait_closed()
         self._servers.clear()
+        await self.sip.stop()
         if self._janitor is not None:
             self._janitor.cancel()
             self._janitor = None
@@ -144,7 +155,7 @@ class CallServer:
         dumping = query.get("dump", "true").lower() not in ("false", "0", "no")
         dump = CallDump(self.config.directory("dumps"), call_id, self.config.dump_max_bytes) if dumping else None
         control = ControlSocket(ws, dump)
-        profile, transport = self._transport(call_type, control)
+        profile, transport = self._transport(call_type, control, query.get("id"))
         settings = settings_from_query(query, call_id, self.media.epoch_offset_ms,
                                        liveness_interval_s=self.config.liveness_interval_secs,
                                        invite_timeout_s=self.config.invite_timeout_secs)
@@ -156,10 +167,12 @@ class CallServer:
         finally:
             self.unregister(driver)
 
-    def _transport(self, call_type: str, control: ControlSocket
+    def _transport(self, call_type: str, control: ControlSocket, dialog_id: str | None
                    ) -> tuple[TransportProfile, Callable[[CallDriver], Transport]]:
         if call_type == "websocket":
             return WEBSOCKET_PROFILE, lambda driver: WebSocketAudio(driver, self.media, control)
+        if call_type == "sip":
+            return SIP_PROFILE, lambda driver: SipTransport(driver, self.sip, self.media, dialog_id)
         return not_built_profile(call_type), lambda driver: NotBuilt(driver, call_type)
 
     def unregister(self, driver: CallDriver) -> None:

@@ -144,6 +144,7 @@ class CallDriver:
     async def run(self) -> None:
         """Read the client's messages until it leaves; return when the call has ended."""
         self.control.start()
+        self.transport.start()
         self.flush()                   # arms the first ping
         try:
             await self.control.read(self.transport.on_audio, self._on_text)

@@ -8,7 +8,7 @@ Its :class:`~pbx.call.transport.TransportProfile` tells the core which commands 
 
 - :class:`WebSocketAudio` (``/call``): the client is the far end. ``invite`` and ``accept`` answer at
   once with a stream leg; binary messages are fed to the engine, and its 20 ms frames go back.
-- :class:`NotBuilt` (``/call/sip``, ``/call/webrtc`` until their transports exist): the control socket
+- :class:`NotBuilt` (``/call/webrtc`` until its transport exists): the control socket
   works, the media commands meet the state table, and whatever needs signalling is refused by name.
 """
 
@@ -49,6 +49,7 @@ class AudioOut(Protocol):
 class Transport(Protocol):
     profile: TransportProfile
 
+    def start(self) -> None: ...     # the control socket is up (an inbound SIP call says what calls)
     def carry_out(self, action: SignallingAction) -> None: ...
     def on_audio(self, data: bytes) -> None: ...
 
@@ -81,6 +82,9 @@ class WebSocketAudio:
         self.media = media
         self.out = out
         self.leg: EngineLeg | None = None
+
+    def start(self) -> None:
+        """Nothing to announce: the client is the far end."""
 
     def carry_out(self, action: SignallingAction) -> None:
         if isinstance(action, Connect | Answer):
@@ -123,6 +127,9 @@ class NotBuilt:
         self.host = host
         self.call_type = call_type
         self.profile = not_built_profile(call_type)
+
+    def start(self) -> None:
+        """Nothing to announce."""
 
     def carry_out(self, action: SignallingAction) -> None:
         if not isinstance(action, Disconnect):

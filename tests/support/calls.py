@@ -31,16 +31,19 @@ from websockets.exceptions import ConnectionClosed
 
 from pbx.config import Config
 from pbx.server.app import CallServer
+from pbx.sip.config import SipConfig
 
 RATE = 16000
 FRAME = 320                 # samples in 20 ms at 16 kHz
 FRAME_BYTES = 2 * FRAME     # one 20 ms frame of the "pcm" codec
 Event = dict[str, Any]
+LOOPBACK_SIP = SipConfig(addr="127.0.0.1:0")      # a free SIP port on loopback for each test server
 
 
 @asynccontextmanager
 async def running_server(tmp_path: Path, **config: Any) -> AsyncIterator[tuple[CallServer, str]]:
     """A server with its data under ``tmp_path``; yields it and its ``host:port``."""
+    config.setdefault("sip", LOOPBACK_SIP)
     server = CallServer(Config(data_dir=tmp_path, **config))
     host, port = await server.start(host="127.0.0.1", port=0)
     try:

@@ -1,0 +1,255 @@
+"""The server's SIP side: one user agent on the SIP port, the RTP ports, and the calls waiting for a decision.
+
+:class:`SipCalls` routes the user agent's events to the :class:`~pbx.server.siptransport.SipTransport`
+of each call. An INVITE from outside is held pending under its ``dialogId`` while the operator's
+webhook (``[webhook] url``) is told; the application answers it by connecting to
+``/call/sip?id=<dialogId>`` (:meth:`SipCalls.claim`) and sending ``ringing``, ``accept`` or ``reject``.
+Whatever happens first of these ends a pending INVITE:
+
+- no webhook configured: 480 Temporarily Unavailable at once;
+- the webhook POST fails or answers outside 2xx: 503 Service Unavailable;
+- no decision (``ringing``, ``accept``, ``reject``) within ``decision_timeout_secs``: 408 Request Timeout;
+- the caller gives up (CANCEL): the pending call goes, and a connected application gets ``hangup``.
+
+Outbound calls (:meth:`SipCalls.place`) go through the first ``[[sip.trunks]]`` entry whose ``match``
+takes the callee (its proxy, credentials, number template and headers), else straight to the callee's URI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pbx.errors import ProtocolError
+from pbx.media.rtp_ports import RtpPortPool
+from pbx.protocol import CallOption
+from pbx.server.sipnet import SipNetwork
+from pbx.server.webhook import WebhookError, post_json
+from pbx.sip.config import SipConfig, WebhookConfig
+from pbx.sip.digest import Credentials
+from pbx.sip.headers import SipUri
+from pbx.sip.ua import Ended, Failed, Incoming, Session, SessionState, UaEvent, UserAgent
+
+if TYPE_CHECKING:
+    from pbx.server.siptransport import SipTransport
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+WEBHOOK_HEADERS = ("From", "To", "Call-ID", "Contact", "User-Agent", "P-Asserted-Identity", "Remote-Party-ID",
+                   "Diversion", "Subject")
+
+
+@dataclass(eq=False, slots=True)
+class Pending:
+    """An inbound INVITE waiting for its application."""
+
+    session: Session
+    created_at: str
+    deadline: asyncio.TimerHandle | None = None
+    webhook: asyncio.Task[None] | None = None
+    transport: SipTransport | None = None
+    decided: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def advertised(config: SipConfig, bound_host: str) -> str:
+    """The address peers are told (SDP c=, Contact, Via): ``external_ip``, else the bound address, else
+    (bound to every interface) the address the host routes from."""
+    if config.external_ip:
+        return config.external_ip
+    if not ipaddress.ip_address(bound_host).is_unspecified:
+        return bound_host
+    return socket.gethostbyname(socket.gethostname())
+
+
+def resolve(uri: SipUri) -> Address:
+    """Where a SIP URI's requests go: its host and port (5060 by default). Numeric hosts only are
+    looked up without DNS; a name is resolved with the system resolver (no SRV: RFC 3263 is not built)."""
+    host = uri.host.strip("[]")
+    port = uri.port or 5060
+    try:
+        ipaddress.ip_address(host)
+        return host, port
+    except ValueError:
+        return socket.gethostbyname(host), port
+
+
+class SipCalls:
+    def __init__(self, config: SipConfig, webhook: WebhookConfig, *, enable_ipv6: bool = False) -> None:
+        self.config = config
+        self.webhook = webhook
+        self.enable_ipv6 = enable_ipv6
+        self.ua: UserAgent | None = None
+        self.network: SipNetwork | None = None
+        self.ports = RtpPortPool(config.rtp_ports[0], config.rtp_ports[1], "0.0.0.0")
+        self.advertised_host = "127.0.0.1"
+        self.address: Address | None = None
+        self.pending: dict[str, Pending] = {}
+        self._bound: dict[str, SipTransport] = {}       # by session id
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    async def start(self) -> Address:
+        host, port = self.config.host_port
+        ua = UserAgent(host, port, user_agent=self.config.user_agent)
+        network = SipNetwork(ua, self._on_event)
+        bound = await network.start(host, port)
+        self.advertised_host = advertised(self.config, bound[0])
+        ua.host, ua.port = self.advertised_host, bound[1]
+        self.ports = RtpPortPool(self.config.rtp_ports[0], self.config.rtp_ports[1],
+                                 "::" if ":" in bound[0] else bound[0], ipv6=":" in bound[0])
+        self.ua, self.network, self.address = ua, network, bound
+        return bound
+
+    async def stop(self) -> None:
+        for pending in list(self.pending.values()):
+            self._refuse(pending, 503, "Service Unavailable")
+        if self.network is not None:
+            self.flush()
+            await self.network.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        self.network = None
+
+    @property
+    def agent(self) -> UserAgent:
+        if self.ua is None:
+            raise ProtocolError("the SIP port is not running on this server ([sip] is not configured)")
+        return self.ua
+
+    def flush(self) -> None:
+        if self.network is not None:
+            self.network.flush()
+
+    # -- calls and their transports ---------------------------------------------------------------------------
+    def bind(self, session: Session, transport: SipTransport) -> None:
+        self._bound[session.id] = transport
+
+    def unbind(self, session: Session) -> None:
+        self._bound.pop(session.id, None)
+        pending = self.pending.pop(session.id, None)
+        if pending is not None:
+            self._settle(pending)
+
+    def claim(self, dialog_id: str, transport: SipTransport) -> Session | None:
+        """The application connected for ``dialog_id``: its pending INVITE, or None (no such call, or one
+        already claimed, or the caller gave up)."""
+        pending = self.pending.get(dialog_id)
+        if pending is None or pending.transport is not None:
+            return None
+        pending.transport = transport
+        self.bind(pending.session, transport)
+        return pending.session
+
+    def decided(self, session: Session) -> None:
+        """``ringing``, ``accept`` or ``reject`` came: the decision timeout no longer applies."""
+        pending = self.pending.pop(session.id, None)
+        if pending is not None:
+            self._settle(pending)
+
+    def place(self, transport: SipTransport, option: CallOption, sdp: bytes) -> Session:
+        """INVITE ``option.callee`` with our ``sdp`` offer, through the trunk that takes the callee."""
+        ua = self.agent
+        callee = option.callee or ""
+        trunk = self.config.trunk_for(callee)
+        target = trunk.uri_for(callee) if trunk is not None else callee
+        if not target.startswith(("sip:", "sips:")):
+            raise ProtocolError(f"invite.option.callee: {callee!r} is not a sip: URI and no [[sip.trunks]] "
+                                "entry takes it")
+        uri = SipUri.parse(target)
+        next_hop = resolve(SipUri.parse(trunk.proxy)) if trunk is not None else resolve(uri)
+        caller = option.caller or f"sip:pypbx@{self.advertised_host}"
+        if not caller.startswith(("sip:", "sips:")):
+            caller = f"sip:{caller}@{self.advertised_host}"
+        sip = option.sip
+        username = (sip.username if sip is not None and sip.username else None) or (trunk.username if trunk else "")
+        password = (sip.password if sip is not None and sip.password else None) or (trunk.password if trunk else "")
+        realm = (sip.realm if sip is not None and sip.realm else None) or (trunk.realm if trunk else "")
+        credentials = Credentials(username, password, realm or None) if username else None
+        headers = dict(trunk.headers) if trunk is not None else {}
+        if sip is not None and sip.headers:
+            headers.update(sip.headers)
+        session = ua.invite(target, caller, target, sdp, next_hop, self.now(), credentials=credentials,
+                            headers=headers)
+        self.bind(session, transport)
+        return session
+
+    # -- the user agent's events ----------------------------------------------------------------------------------
+    def _on_event(self, event: UaEvent) -> None:
+        if isinstance(event, Incoming):
+            self._incoming(event)
+            return
+        transport = self._bound.get(event.session.id)
+        if isinstance(event, Ended | Failed):
+            self._bound.pop(event.session.id, None)
+            pending = self.pending.pop(event.session.id, None)
+            if pending is not None:
+                self._settle(pending)
+        if transport is not None:
+            transport.on_ua_event(event)
+
+    def _incoming(self, event: Incoming) -> None:
+        session = event.session
+        created = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        pending = Pending(session, created)
+        if not self.webhook.url:
+            self.agent.reject(session, 480, "Temporarily Unavailable", self.now())
+            log.info("sip: refused a call from %s: no [webhook] url to ask", session.invite.from_.uri)
+            return
+        self.pending[session.id] = pending
+        loop = asyncio.get_running_loop()
+        pending.deadline = loop.call_later(self.webhook.decision_timeout_secs, self._no_decision, pending)
+        pending.webhook = self._spawn(self._notify(pending))
+
+    async def _notify(self, pending: Pending) -> None:
+        request = pending.session.invite
+        headers = {name: value for name in WEBHOOK_HEADERS if (value := request.headers.get(name)) is not None}
+        payload = {"dialogId": pending.session.id, "createdAt": pending.created_at, "caller": str(request.from_.uri),
+                   "callee": str(request.to.uri), "event": "invite", "headers": headers,
+                   "offer": request.body.decode("utf-8", "replace")}
+        try:
+            await post_json(self.webhook.url, payload, self.webhook.timeout_secs)
+        except WebhookError as exc:
+            log.warning("sip: call %s refused: %s", pending.session.id, exc)
+            if self.pending.get(pending.session.id) is pending and pending.transport is None:
+                self.pending.pop(pending.session.id)
+                self._refuse(pending, 503, "Service Unavailable")
+
+    def _no_decision(self, pending: Pending) -> None:
+        pending.deadline = None
+        if self.pending.get(pending.session.id) is not pending:
+            return
+        del self.pending[pending.session.id]
+        transport = pending.transport
+        self._refuse(pending, 408, "Request Timeout")
+        if transport is not None:
+            transport.no_decision(self.webhook.decision_timeout_secs)
+
+    def _refuse(self, pending: Pending, status: int, reason: str) -> None:
+        self._settle(pending)
+        self._bound.pop(pending.session.id, None)
+        if pending.session.state in (SessionState.CALLING, SessionState.EARLY) and self.ua is not None:
+            self.ua.reject(pending.session, status, reason, self.now())
+            self.flush()
+
+    def _settle(self, pending: Pending) -> None:
+        if pending.deadline is not None:
+            pending.deadline.cancel()
+            pending.deadline = None
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task

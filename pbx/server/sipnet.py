@@ -1,0 +1,213 @@
+"""The SIP port on the event loop: UDP and TCP sockets around the sans-I/O :class:`~pbx.sip.ua.UserAgent`.
+
+It only moves bytes: a datagram (or a message framed off a TCP stream) is parsed and handed to the
+user agent with the time; afterwards :meth:`SipNetwork.flush` sends what the agent queued, passes
+its events on, and re-arms one ``loop.call_at`` timer at :meth:`UserAgent.get_timer`.
+
+Bad input never reaches a call: a datagram that does not parse as SIP is answered with the status
+its error names (400, 413, 505, 513, ...) when it is a request whose Via can be read, and dropped
+otherwise; a TCP stream that cannot be framed is answered and closed. Either way the other calls go
+on. A message to an address with an open TCP connection goes over it, else over UDP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+from pbx.sip.errors import SipParseError
+from pbx.sip.message import Headers, Limits, Request, Response, parse_message
+from pbx.sip.stream import StreamParser
+from pbx.sip.ua import UaEvent, UserAgent
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+MAX_TCP_CONNECTIONS = 1024
+
+
+def error_response(data: bytes, error: SipParseError) -> bytes | None:
+    """The response to a request that failed to parse, built from whatever headers can be read;
+    None when it is not a request or has no Via to answer to (RFC 3261 §18.2.1: then it is dropped)."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    lines = head.split(b"\r\n")
+    if not lines or b"SIP/2.0" not in lines[0] or lines[0].startswith(b"SIP/2.0"):
+        return None
+    wanted = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
+              "call-id": "Call-ID", "i": "Call-ID", "cseq": "CSeq"}
+    headers = Headers()
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        key = name.strip().decode("latin-1").lower()
+        if sep and key in wanted:
+            headers.add(wanted[key], value.strip().decode("latin-1"))
+    if "Via" not in headers:
+        return None
+    reason = error.reason.replace("\r", " ").replace("\n", " ")
+    headers.add("Warning", f'399 pypbx "{str(error)[:200]}"'.replace("\r", " ").replace("\n", " "))
+    return Response(error.status, reason, headers).serialize()
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, network: SipNetwork) -> None:
+        self.network = network
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.network.datagram(data, (addr[0], addr[1]), None)
+
+    def error_received(self, exc: Exception) -> None:   # ICMP unreachable for an earlier send: nothing to do
+        log.debug("sip udp: %s", exc)
+
+
+class SipNetwork:
+    def __init__(self, ua: UserAgent, on_event: Callable[[UaEvent], None],
+                 limits: Limits | None = None) -> None:
+        self.ua = ua
+        self.on_event = on_event
+        self.limits = limits or Limits()
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp: asyncio.Server | None = None
+        self._streams: dict[Address, asyncio.StreamWriter] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.bad_messages = 0
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    async def start(self, host: str, port: int) -> Address:
+        """Bind UDP and TCP on ``host:port`` (0: a free port, the same for both); returns the address."""
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        for _ in range(20):
+            udp = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                udp.bind((host, port))
+                bound = udp.getsockname()[1]
+                tcp = socket.socket(family, socket.SOCK_STREAM)
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    tcp.bind((host, bound))
+                except OSError:
+                    tcp.close()
+                    udp.close()
+                    if port:
+                        raise
+                    continue            # port 0: the TCP side of that port was taken; pick again
+            except OSError:
+                udp.close()
+                raise
+            break
+        else:
+            raise OSError(f"no port free for both UDP and TCP on {host}")
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp)
+        self._udp = transport
+        tcp.listen(128)
+        self._tcp = await asyncio.start_server(self._serve_stream, sock=tcp)
+        return host, bound
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._udp is not None:
+            self._udp.close()
+        if self._tcp is not None:
+            self._tcp.close()
+        for writer in list(self._streams.values()):
+            writer.transport.abort()
+        self._streams.clear()
+
+    # -- input ---------------------------------------------------------------------------------------------
+    def datagram(self, data: bytes, addr: Address, stream: asyncio.StreamWriter | None) -> None:
+        if not data.strip(b"\r\n"):
+            return                          # a keep-alive (RFC 5626 CRLF ping)
+        try:
+            message = parse_message(data, self.limits)
+        except SipParseError as exc:
+            self._refuse(data, exc, addr, stream)
+            return
+        self.deliver(message, addr)
+
+    def deliver(self, message: Request | Response, addr: Address) -> None:
+        try:
+            self.ua.receive(message, addr, self.now())
+        except SipParseError as exc:      # a header the agent needed did not parse
+            self.bad_messages += 1
+            log.info("sip: dropped a message from %s:%d: %s", addr[0], addr[1], exc)
+        self.flush()
+
+    def _refuse(self, data: bytes, error: SipParseError, addr: Address, stream: asyncio.StreamWriter | None) -> None:
+        self.bad_messages += 1
+        log.info("sip: bad message from %s:%d: %s", addr[0], addr[1], error)
+        response = error_response(data, error)
+        if response is None:
+            return
+        if stream is not None:
+            stream.write(response)
+        elif self._udp is not None:
+            self._udp.sendto(response, addr)
+
+    async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        addr: Address = (peer[0], peer[1])
+        if len(self._streams) >= MAX_TCP_CONNECTIONS:
+            writer.transport.abort()
+            return
+        self._streams[addr] = writer
+        parser = StreamParser(self.limits)
+        try:
+            while data := await reader.read(65536):
+                try:
+                    messages = parser.feed(data)
+                except SipParseError as exc:
+                    self._refuse(data, exc, addr, writer)
+                    break
+                for message in messages:
+                    self.deliver(message, addr)
+        except OSError:
+            pass
+        finally:
+            if self._streams.get(addr) is writer:
+                del self._streams[addr]
+            writer.transport.abort()
+
+    # -- output --------------------------------------------------------------------------------------------
+    def flush(self) -> None:
+        ua = self.ua
+        for data, addr in ua.datagrams_to_send():
+            self.send(data, addr)
+        for event in ua.events():
+            try:
+                self.on_event(event)
+            except Exception:   # one call's bug must not stop the SIP port
+                log.exception("sip: handling %s failed", type(event).__name__)
+        for data, addr in ua.datagrams_to_send():   # what the handlers asked for
+            self.send(data, addr)
+        self._arm(ua.get_timer())
+
+    def send(self, data: bytes, addr: Address) -> None:
+        writer = self._streams.get(addr)
+        if writer is not None:
+            writer.write(data)
+        elif self._udp is not None:
+            self._udp.sendto(data, addr)
+
+    def _arm(self, when: float | None) -> None:
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = when
+        if when is not None:
+            self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.ua.handle_timer(self.now())
+        self.flush()

@@ -1,0 +1,399 @@
+"""``/call/sip``: a phone call's transport. SIP signalling through the server's user agent, media on an
+engine UDP leg (RTP and RTCP in compiled code: no Python per packet).
+
+One :class:`SipTransport` per call carries out the call core's signalling actions in SIP and reports
+the user agent's events back to the core:
+
+=====================  ==========================================  ======================================
+call core action       SIP                                         reported back
+=====================  ==========================================  ======================================
+``Connect`` (invite)   INVITE with our SDP offer (through a trunk  180 -> ``remote_ringing``; 183 + SDP
+                       when the callee matches one)                -> early media leg; 2xx -> ``answered``;
+                                                                   4xx-6xx -> ``rejected``
+``Ring``               180, or 183 with our SDP answer            ``early_media`` (the leg for the ringtone)
+``Answer`` (accept)    200 OK with our SDP answer                  ``answered``
+``Reject``             the final response asked for (default 486)  the call ends
+``Disconnect``         BYE, CANCEL, or 603 for an inbound call     --
+                       nobody decided on
+=====================  ==========================================  ======================================
+
+The peer's BYE or CANCEL is ``remote_hangup``; its re-INVITE (hold, a codec or address change) is
+answered from the same capabilities and reported as an ``other`` event; SIP INFO DTMF
+(``application/dtmf-relay``, ``application/dtmf``) becomes the same ``dtmf`` event as RFC 4733.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pbx.call.actions import Answer, Connect, Disconnect, Refer, Reject, Ring
+from pbx.call.media import Dtmf
+from pbx.call.transport import TransportProfile
+from pbx.errors import ProtocolError
+from pbx.media.rtp_ports import PortsExhausted, RtpSockets
+from pbx.protocol import CallOption, HangupReason, Initiator
+from pbx.server.media import CapacityError, EngineLeg, LegSink, MediaRunner
+from pbx.server.transports import MEDIA_COMMANDS, CallHost, SignallingAction
+from pbx.sip import sdp as sdpmod
+from pbx.sip.errors import SipError
+from pbx.sip.offer import AudioCapabilities, Negotiated, NegotiationError, accept_answer, answer_offer, build_offer
+from pbx.sip.ua import Answered, Ended, Failed, Info, Notified, Progress, Referred, ReInvite, Session, UaEvent
+
+if TYPE_CHECKING:
+    from pbx.server.sipcalls import SipCalls
+
+log = logging.getLogger(__name__)
+
+SIP_CODECS = ("pcmu", "pcma", "g722", "opus")
+RTP_TIMEOUT_MS = 30_000.0
+RTCP_INTERVAL_MS = 5_000.0
+DTMF_RELAY = re.compile(r"(?im)^\s*signal\s*=\s*([0-9A-D*#])\s*$")
+
+
+def _check_sip_option(command: str, option: CallOption) -> None:
+    if option.codec and option.codec.lower() not in (*SIP_CODECS, "pcm"):
+        raise ProtocolError(f"{command}.option.codec: {option.codec!r} is not a SIP codec; "
+                            "use pcmu, pcma, g722 or opus")
+    if command == "invite" and not option.callee:
+        raise ProtocolError("invite.option.callee: a SIP call needs a callee (a sip: URI or a number a trunk takes)")
+
+
+SIP_PROFILE = TransportProfile(
+    call_type="sip",
+    carries=MEDIA_COMMANDS | {"invite", "accept", "ringing", "reject", "refer"},
+    not_carried="{command} is not supported on /call/sip calls",
+    check_option=_check_sip_option,
+)
+
+
+def capabilities(option: CallOption | None) -> AudioCapabilities:
+    """Our codecs in order of preference: the call's codec first (``pcm`` means no preference)."""
+    preferred = (option.codec.lower() if option is not None and option.codec else "pcmu")
+    order = [preferred] if preferred in SIP_CODECS else []
+    order += [c for c in ("pcmu", "pcma", "g722", "opus") if c not in order]
+    return AudioCapabilities(codecs=tuple(order), dtmf=True)
+
+
+def dtmf_from_info(content_type: str, body: bytes) -> str | None:
+    """The key of a SIP INFO (``application/dtmf-relay``: ``Signal=5``; ``application/dtmf``: ``5``)."""
+    kind = content_type.split(";")[0].strip().lower()
+    text = body.decode("latin-1", "replace")
+    if kind == "application/dtmf-relay":
+        match = DTMF_RELAY.search(text)
+        return match.group(1).upper() if match else None
+    if kind == "application/dtmf":
+        key = text.strip().upper()
+        return key if re.fullmatch(r"[0-9A-D*#]", key) else None
+    return None
+
+
+@dataclass(slots=True)
+class Media:
+    """The call's RTP: its ports, the negotiated stream, the engine leg once there is one."""
+
+    sockets: RtpSockets
+    session_id: int
+    version: int = 1
+    negotiated: Negotiated | None = None
+    leg: EngineLeg | None = None
+    offer: sdpmod.SessionDescription | None = None    # ours, on an outbound call
+    local_sdp: bytes = b""                              # our answer, on an inbound call
+
+
+class SipTransport:
+    profile = SIP_PROFILE
+
+    def __init__(self, host: CallHost, calls: SipCalls, media_runner: MediaRunner,
+                 dialog_id: str | None = None) -> None:
+        self.host = host
+        self.calls = calls
+        self.runner = media_runner
+        self.media: Media | None = None
+        self.option: CallOption | None = None
+        self.answered = False
+        # inbound: the pending INVITE the application connected for (?id=<dialogId>)
+        self.session: Session | None = calls.claim(dialog_id, self) if dialog_id else None
+
+    # -- the call core's actions ------------------------------------------------------------------------
+    def carry_out(self, action: SignallingAction) -> None:
+        try:
+            if isinstance(action, Connect):
+                self._connect(action.option)
+            elif isinstance(action, Ring):
+                self._ring(action.early_media)
+            elif isinstance(action, Answer):
+                self._answer(action.option)
+            elif isinstance(action, Reject):
+                self._reject(action.code or 486, action.reason or "Busy Here")
+            elif isinstance(action, Disconnect):
+                self._disconnect()
+            elif isinstance(action, Refer):
+                self.host.call.transfer_done("refer is not built yet on /call/sip", False, self.host.now_ms())
+        finally:
+            self.calls.flush()
+
+    def on_audio(self, data: bytes) -> None:
+        self.host.call.refuse_audio("binary audio is only accepted on /call, not on sip calls", self.host.now_ms())
+        self.host.flush()
+
+    def start(self) -> None:
+        """The control socket is up: on an inbound call, tell the client what is calling."""
+        session = self.session
+        if session is None:
+            return
+        request = session.invite
+        self.host.call.incoming(str(request.from_.uri), str(request.to.uri),
+                                request.body.decode("utf-8", "replace"), self.host.now_ms())
+        self.host.flush()
+
+    # -- outbound -------------------------------------------------------------------------------------------
+    def _connect(self, option: CallOption) -> None:
+        now = self.host.now_ms()
+        self.option = option
+        try:
+            media = self._open_media()
+            offer = build_offer(capabilities(option), self.calls.advertised_host, media.sockets.port,
+                                media.session_id, media.version)
+            self.session = self.calls.place(self, option, offer.serialize())
+            media.offer = offer
+        except (PortsExhausted, CapacityError) as exc:
+            self._close_media()
+            self.host.call.connect_failed("media", f"cannot start the call's media: {exc}", now)
+            return
+        except (SipError, ValueError) as exc:
+            self._close_media()
+            self.host.call.connect_failed("sip", f"cannot place the call: {exc}", now)
+
+    # -- inbound ---------------------------------------------------------------------------------------------
+    def _negotiate_inbound(self, option: CallOption | None) -> bytes | None:
+        """Our SDP answer to the INVITE's offer (the same one for a 183 and the 200); None if it failed
+        (the INVITE is then answered 488 and the call ends)."""
+        session = self.session
+        assert session is not None
+        media = self.media
+        if media is not None and media.negotiated is not None:
+            return media.local_sdp
+        try:
+            media = self._open_media()
+            offer = sdpmod.parse(session.remote_sdp)
+            answer, negotiated = answer_offer(offer, capabilities(option), self.calls.advertised_host,
+                                              media.sockets.port, media.session_id, media.version)
+        except NegotiationError as exc:
+            self._close_media()
+            self.calls.agent.reject(session, 488, "Not Acceptable Here", self.calls.now())
+            self.host.call.rejected(488, f"no codec in common: {exc}", self.host.now_ms())
+            return None
+        except (PortsExhausted, CapacityError) as exc:
+            self._close_media()
+            self.calls.agent.reject(session, 503, "Service Unavailable", self.calls.now())
+            self.host.call.connect_failed("media", f"cannot start the call's media: {exc}", self.host.now_ms())
+            return None
+        except sdpmod.SdpError as exc:
+            self._close_media()
+            self.calls.agent.reject(session, 400, "Bad SDP", self.calls.now())
+            self.host.call.rejected(400, f"the caller's SDP offer is invalid: {exc}", self.host.now_ms())
+            return None
+        media.negotiated = negotiated
+        media.local_sdp = answer.serialize()
+        return media.local_sdp
+
+    def no_decision(self, timeout_s: float) -> None:
+        """The INVITE waited ``decision_timeout_secs`` for ringing/accept/reject: it was answered 408."""
+        self.host.call.rejected(408, f"no ringing, accept or reject within {timeout_s:g} s "
+                                     "(webhook.decision_timeout_secs)", self.host.now_ms())
+        self._close_media()
+        self.host.flush()
+
+    def _ring(self, early_media: bool) -> None:
+        session = self.session
+        if session is None:     # as accept: the upstream server's answer when nothing is pending
+            self.host.call.rejected(486, "no pending call", self.host.now_ms())
+            return
+        self.calls.decided(session)
+        if not early_media:
+            self.calls.agent.ring(session, self.calls.now())
+            return
+        local = self._negotiate_inbound(self.option)
+        if local is None:
+            return
+        self.calls.agent.ring(session, self.calls.now(), local)
+        leg = self._open_leg()
+        if leg is not None:
+            self.host.call.early_media(leg, self.host.now_ms())
+
+    def _answer(self, option: CallOption) -> None:
+        session = self.session
+        now = self.host.now_ms()
+        if session is None:
+            self.host.call.rejected(486, "no pending call", now)
+            return
+        self.option = option
+        self.calls.decided(session)
+        local = self._negotiate_inbound(option)
+        if local is None:
+            return
+        self.calls.agent.answer(session, local, self.calls.now())
+        self.answered = True
+        leg = self._open_leg() if self.media is not None and self.media.leg is None else None
+        self.host.call.answered(leg, local.decode(), now)
+
+    def _reject(self, code: int, reason: str) -> None:
+        if self.session is not None:
+            self.calls.decided(self.session)
+            self.calls.agent.reject(self.session, code, reason, self.calls.now())
+        self._close_media()
+
+    def _disconnect(self) -> None:
+        session = self.session
+        if session is not None:
+            if session.role.value == "uas" and not self.answered:
+                self.calls.agent.reject(session, 603, "Decline", self.calls.now())   # nobody decided
+            else:
+                self.calls.agent.hangup(session, self.calls.now())
+            self.calls.unbind(session)
+        self._close_media()
+
+    # -- the user agent's events -------------------------------------------------------------------------------
+    def on_ua_event(self, event: UaEvent) -> None:
+        call = self.host.call
+        now = self.host.now_ms()
+        if isinstance(event, Progress):
+            if event.sdp and self._accept_remote(event.sdp):
+                call.remote_ringing(True, self._open_leg(), now)
+            else:
+                call.remote_ringing(False, None, now)
+        elif isinstance(event, Answered):
+            if self.answered:                   # the answer to our re-INVITE
+                return
+            self.answered = True
+            if not self._accept_remote(event.sdp):
+                self.calls.agent.hangup(event.session, self.calls.now())
+                call.rejected(488, "the callee's SDP answer has no codec we offered", now)
+                self._close_media()
+                return
+            leg = self._open_leg() if self.media is not None and self.media.leg is None else None
+            call.answered(leg, event.sdp.decode("utf-8", "replace"), now)
+        elif isinstance(event, Failed):
+            if event.status == 408 and event.reason == "Request Timeout":
+                call.rejected(408, "no answer from the callee (SIP timeout)", now)
+            else:
+                call.rejected(event.status, event.reason, now)
+            self._close_media()     # after the core released the leg: its sockets go last
+        elif isinstance(event, Ended):
+            initiator = Initiator.CALLEE if event.session.role.value == "uac" else Initiator.CALLER
+            reason = HangupReason.CANCELED if event.reason == "cancel" else HangupReason.REMOTE_HANGUP
+            call.remote_hangup(initiator.value, now, reason.value)
+            self._close_media()
+        elif isinstance(event, ReInvite):
+            self._reinvited(event)
+        elif isinstance(event, Info):
+            key = dtmf_from_info(event.content_type, event.body)
+            leg = self.media.leg if self.media is not None else None
+            if key is not None and leg is not None:
+                call.media_event(Dtmf(int(now - leg.start_ms), key), now)
+            elif key is None:
+                call.notice("sip", {"method": "INFO", "contentType": event.content_type,
+                                    "body": event.body[:1024].decode("utf-8", "replace")}, now)
+        elif isinstance(event, Referred):
+            call.notice("sip", {"method": "REFER", "referTo": event.refer_to}, now)
+            accept = self.calls.config.accept_refer
+            self.calls.agent.respond_refer(event.session, event.request, accept, self.calls.now())
+        elif isinstance(event, Notified):
+            call.notice("sip", {"method": "NOTIFY", "event": event.event}, now)
+        self.host.flush()
+
+    def _reinvited(self, event: ReInvite) -> None:
+        media = self.media
+        now = self.host.now_ms()
+        if media is None or not event.sdp:
+            self.calls.agent.answer_reinvite(event.session, None, self.calls.now())
+            return
+        try:
+            media.version += 1
+            answer, negotiated = answer_offer(sdpmod.parse(event.sdp), capabilities(self.option),
+                                              self.calls.advertised_host, media.sockets.port, media.session_id,
+                                              media.version)
+        except (NegotiationError, sdpmod.SdpError) as exc:
+            self.calls.agent.answer_reinvite(event.session, None, self.calls.now())
+            self.host.call.notice("sip", {"method": "INVITE", "refused": str(exc)}, now)
+            return
+        previous = media.negotiated
+        media.negotiated = negotiated
+        if media.leg is not None:
+            self.runner.engine.set_remote(media.leg.leg, (negotiated.address, negotiated.port))
+            self.runner.engine.set_rtp_timeout(media.leg.leg, 0.0 if negotiated.on_hold else RTP_TIMEOUT_MS)
+        self.calls.agent.answer_reinvite(event.session, answer.serialize(), self.calls.now())
+        held = negotiated.on_hold
+        was_held = previous.on_hold if previous is not None else False
+        self.host.call.notice("sip", {"method": "INVITE", "hold": held, "resumed": was_held and not held,
+                                      "codec": negotiated.codec}, now)
+
+    # -- media --------------------------------------------------------------------------------------------------
+    def _open_media(self) -> Media:
+        if self.media is None:
+            sockets = self.calls.ports.allocate()
+            self.media = Media(sockets, session_id=int.from_bytes(sockets.port.to_bytes(2, "big") * 3, "big"))
+        return self.media
+
+    def _accept_remote(self, sdp: bytes) -> bool:
+        """Our offer's answer (183 or 200): the stream to use, or False if it names none we offered."""
+        media = self.media
+        if media is None:
+            return False
+        try:
+            if media.offer is None:
+                raise NegotiationError("no offer was sent")
+            media.negotiated = accept_answer(media.offer, sdpmod.parse(sdp))
+        except (NegotiationError, sdpmod.SdpError) as exc:
+            log.info("sip call %s: unusable SDP answer: %s", self.host.call.id, exc)
+            return False
+        if media.leg is not None:
+            negotiated = media.negotiated
+            self.runner.engine.set_remote(media.leg.leg, (negotiated.address, negotiated.port))
+        return True
+
+    def _open_leg(self) -> EngineLeg | None:
+        media = self.media
+        if media is None or media.negotiated is None:
+            return None
+        if media.leg is not None:
+            return None
+        n = media.negotiated
+        host = self.host
+        sink = LegSink(host.media_event, _no_out, host.asr_audio)
+        options: dict[str, Any] = dict(
+            payload_type=n.payload_type, dtmf_payload_type=n.dtmf_payload_type, ptime_ms=n.ptime,
+            fd=media.sockets.rtp.fileno(), remote=(n.address, n.port), latch=True,
+            rtp_timeout_ms=0.0 if n.on_hold else RTP_TIMEOUT_MS, rtcp_interval_ms=RTCP_INTERVAL_MS,
+            rtcp_fd=media.sockets.rtcp.fileno(),
+        )
+        try:
+            media.leg = self.runner.add_leg(sink, "udp", n.codec, host.now_ms(), **options)
+        except ValueError as exc:
+            host.call.connect_failed("media", f"cannot start the call's media: {exc}", host.now_ms())
+            return None
+        return media.leg
+
+    def _close_media(self) -> None:
+        media, self.media = self.media, None
+        if media is None:
+            return
+        # the leg itself is the call core's to release (it detaches the recording first)
+        self.calls.ports.release(media.sockets)
+
+    def stats(self) -> dict[str, Any]:
+        media = self.media
+        if media is None or media.leg is None:
+            return {}
+        return dict(media.leg.leg.stats)
+
+
+def _no_out(data: bytes) -> None:
+    """A UDP leg sends its own packets: nothing is drained to Python."""
+
+
+SipTransportFactory = Callable[[CallHost], SipTransport]
