@@ -182,6 +182,8 @@ class Call:
         self._dialled = False                           # the transport was asked to connect or ring
         # ending
         self._hangup: tuple[str | None, str | None] = (None, None)
+        self._parties: tuple[str | None, str | None] = (None, None)   # an inbound call's caller, callee
+        self._quality: dict[str, Any] = {}                 # the released leg's RTP figures, for hangup.extra
         self._close = NORMAL_CLOSE
         self._file_work = 0                             # recordings being opened or closed
         # timers (engine-clock ms)
@@ -291,6 +293,7 @@ class Call:
         self._now = now_ms
         if dropped(self.state):
             return
+        self._parties = (caller, callee)
         self.emit(IncomingEvent(track_id=self.id, timestamp=self.epoch_ms(), caller=caller, callee=callee, sdp=sdp))
 
     def notice(self, sender: str, extra: dict[str, Any], now_ms: float) -> None:
@@ -763,11 +766,19 @@ class Call:
         self._discard_recording(self._recording)   # opened, never attached
         self._recording = None
         if self.leg is not None:
+            self._quality = self.leg.quality()
             recording = self.leg.release()
             self.leg = None
             if recording is not None:
                 self._close_recording(recording, discard=False)
         self._finish_when_files_done()
+
+    def _hangup_extra(self, option: CallOption | None) -> dict[str, Any] | None:
+        """The invite's ``extra``, plus ``rtp``: the phone leg's loss and jitter both ways (RTCP)."""
+        extra = dict(option.extra) if option is not None and option.extra else {}
+        if self._quality:
+            extra["rtp"] = self._quality
+        return extra or None
 
     def _finish_when_files_done(self) -> None:
         """The hangup event waits for every recording being opened or closed: when it arrives, a
@@ -782,8 +793,9 @@ class Call:
         self.emit(HangupEvent(
             track_id=self.id, timestamp=now, reason=reason, initiator=initiator, start_time=self.created_ms,
             hangup_time=now, answer_time=self.answered_ms, ringing_time=self.ringing_ms,
-            from_=attendee(option.caller) if option else None, to=attendee(option.callee) if option else None,
-            extra=option.extra if option else None))
+            from_=attendee((option.caller if option else None) or self._parties[0]),
+            to=attendee((option.callee if option else None) or self._parties[1]),
+            extra=self._hangup_extra(option)))
         self.state = after_signal(self.state, Signal.ENDED)
         if self._asr_state == "open":   # a stream still opening is closed when it opens
             self.request(CloseAsr())

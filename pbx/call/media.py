@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from os import PathLike
-from typing import Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -159,6 +159,9 @@ class LegMedia(Protocol):
         """Stop the playing item at the next frame and drop the rest (graceful: let it finish)."""
 
     def mute_playout(self, muted: bool) -> None: ...
+
+    def quality(self) -> dict[str, Any]:
+        """The stream's RTP/RTCP figures for ``hangup.extra`` (empty when the leg carries no RTP)."""
 
     def release(self) -> Recording | None:
         """Remove the leg; its recording comes back still open, to be closed off the loop."""

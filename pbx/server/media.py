@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pbx.call.media import (
     Dtmf,
@@ -187,6 +188,21 @@ class EngineLeg:
 
     def mute_playout(self, muted: bool) -> None:
         self.leg.playout.mute_all_tracks(muted)
+
+    def quality(self) -> dict[str, Any]:
+        if self.leg.transport != eng.TRANSPORTS["udp"]:
+            return {}
+        stats = self.leg.stats
+
+        def number(key: str) -> float:
+            value = stats.get(key, 0)
+            return round(float(value), 2) if isinstance(value, int | float) else 0.0
+
+        return {"packetsReceived": int(number("rx_packets")), "packetsSent": int(number("tx_packets")),
+                "packetsLost": max(int(number("rx_lost")), 0), "lossPercent": number("rx_loss_percent"),
+                "jitterMs": number("rx_jitter_ms"), "remoteLossPercent": number("remote_loss_percent"),
+                "remoteJitterMs": number("remote_jitter_ms"), "rttMs": number("rtt_ms"),
+                "rtcpReceived": int(number("rtcp_rx")), "rtcpSent": int(number("rtcp_tx"))}
 
     def release(self) -> WavWriter | None:
         if self._released:
