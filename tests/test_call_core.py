@@ -391,3 +391,38 @@ def test_an_utterance_ends_after_twenty_seconds_of_audio_whatever_vad_says(tmp_p
         bench.call.asr_audio(chunk, bench.now)
         ends += [i for job in jobs(bench) if job is EndUtterance]
     assert ends == [MAX_UTTERANCE_MS // 100, 2 * MAX_UTTERANCE_MS // 100 + 1]
+
+
+# -- inbound SIP: the ringtone on early media, the parties in hangup ---------------------------------
+def test_a_ringtone_plays_on_early_media_until_the_answer_and_hangup_names_the_caller(tmp_path: Path) -> None:
+    from pbx.call.actions import Load, Ring
+    from pbx.protocol import IncomingEvent, InterruptionEvent
+
+    bench = CallBench(tmp_path, auto_answer=False)
+    bench.call.incoming("sip:alice@127.0.0.1:5062", "sip:bot@127.0.0.1", "v=0", bench.now)
+    bench.collect()
+    assert [(e.caller, e.callee) for e in bench.of(IncomingEvent)] == [("sip:alice@127.0.0.1:5062",
+                                                                      "sip:bot@127.0.0.1")]
+    bench.send({"command": "ringing", "earlyMedia": True, "ringtone": "ring.wav"})
+    assert [(a.early_media, a.ringtone) for a in bench.actions_of(Ring)] == [(True, "ring.wav")]
+    assert bench.actions_of(Load) == []                 # no leg yet: nothing to play on
+    bench.call.early_media(bench.new_leg(), bench.now)
+    bench.collect()
+    (load,) = bench.actions_of(Load)
+    assert load.url == "ring.wav"
+    bench.call.play_loaded(load.item_id, np.full(RATE * 5, 2000, dtype=np.int16), bench.now)
+    bench.call.work_done(load.item_id, None, bench.now)
+    bench.advance(200)
+    assert bench.names()[-1] == "TrackStartEvent"
+    mark = len(bench.events)
+    bench.send({"command": "accept", "option": {"codec": "pcm"}})
+    bench.call.answered(None, "v=0", bench.now)
+    bench.collect()
+    bench.advance(100)
+    assert bench.names(mark)[:2] == ["AnswerEvent", "InterruptionEvent"] and bench.of(InterruptionEvent, mark)
+    bench.send({"command": "hangup"})
+    bench.close_recordings()
+    (hangup,) = hangups(bench)
+    assert hangup.from_ is not None and (hangup.from_.username, hangup.from_.realm) == ("alice", "127.0.0.1")
+    assert hangup.to is not None and hangup.to.username == "bot"
+    assert hangup.extra is None        # a stream leg carries no RTP figures

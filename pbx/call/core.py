@@ -182,6 +182,8 @@ class Call:
         self._dialled = False                           # the transport was asked to connect or ring
         # ending
         self._hangup: tuple[str | None, str | None] = (None, None)
+        self._ringtone: str | None = None               # ringing's ringtone, played on the early media
+        self._ringtone_playing = False
         self._parties: tuple[str | None, str | None] = (None, None)   # an inbound call's caller, callee
         self._quality: dict[str, Any] = {}                 # the released leg's RTP figures, for hangup.extra
         self._close = NORMAL_CLOSE
@@ -321,6 +323,9 @@ class Call:
             leg.release()
             return
         self._attach_leg(leg)
+        if self._ringtone and self.playback is not None:
+            self.playback.play(PlayCommand(url=self._ringtone))   # until the answer interrupts it
+            self._ringtone_playing = True
 
     def answered(self, leg: LegMedia | None, sdp: str, now_ms: float) -> None:
         """The call is connected; ``leg`` is its media (None if early media already supplied it)."""
@@ -333,6 +338,9 @@ class Call:
         self._handshake_at = None
         self.answered_ms = self.epoch_ms()
         self.emit(AnswerEvent(track_id=self.id, timestamp=self.answered_ms, sdp=sdp))
+        if self._ringtone_playing and self.playback is not None:
+            self._ringtone_playing = False
+            self.playback.interrupt(graceful=False)
         if leg is not None and self.leg is None:
             self._attach_leg(leg)
         self._apply_option()
@@ -535,6 +543,7 @@ class Call:
         if cmd.recorder is not None and self._recording is None and not self._opening_recording:
             self._open_recording(cmd.recorder)
         self._dialled = True
+        self._ringtone = cmd.ringtone if cmd.early_media else None
         self.request(Ring(cmd.early_media, cmd.ringtone))
 
     def _reject(self, cmd: RejectCommand, target: CallState) -> None:
