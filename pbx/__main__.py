@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(CallServer(config).serve_forever())
     except OSError as exc:
-        print(f"pypbx: cannot listen on {config.http_addr}: {exc.strerror}", file=sys.stderr)
+        print(f"pypbx: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -72,7 +72,11 @@ class CallServer:
         for name in ("recordings", "dumps", "media"):
             os.makedirs(self.config.directory(name), exist_ok=True)
         listen_host = host if host is not None else cfg_host
-        sockets = listeners(listen_host, cfg_port if port is None else port)
+        listen_port = cfg_port if port is None else port
+        try:
+            sockets = listeners(listen_host, listen_port)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {listen_host}:{listen_port}: {exc.strerror or exc}") from exc
         self.policy = self._access_policy(listen_host)
         self.media.start()
         try:

@@ -66,7 +66,16 @@ def advertised(config: SipConfig, bound_host: str) -> str:
         return config.external_ip
     if not ipaddress.ip_address(bound_host).is_unspecified:
         return bound_host
-    return socket.gethostbyname(socket.gethostname())
+    # the source address of the default route: connecting a UDP socket sends nothing, it only asks
+    # the kernel for a route (192.0.2.1 is TEST-NET-1, never a real host)
+    family = socket.AF_INET6 if ":" in bound_host else socket.AF_INET
+    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((probe, 9))
+            return str(sock.getsockname()[0])
+    except OSError:
+        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
 
 
 def resolve(uri: SipUri) -> Address:
