@@ -13,7 +13,7 @@ Decisions the table encodes (on ``/call``, audio over the WebSocket):
   without credentials is one ``asr`` error then; TTS is opened per ``tts`` command, so the tencent TTS
   gives no error at invite, only when a tts command uses it (the tts example names tencent itself).
   The call goes on either way.
-- ``reject``, ``ringing`` and ``refer`` apply to SIP calls: one ``command`` error each saying so;
+- ``reject`` and ``ringing`` apply to SIP calls: one ``command`` error each saying so; ``refer`` dials a SIP leg;
   nothing of ``ringing`` (its ringtone URL, its out-of-directory recorderFile) is attempted.
 - ``tts`` with a provider that has no credentials: one ``tts`` error, before any track exists (no
   ``trackStart``/``trackEnd``, and a track that plays is not interrupted).
@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,10 @@ EXPECTED: dict[str, Outcome] = {
     "play": Outcome((("trackStart", PLAY_URL), ("error", "play", PLAY_FAILED), ("trackEnd", PLAY_URL, 0)),
                     any_order=True),
     "interrupt": Outcome((("interruption", "long"), ("trackEnd", "long", positive)), while_playing=True),
-    "refer": Outcome((("error", "command", not_on_call("refer")),)),
+    # refer places a SIP leg (see loopback_refer): its hold music cannot load, the callee never answers
+    "refer": Outcome((("trackStart", "hold_music.wav"), ("error", "play", re.compile(".*hold_music.wav.*")),
+                      ("trackEnd", "hold_music.wav", 0), ("reject", 408, re.compile("no answer from .*"))),
+                     any_order=True),
     "mute": Outcome((("error", "command", no_track("mute")),)),
     "unmute": Outcome((("error", "command", no_track("unmute")),)),
     "hangup": Outcome((("hangup", "user_requested", "user"),), ends_call=True),
@@ -201,8 +205,18 @@ def test_the_spec_has_an_expected_outcome_for_each_command_example() -> None:
         parse_command(json.dumps(example))   # raises ProtocolError if the spec's own example does not parse
 
 
+def loopback_refer(example: dict[str, Any], port: int) -> dict[str, Any]:
+    """The refer example with its callee and hold music on loopback (tests dial nothing else), and a
+    1 s timeout: the callee's port is bound but never answers."""
+    options = {**example["options"], "timeout": 1, "moh": "hold_music.wav"}
+    return {**example, "callee": f"sip:charlie@127.0.0.1:{port}", "options": options}
+
+
 def test_every_command_example_on_call(tmp_path: Path) -> None:
     examples = command_examples()
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    examples["refer"] = loopback_refer(examples["refer"], silent.getsockname()[1])
 
     async def run() -> dict[str, list[Event]]:
         seen: dict[str, list[Event]] = {}
@@ -220,6 +234,7 @@ def test_every_command_example_on_call(tmp_path: Path) -> None:
         return seen
 
     seen = asyncio.run(run())
+    silent.close()
     for name, outcome in EXPECTED.items():
         assert_outcome(name, outcome, seen[name])
     # The hangup of the invite session carries the example's caller and callee.

@@ -184,6 +184,7 @@ class Call:
         self._hangup: tuple[str | None, str | None] = (None, None)
         self._ringtone: str | None = None               # ringing's ringtone, played on the early media
         self._ringtone_playing = False
+        self._moh_playing = False
         self._parties: tuple[str | None, str | None] = (None, None)   # an inbound call's caller, callee
         self._quality: dict[str, Any] = {}                 # the released leg's RTP figures, for hangup.extra
         self._close = NORMAL_CLOSE
@@ -378,10 +379,32 @@ class Call:
         if dropped(self.state):
             return
         self.state = after_signal(self.state, Signal.TRANSFER_DONE)
+        self._stop_moh()
         if error is not None:
             self.report_error("refer", error)
         elif auto_hangup:
             self._end(HangupReason.REFER.value, Initiator.SYSTEM.value)
+
+    def transfer_failed(self, code: int | None, reason: str, now_ms: float) -> None:
+        """The refer's callee refused or never answered (408): ``reject``, and the call goes on."""
+        self._now = now_ms
+        if dropped(self.state):
+            return
+        if self.state is CallState.TRANSFERRING:
+            self.state = after_signal(self.state, Signal.TRANSFER_DONE)
+        self._stop_moh()
+        self.emit(RejectEvent(track_id=self.id, timestamp=self.epoch_ms(), reason=reason, code=code))
+
+    def transfer_ended(self, auto_hangup: bool, now_ms: float) -> None:
+        """The bridged transfer leg hung up: with the refer's ``autoHangup`` the call ends too."""
+        self._now = now_ms
+        if auto_hangup:
+            self._end(HangupReason.REFER.value, Initiator.SYSTEM.value)
+
+    def _stop_moh(self) -> None:
+        if self._moh_playing and self.playback is not None:
+            self.playback.interrupt(graceful=False)
+        self._moh_playing = False
 
     # == inputs: the shell's I/O ========================================================================
     def recording_opened(self, recording: Recording | None, error: str | None, now_ms: float) -> None:
@@ -579,6 +602,10 @@ class Call:
 
     def _refer(self, cmd: ReferCommand, target: CallState) -> None:
         self.state = target
+        moh = cmd.options.moh if cmd.options is not None else None
+        if moh and self.playback is not None:
+            self.playback.play(PlayCommand(url=moh))      # the caller hears it while the callee rings
+            self._moh_playing = True
         self.request(Refer(cmd))
 
     def _hangup_command(self, cmd: HangupCommand, target: CallState) -> None:

@@ -56,10 +56,10 @@ class CallServer:
         self.loader = MediaLoader(config.directory("media"), max_bytes=config.download_max_bytes,
                                   timeout_s=config.download_timeout_secs, max_seconds=config.play_max_seconds,
                                   cache_bytes=config.media_cache_bytes, allow_networks=config.play_allow_networks)
-        self.services = CallServices(self.media, self.providers, self.loader, config.directory("recordings"),
-                                     self.unregister)
-        self.sessions: dict[str, CallDriver] = {}
         self.sip = SipCalls(config.sip, config.webhook)
+        self.services = CallServices(self.media, self.providers, self.loader, config.directory("recordings"),
+                                     self.unregister, self.sip)
+        self.sessions: dict[str, CallDriver] = {}
         self._servers: list[Server] = []
         self.policy = AccessPolicy(None)
         self._janitor: asyncio.Task[None] | None = None

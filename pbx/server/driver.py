@@ -52,8 +52,10 @@ from pbx.media.loader import MediaLoader
 from pbx.protocol import Command, HangupReason, Initiator, RecorderOption
 from pbx.providers import ProviderRegistry
 from pbx.server.control import ControlSocket
-from pbx.server.media import MediaRunner
+from pbx.server.media import EngineLeg, MediaRunner
 from pbx.server.recording import RecordingError, create_recording, finish_recording
+from pbx.server.sipcalls import SipCalls
+from pbx.server.transfer import Transfer
 from pbx.server.transports import Transport
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class CallServices:
     loader: MediaLoader
     recordings_dir: Path
     unregister: Callable[[CallDriver], None]
+    sip: SipCalls | None = None          # the SIP port, for refer's transfer legs
 
 
 MIN_PING_INTERVAL_S = 0.2     # pingInterval is clamped to this range: one client cannot make the
@@ -127,10 +130,11 @@ class CallDriver:
         self._asr_worker: asyncio.Task[None] | None = None
         self._asr_wake = asyncio.Event()
         self._finished = asyncio.Event()
+        self._transfer: Transfer | None = None
         self._handlers: dict[type[Any], Callable[[Any], None]] = {
             OpenRecording: self._open_recording, CloseRecording: self._close_recording,
             Connect: self.transport.carry_out, Answer: self.transport.carry_out, Ring: self.transport.carry_out,
-            Reject: self.transport.carry_out, Refer: self.transport.carry_out,
+            Reject: self.transport.carry_out, Refer: self._refer,
             Disconnect: self.transport.carry_out, OpenAsr: self._open_asr, WakeAsr: self._wake_asr,
             CloseAsr: self._close_asr, Synthesize: self._synthesize, Load: self._load, Cancel: self._cancel,
             SendPing: self._ping, Close: self._close,
@@ -243,6 +247,19 @@ class CallDriver:
         if gate:
             self._gate.append(task)
         return task
+
+    # -- refer ---------------------------------------------------------------------------------------------------
+    def _refer(self, action: Refer) -> None:
+        """A new SIP leg to the refer's callee, bridged to this call's leg when it answers (any call type)."""
+        if self._transfer is not None:
+            self._transfer.close()
+            self._transfer = None
+        leg = self.call.leg
+        if self.services.sip is None or self.services.sip.ua is None or not isinstance(leg, EngineLeg):
+            self.call.transfer_done("refer needs the server's SIP port ([sip])", False, self.now_ms())
+            return
+        self._transfer = Transfer(self, self.services.sip, self.services.media, action.command, leg)
+        self._transfer.start()
 
     # -- recording ------------------------------------------------------------------------------------------
     def _open_recording(self, action: OpenRecording) -> None:
@@ -407,6 +424,9 @@ class CallDriver:
 
     def _close(self, action: Close) -> None:
         self._arm(None)
+        if self._transfer is not None:
+            self._transfer.close()
+            self._transfer = None
         for task in list(self._work.values()):
             task.cancel()
         self._work.clear()

@@ -24,7 +24,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pbx.errors import ProtocolError
 from pbx.media.rtp_ports import RtpPortPool
@@ -44,6 +44,12 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 WEBHOOK_HEADERS = ("From", "To", "Call-ID", "Contact", "User-Agent", "P-Asserted-Identity", "Remote-Party-ID",
                    "Diversion", "Subject")
+
+
+class SessionOwner(Protocol):
+    """What hears a SIP session's events: a call's transport, or a refer's transfer leg."""
+
+    def on_ua_event(self, event: UaEvent) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -78,16 +84,14 @@ def advertised(config: SipConfig, bound_host: str) -> str:
         return "::1" if family == socket.AF_INET6 else "127.0.0.1"
 
 
-def resolve(uri: SipUri) -> Address:
-    """Where a SIP URI's requests go: its host and port (5060 by default). Numeric hosts only are
-    looked up without DNS; a name is resolved with the system resolver (no SRV: RFC 3263 is not built)."""
+def numeric_host(uri: SipUri) -> str | None:
+    """The URI's host if it is an IP address (no lookup needed), else None."""
     host = uri.host.strip("[]")
-    port = uri.port or 5060
     try:
         ipaddress.ip_address(host)
-        return host, port
     except ValueError:
-        return socket.gethostbyname(host), port
+        return None
+    return host
 
 
 class SipCalls:
@@ -101,8 +105,9 @@ class SipCalls:
         self.advertised_host = "127.0.0.1"
         self.address: Address | None = None
         self.pending: dict[str, Pending] = {}
-        self._bound: dict[str, SipTransport] = {}       # by session id
+        self._bound: dict[str, SessionOwner] = {}       # by session id
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._names: dict[str, str] = {}                # host names looked up for outbound calls
 
     @staticmethod
     def now() -> float:
@@ -142,7 +147,7 @@ class SipCalls:
             self.network.flush()
 
     # -- calls and their transports ---------------------------------------------------------------------------
-    def bind(self, session: Session, transport: SipTransport) -> None:
+    def bind(self, session: Session, transport: SessionOwner) -> None:
         self._bound[session.id] = transport
 
     def unbind(self, session: Session) -> None:
@@ -167,7 +172,35 @@ class SipCalls:
         if pending is not None:
             self._settle(pending)
 
-    def place(self, transport: SipTransport, option: CallOption, sdp: bytes) -> Session:
+    def next_hop_name(self, callee: str) -> str | None:
+        """The host name the INVITE for ``callee`` must be sent to, when it has to be looked up first
+        (:meth:`look_up`); None when the next hop is an address."""
+        trunk = self.config.trunk_for(callee)
+        target = trunk.proxy if trunk is not None else callee
+        if not target.startswith(("sip:", "sips:")):
+            return None         # place() says why it cannot be dialled
+        uri = SipUri.parse(target)
+        if numeric_host(uri) is not None or uri.host.strip("[]") in self._names:
+            return None
+        return uri.host.strip("[]")
+
+    async def look_up(self, name: str) -> None:
+        """Resolve ``name`` without blocking the loop (the media of every call runs on it); OSError if
+        it does not resolve. Kept for the server's lifetime (no SRV/NAPTR: RFC 3263 is not built)."""
+        ipv6 = self.address is not None and ":" in self.address[0]
+        infos = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_DGRAM,
+                                                             family=socket.AF_INET6 if ipv6 else socket.AF_INET)
+        if not infos:
+            raise OSError(f"{name} does not resolve")
+        self._names[name] = str(infos[0][4][0])
+
+    def _next_hop(self, uri: SipUri) -> Address:
+        host = numeric_host(uri) or self._names.get(uri.host.strip("[]"))
+        if host is None:
+            raise ProtocolError(f"{uri.host} is not looked up yet")
+        return host, uri.port or 5060
+
+    def place(self, transport: SessionOwner, option: CallOption, sdp: bytes) -> Session:
         """INVITE ``option.callee`` with our ``sdp`` offer, through the trunk that takes the callee."""
         ua = self.agent
         callee = option.callee or ""
@@ -176,8 +209,7 @@ class SipCalls:
         if not target.startswith(("sip:", "sips:")):
             raise ProtocolError(f"invite.option.callee: {callee!r} is not a sip: URI and no [[sip.trunks]] "
                                 "entry takes it")
-        uri = SipUri.parse(target)
-        next_hop = resolve(SipUri.parse(trunk.proxy)) if trunk is not None else resolve(uri)
+        next_hop = self._next_hop(SipUri.parse(trunk.proxy) if trunk is not None else SipUri.parse(target))
         caller = option.caller or f"sip:pypbx@{self.advertised_host}"
         if not caller.startswith(("sip:", "sips:")):
             caller = f"sip:{caller}@{self.advertised_host}"

@@ -24,13 +24,14 @@ answered from the same capabilities and reported as an ``other`` event; SIP INFO
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pbx.call.actions import Answer, Connect, Disconnect, Refer, Reject, Ring
+from pbx.call.actions import Answer, Connect, Disconnect, Reject, Ring
 from pbx.call.media import Dtmf
 from pbx.call.transport import TransportProfile
 from pbx.errors import ProtocolError
@@ -115,6 +116,8 @@ class SipTransport:
         self.media: Media | None = None
         self.option: CallOption | None = None
         self.answered = False
+        self._disconnected = False
+        self._lookup: asyncio.Task[None] | None = None     # an outbound callee's host name being resolved
         # inbound: the pending INVITE the application connected for (?id=<dialogId>)
         self.session: Session | None = calls.claim(dialog_id, self) if dialog_id else None
 
@@ -131,8 +134,6 @@ class SipTransport:
                 self._reject(action.code or 486, action.reason or "Busy Here")
             elif isinstance(action, Disconnect):
                 self._disconnect()
-            elif isinstance(action, Refer):
-                self.host.call.transfer_done("refer is not built yet on /call/sip", False, self.host.now_ms())
         finally:
             self.calls.flush()
 
@@ -152,8 +153,29 @@ class SipTransport:
 
     # -- outbound -------------------------------------------------------------------------------------------
     def _connect(self, option: CallOption) -> None:
-        now = self.host.now_ms()
         self.option = option
+        name = self.calls.next_hop_name(option.callee or "")
+        if name is None:
+            self._place(option)
+            return
+        task = asyncio.get_running_loop().create_task(self._look_up_and_place(name, option))
+        self._lookup = task
+
+    async def _look_up_and_place(self, name: str, option: CallOption) -> None:
+        try:
+            await self.calls.look_up(name)
+        except OSError as exc:
+            if not self._disconnected:
+                self.host.call.connect_failed("sip", f"cannot place the call: {name}: {exc.strerror or exc}",
+                                              self.host.now_ms())
+        else:
+            if not self._disconnected:      # the call may have ended while the name was looked up
+                self._place(option)
+                self.calls.flush()
+        self.host.flush()
+
+    def _place(self, option: CallOption) -> None:
+        now = self.host.now_ms()
         try:
             media = self._open_media()
             offer = build_offer(capabilities(option), self.calls.advertised_host, media.sockets.port,
@@ -248,6 +270,7 @@ class SipTransport:
         self._close_media()
 
     def _disconnect(self) -> None:
+        self._disconnected = True
         session = self.session
         if session is not None:
             if session.role.value == "uas" and not self.answered:

@@ -66,7 +66,7 @@ def _check_websocket_option(command: str, option: CallOption) -> None:
 
 WEBSOCKET_PROFILE = TransportProfile(
     call_type="websocket",
-    carries=MEDIA_COMMANDS | {"invite", "accept"},
+    carries=MEDIA_COMMANDS | {"invite", "accept", "refer"},    # refer: a SIP leg bridged to this call
     not_carried="{command} is not supported on /call (WebSocket audio) calls; it applies to SIP calls on /call/sip",
     check_option=_check_websocket_option,
 )
