@@ -31,10 +31,22 @@ from pbx.media.rtp_ports import RtpPortPool
 from pbx.protocol import CallOption
 from pbx.server.sipnet import SipNetwork
 from pbx.server.webhook import WebhookError, post_json
-from pbx.sip.config import SipConfig, WebhookConfig
+from pbx.sip.config import Account, SipConfig, WebhookConfig
 from pbx.sip.digest import Credentials
 from pbx.sip.headers import SipUri
-from pbx.sip.ua import Ended, Failed, Incoming, Session, SessionState, UaEvent, UserAgent
+from pbx.sip.registration import Registration
+from pbx.sip.ua import (
+    Ended,
+    Failed,
+    Incoming,
+    Registered,
+    RegistrationEvent,
+    RegistrationFailed,
+    Session,
+    SessionState,
+    UaEvent,
+    UserAgent,
+)
 
 if TYPE_CHECKING:
     from pbx.server.siptransport import SipTransport
@@ -108,6 +120,7 @@ class SipCalls:
         self._bound: dict[str, SessionOwner] = {}       # by session id
         self._tasks: set[asyncio.Task[Any]] = set()
         self._names: dict[str, str] = {}                # host names looked up for outbound calls
+        self.registrations: list[Registration] = []
 
     @staticmethod
     def now() -> float:
@@ -124,11 +137,35 @@ class SipCalls:
         self.ports = RtpPortPool(self.config.rtp_ports[0], self.config.rtp_ports[1],
                                  "::" if ":" in bound[0] else bound[0], ipv6=":" in bound[0])
         self.ua, self.network, self.address = ua, network, bound
+        for account in self.config.accounts:
+            self._spawn(self._register(account))
         return bound
+
+    async def _register(self, account: Account) -> None:
+        """REGISTER a ``[[sip.accounts]]`` entry and keep it refreshed (the user agent's timer does)."""
+        registrar = SipUri.parse(account.registrar)
+        name = None if numeric_host(registrar) else registrar.host.strip("[]")
+        try:
+            if name is not None:
+                await self.look_up(name)
+        except OSError as exc:
+            log.warning("sip: cannot register %s: %s does not resolve: %s", account.username, name, exc)
+            return
+        if self.ua is None:
+            return
+        aor = f"sip:{account.username}@{registrar.host}"
+        credentials = Credentials(account.username, account.password, account.realm or None) \
+            if account.password else None
+        self.registrations.append(self.ua.register(aor, account.registrar, self._next_hop(registrar), self.now(),
+                                                   credentials=credentials, expires=account.expires))
+        self.flush()
 
     async def stop(self) -> None:
         for pending in list(self.pending.values()):
             self._refuse(pending, 503, "Service Unavailable")
+        if self.ua is not None:
+            for registration in self.registrations:
+                self.ua.unregister(registration, self.now())     # best effort: no waiting for the answer
         if self.network is not None:
             self.flush()
             await self.network.stop()
@@ -227,7 +264,15 @@ class SipCalls:
         return session
 
     # -- the user agent's events ----------------------------------------------------------------------------------
-    def _on_event(self, event: UaEvent) -> None:
+    def _on_event(self, event: UaEvent | RegistrationEvent) -> None:
+        if isinstance(event, Registered):
+            log.info("sip: registered %s at %s for %d s", event.registration.aor, event.registration.registrar,
+                     event.expires)
+            return
+        if isinstance(event, RegistrationFailed):
+            log.warning("sip: registering %s at %s failed: %d %s (again in %g s)", event.registration.aor,
+                        event.registration.registrar, event.status, event.reason, event.registration.retry_after)
+            return
         if isinstance(event, Incoming):
             self._incoming(event)
             return
@@ -256,6 +301,9 @@ class SipCalls:
     async def _notify(self, pending: Pending) -> None:
         request = pending.session.invite
         headers = {name: value for name in WEBHOOK_HEADERS if (value := request.headers.get(name)) is not None}
+        for name, value in request.headers.items():      # the caller's custom X- headers too (first of each)
+            if name.lower().startswith("x-"):
+                headers.setdefault(name, value)
         payload = {"dialogId": pending.session.id, "createdAt": pending.created_at, "caller": str(request.from_.uri),
                    "callee": str(request.to.uri), "event": "invite", "headers": headers,
                    "offer": request.body.decode("utf-8", "replace")}

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import Headers, Limits, Request, Response, parse_message
 from pbx.sip.stream import StreamParser
-from pbx.sip.ua import UaEvent, UserAgent
+from pbx.sip.ua import RegistrationEvent, UaEvent, UserAgent
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class SipNetwork:
-    def __init__(self, ua: UserAgent, on_event: Callable[[UaEvent], None],
+    def __init__(self, ua: UserAgent, on_event: Callable[[UaEvent | RegistrationEvent], None],
                  limits: Limits | None = None) -> None:
         self.ua = ua
         self.on_event = on_event

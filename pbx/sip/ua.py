@@ -64,6 +64,7 @@ from pbx.sip.digest import Credentials, DigestError, authorization, best_challen
 from pbx.sip.errors import SipParseError
 from pbx.sip.headers import NameAddr, SipUri
 from pbx.sip.message import Headers, Request, Response, check_request, response_for_error, response_to
+from pbx.sip.registration import Registration, RegistrationState
 from pbx.sip.timers import TimerConfig
 from pbx.sip.transaction import (
     AckReceived,
@@ -193,7 +194,21 @@ class Notified:
     body: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Registered:
+    registration: Registration
+    expires: int                 # seconds the registrar granted
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationFailed:
+    registration: Registration
+    status: int
+    reason: str
+
+
 UaEvent = Incoming | Progress | Answered | Failed | Ended | ReInvite | Info | Referred | Notified
+RegistrationEvent = Registered | RegistrationFailed
 
 
 def random_token(n: int = 8) -> str:
@@ -236,16 +251,17 @@ class UserAgent:
         self.timers = timers or TimerConfig()
         self._token = token
         self.layer = TransactionLayer(timers=self.timers, token=token)
-        self._events: list[UaEvent] = []
+        self._events: list[UaEvent | RegistrationEvent] = []
         self._datagrams: list[tuple[bytes, Address]] = []
         self.sessions: dict[str, Session] = {}                  # by Call-ID
         self._by_id: dict[str, Session] = {}
         # the ACKs of 2xx we sent, by (Call-ID, CSeq number, To tag): sent again for a retransmitted 2xx
         self._acks: dict[tuple[str, int, str], tuple[bytes, Address, float]] = {}
         self.dropped = 0                  # peer messages dropped unanswered (unreadable, or no Via)
+        self.registrations: dict[str, Registration] = {}        # by Call-ID
 
     # -- outputs -------------------------------------------------------------------------------------
-    def events(self) -> list[UaEvent]:
+    def events(self) -> list[UaEvent | RegistrationEvent]:
         events, self._events = self._events, []
         return events
 
@@ -262,6 +278,7 @@ class UserAgent:
 
     def get_timer(self) -> float | None:
         deadlines = [t for t in (self.layer.get_timer(),) if t is not None]
+        deadlines += [r.next_at for r in self.registrations.values() if r.next_at is not None]
         for session in self.sessions.values():
             if session.ok is not None:
                 deadlines.append(min(session.ok_next, session.ok_deadline))
@@ -494,6 +511,11 @@ class UserAgent:
     def handle_timer(self, now: float) -> None:
         for event in self.layer.handle_timer(now):
             self._on_layer_event(event, now)
+        for registration in list(self.registrations.values()):
+            if registration.next_at is not None and now >= registration.next_at:
+                registration.next_at = None
+                registration.authorization = None      # a fresh round: the registrar challenges again
+                self._send_register(registration, now)
         for session in list(self.sessions.values()):
             if session.ok is not None:
                 if now >= session.ok_deadline:
@@ -680,6 +702,11 @@ class UserAgent:
 
     # -- responses ------------------------------------------------------------------------------------------
     def _on_response(self, response: Response, transaction: ClientTransaction, now: float) -> None:
+        registration = self.registrations.get(transaction.request.call_id)
+        if registration is not None and transaction.method == "REGISTER":
+            if response.status >= 200:
+                self._registration_answered(registration, transaction.request, response, now)
+            return
         # the session by the transaction's request: a response's own Call-ID is the peer's to get wrong
         session = self.sessions.get(transaction.request.call_id)
         method = transaction.method
@@ -795,6 +822,10 @@ class UserAgent:
         """Timer B or F, taken as a 408 response (§8.1.3.1)."""
         if not isinstance(transaction, ClientTransaction):
             return                  # Timer H: the peer never ACKed our refusal; the call is gone already
+        registration = self.registrations.get(transaction.request.call_id)
+        if registration is not None and transaction.method == "REGISTER":
+            self._registration_answered(registration, transaction.request, None, now)
+            return
         session = self.sessions.get(transaction.request.call_id)
         if session is None:
             return
@@ -805,6 +836,44 @@ class UserAgent:
             self._end_or_fail(session, 408, "Request Timeout")
         elif transaction.method == "INFO":
             self._in_dialog_failed(session, 408, now)
+
+    # -- registration (RFC 3261 §10) ------------------------------------------------------------------------
+    def register(self, aor: str, registrar: str, peer: Address, now: float, *, credentials: Credentials | None = None,
+                 expires: int = 3600, retry_after: float = 60.0) -> Registration:
+        """Bind our Contact to ``aor`` at ``registrar`` (through ``peer``) and keep it refreshed;
+        :class:`Registered` / :class:`RegistrationFailed` say how it went, each time."""
+        SipUri.parse(aor)
+        SipUri.parse(registrar)
+        registration = Registration(aor=aor, registrar=registrar, peer=peer, contact=self.contact,
+                                    call_id=f"{self._token()}@{self.host}", tag=self._token(), credentials=credentials,
+                                    expires=expires, retry_after=retry_after)
+        self.registrations[registration.call_id] = registration
+        self._send_register(registration, now)
+        return registration
+
+    def unregister(self, registration: Registration, now: float) -> None:
+        """Remove our binding (Expires: 0) and stop refreshing."""
+        if registration.state is RegistrationState.REGISTERED:
+            registration.state = RegistrationState.UNREGISTERED
+            registration.next_at = None
+            self._send_register(registration, now, expires=0)
+        else:
+            self.registrations.pop(registration.call_id, None)
+
+    def _send_register(self, registration: Registration, now: float, expires: int | None = None) -> None:
+        request = registration.request(self._via(self.layer.new_branch()), self.user_agent, expires=expires)
+        self.layer.send_request(request, registration.peer, now)
+
+    def _registration_answered(self, registration: Registration, request: Request, response: Response | None,
+                               now: float) -> None:
+        if registration.on_response(request, response, now):
+            self._send_register(registration, now)
+        elif registration.state is RegistrationState.REGISTERED:
+            self._events.append(Registered(registration, registration.granted))
+        elif registration.state is RegistrationState.FAILED:
+            self._events.append(RegistrationFailed(registration, registration.last_status, registration.last_reason))
+        elif registration.state is RegistrationState.UNREGISTERED:
+            self.registrations.pop(registration.call_id, None)
 
     def _end_or_fail(self, session: Session, status: int, reason: str) -> None:
         if session.state is SessionState.ENDED:
