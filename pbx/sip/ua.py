@@ -65,6 +65,7 @@ from pbx.sip.errors import SipParseError
 from pbx.sip.headers import NameAddr, SipUri
 from pbx.sip.message import Headers, Request, Response, check_request, response_for_error, response_to
 from pbx.sip.registration import Registration, RegistrationState
+from pbx.sip.session_timer import MIN_SE, end_at, session_expires, supports_timer
 from pbx.sip.timers import TimerConfig
 from pbx.sip.transaction import (
     AckReceived,
@@ -125,6 +126,8 @@ class Session:
     reinvite_transaction: ClientTransaction | None = None  # our re-INVITE, until its final response
     bye_after_ack: bool = False              # hung up before the ACK of our 2xx: BYE when it comes (§15)
     forget_at: float | None = None           # hung up with CANCEL: give up on a final response then (§9.1)
+    session_expires: int = 0                 # RFC 4028 interval in force (0: no session timer)
+    expires_at: float | None = None          # not refreshed by then: BYE (pbx.sip.session_timer)
 
     @property
     def call_id(self) -> str:
@@ -284,6 +287,8 @@ class UserAgent:
                 deadlines.append(min(session.ok_next, session.ok_deadline))
             if session.forget_at is not None:
                 deadlines.append(session.forget_at)
+            if session.expires_at is not None:
+                deadlines.append(session.expires_at)
         return min(deadlines) if deadlines else None
 
     def session(self, session_id: str) -> Session | None:
@@ -352,6 +357,7 @@ class UserAgent:
         if session.role is not Role.UAS or session.state not in (SessionState.CALLING, SessionState.EARLY):
             return
         response = self._uas_response(session, 200, "OK", sdp)
+        self._session_timer(session, session.invite, response, now)
         session.local_sdp = sdp
         session.state = SessionState.CONFIRMED
         session.dialog = Dialog.from_uas(session.invite, response, secure=False)   # Contact checked on receipt
@@ -438,6 +444,7 @@ class UserAgent:
         response.headers.add("Allow", ALLOW)
         response.headers.add("Content-Type", "application/sdp")
         response.body = sdp
+        self._session_timer(session, request, response, now)
         session.local_sdp = sdp
         self.layer.send_response(response, now)
         self._retransmit_until_ack(session, response, now)
@@ -526,6 +533,11 @@ class UserAgent:
                     session.ok_next = now + session.ok_interval
             if session.forget_at is not None and now >= session.forget_at:
                 self._forget(session)       # §9.1: no final response 64*T1 after our CANCEL
+            elif session.expires_at is not None and now >= session.expires_at:
+                session.expires_at = None   # RFC 4028 §10: nobody refreshed the session
+                if session.state is SessionState.CONFIRMED:
+                    self._send_in_dialog(session, "BYE", now)
+                    self._end(session, "session_expired", by_peer=False)
         for key in [key for key, (_, _, expires) in self._acks.items() if now >= expires]:
             del self._acks[key]
 
@@ -625,7 +637,9 @@ class UserAgent:
             if request.body:            # an offer: RFC 3311 offer/answer is not built
                 self._respond(request, 488, "Not Acceptable Here", now)
             else:                       # a session refresh (RFC 4028)
-                self._respond(request, 200, "OK", now)
+                response = response_to(request, 200, "OK")
+                self._session_timer(session, request, response, now)
+                self.layer.send_response(response, now)
         else:                           # check_request let only ALLOWED_METHODS through; ACK is an event
             self._respond(request, 405, "Method Not Allowed", now, (("Allow", ALLOW),))
 
@@ -641,6 +655,10 @@ class UserAgent:
         if not _sdp(request):
             self._respond(request, 488, "Not Acceptable Here", now,
                           (("Warning", '399 pypbx "an SDP offer in the INVITE is required"'),))
+            return
+        asked = session_expires(request)
+        if asked is not None and asked[0] < MIN_SE:      # RFC 4028 §8.1: too brief for us
+            self._respond(request, 422, "Session Interval Too Small", now, (("Min-SE", str(MIN_SE)),))
             return
         session = Session(id=f"{self._token()}", role=Role.UAS, invite=request, peer=addr,
                           remote_sdp=request.body, local_tag=self._token(), transaction=transaction)
@@ -801,6 +819,10 @@ class UserAgent:
             self._forget(session)
             return
         session.state = SessionState.CONFIRMED
+        granted = session_expires(response)
+        if granted is not None and granted[0] > 0:      # the callee refreshes (we never offered to)
+            session.session_expires = granted[0]
+            session.expires_at = end_at(now, granted[0])
         sdp = _sdp(response)
         if sdp:
             session.remote_sdp = sdp
@@ -874,6 +896,20 @@ class UserAgent:
             self._events.append(RegistrationFailed(registration, registration.last_status, registration.last_reason))
         elif registration.state is RegistrationState.UNREGISTERED:
             self.registrations.pop(registration.call_id, None)
+
+    def _session_timer(self, session: Session, request: Request, response: Response, now: float) -> None:
+        """Our 2xx to an INVITE or UPDATE that asked for (or refreshes) a session timer: the caller
+        refreshes (we never do), and the session ends if it does not (RFC 4028 §9, §10)."""
+        asked = session_expires(request)
+        interval = max(asked[0], MIN_SE) if asked is not None else session.session_expires
+        if not interval:
+            return
+        session.session_expires = interval
+        session.expires_at = end_at(now, interval)
+        # the request's sender (the peer: we never send refreshes) is the UAC of this transaction
+        response.headers.add("Session-Expires", f"{interval};refresher=uac")
+        if supports_timer(request):
+            response.headers.add("Require", "timer")
 
     def _end_or_fail(self, session: Session, status: int, reason: str) -> None:
         if session.state is SessionState.ENDED:
