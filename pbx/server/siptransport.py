@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SIP_CODECS = ("pcmu", "pcma", "g722", "opus")
-RTP_TIMEOUT_MS = 30_000.0
 RTCP_INTERVAL_MS = 5_000.0
 DTMF_RELAY = re.compile(r"(?im)^\s*signal\s*=\s*([0-9A-D*#])\s*$")
 
@@ -348,7 +347,7 @@ class SipTransport:
         media.negotiated = negotiated
         if media.leg is not None:
             self.runner.engine.set_remote(media.leg.leg, (negotiated.address, negotiated.port))
-            self.runner.engine.set_rtp_timeout(media.leg.leg, 0.0 if negotiated.on_hold else RTP_TIMEOUT_MS)
+            self.runner.engine.set_rtp_timeout(media.leg.leg, 0.0 if negotiated.on_hold else self._rtp_timeout_ms)
         self.calls.agent.answer_reinvite(event.session, answer.serialize(), self.calls.now())
         held = negotiated.on_hold
         was_held = previous.on_hold if previous is not None else False
@@ -391,7 +390,7 @@ class SipTransport:
         options: dict[str, Any] = dict(
             payload_type=n.payload_type, dtmf_payload_type=n.dtmf_payload_type, ptime_ms=n.ptime,
             fd=media.sockets.rtp.fileno(), remote=(n.address, n.port), latch=True,
-            rtp_timeout_ms=0.0 if n.on_hold else RTP_TIMEOUT_MS, rtcp_interval_ms=RTCP_INTERVAL_MS,
+            rtp_timeout_ms=0.0 if n.on_hold else self._rtp_timeout_ms, rtcp_interval_ms=RTCP_INTERVAL_MS,
             rtcp_fd=media.sockets.rtcp.fileno(),
         )
         try:
@@ -400,6 +399,11 @@ class SipTransport:
             host.call.connect_failed("media", f"cannot start the call's media: {exc}", host.now_ms())
             return None
         return media.leg
+
+    @property
+    def _rtp_timeout_ms(self) -> float:
+        """``[sip] rtp_timeout_secs``: no RTP this long ends the call (0: never)."""
+        return self.calls.config.rtp_timeout_secs * 1000.0
 
     def _close_media(self) -> None:
         media, self.media = self.media, None

@@ -38,7 +38,6 @@ from pbx.sip.ua import Answered, Ended, Failed, Session, UaEvent
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 30.0
-RTP_TIMEOUT_MS = 30_000.0
 RTCP_INTERVAL_MS = 5_000.0
 CODECS = ("pcmu", "pcma", "g722", "opus")
 
@@ -155,8 +154,9 @@ class Transfer:
         sink = LegSink(self._media_event, _no_out, _no_asr)
         options: dict[str, Any] = dict(
             payload_type=n.payload_type, dtmf_payload_type=n.dtmf_payload_type, ptime_ms=n.ptime,
-            fd=self.sockets.rtp.fileno(), remote=(n.address, n.port), latch=True, rtp_timeout_ms=RTP_TIMEOUT_MS,
-            rtcp_interval_ms=RTCP_INTERVAL_MS, rtcp_fd=self.sockets.rtcp.fileno())
+            fd=self.sockets.rtp.fileno(), remote=(n.address, n.port), latch=True,
+            rtp_timeout_ms=self.calls.config.rtp_timeout_secs * 1000.0, rtcp_interval_ms=RTCP_INTERVAL_MS,
+            rtcp_fd=self.sockets.rtcp.fileno())
         try:
             self.leg = self.runner.add_leg(sink, "udp", n.codec, self.host.now_ms(), **options)
         except ValueError as exc:

@@ -9,6 +9,7 @@ These names are part of the contract with operators (the README's table document
     user_agent = "pypbx"
     accept_refer = false         # act on a peer's REFER (else it is reported and refused with 603)
     refer_mode = "bridge"        # refer places a new leg and bridges it; "sip" sends a real REFER
+    rtp_timeout_secs = 30        # no RTP from the peer this long (not counted on hold): rtp_timeout; 0 = never
 
     [[sip.trunks]]               # outbound: a callee that matches goes through this trunk
     name = "carrier"
@@ -78,6 +79,7 @@ class SipConfig:
     user_agent: str = "pypbx"
     accept_refer: bool = False
     refer_mode: str = "bridge"
+    rtp_timeout_secs: float = 30.0
     trunks: tuple[Trunk, ...] = ()
     accounts: tuple[Account, ...] = ()
 
@@ -167,7 +169,8 @@ def _account(i: int, raw: Any) -> Account:
 
 def sip_config(raw: Any) -> SipConfig:
     values = _table("sip", raw, {"addr": str, "external_ip": str, "rtp_ports": list, "user_agent": str,
-                                 "accept_refer": bool, "refer_mode": str, "trunks": list, "accounts": list})
+                                 "accept_refer": bool, "refer_mode": str, "rtp_timeout_secs": (int, float),
+                                 "trunks": list, "accounts": list})
     if "addr" in values:
         split_host_port(values["addr"], "sip.addr")
     if values.get("external_ip"):
@@ -184,6 +187,10 @@ def sip_config(raw: Any) -> SipConfig:
         values["rtp_ports"] = (ports[0], ports[1])
     if values.get("refer_mode", "bridge") not in ("bridge", "sip"):
         raise ConfigError(f"config key 'sip.refer_mode': expected bridge or sip, got {values['refer_mode']!r}")
+    if "rtp_timeout_secs" in values:
+        if not 0 <= values["rtp_timeout_secs"] <= 3600:
+            raise ConfigError("config key 'sip.rtp_timeout_secs': must be between 0 and 3600 seconds")
+        values["rtp_timeout_secs"] = float(values["rtp_timeout_secs"])
     if "user_agent" in values and ("\r" in values["user_agent"] or "\n" in values["user_agent"]):
         raise ConfigError("config key 'sip.user_agent': must be one line")
     values["trunks"] = tuple(_trunk(i, t) for i, t in enumerate(values.get("trunks", [])))
