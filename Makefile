@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 APT_PACKAGES := build-essential pkg-config python3-dev python3-venv libopus-dev espeak-ng sox patchelf sip-tester baresip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps install test test-ten lint serve wheel wheel-test bench hostile clean
+.PHONY: deps install test test-ten lint serve wheel wheel-test bench bench-sip hostile clean
 
 # System packages: skipped when already present, so repeated runs stay fast.
 deps:
@@ -62,6 +62,12 @@ wheel-test: wheel
 
 bench: install
 	$(PY) bench/kernels.py
+
+# Phone calls under load: sipp with pcap RTP at 100 concurrent calls against a server process, the
+# webhook application beside it; setup rate and latency, CPU and RSS per call, against the engine alone.
+# BENCH_SIP_ARGS=--quick for a 10-call smoke run (exits non-zero unless every call was up with audio).
+bench-sip: install
+	$(PY) bench/sip_calls.py $(BENCH_SIP_ARGS)
 
 # The long hostile-client cases (issue 9) against a server process, with a bystander call:
 # RSS and descriptors before and after each case; exits non-zero if a bar fails.

@@ -154,12 +154,16 @@ def placement(cpus: set[int] | None, nice: int) -> Callable[[], None] | None:
 class ServerProcess:
     """A server in its own process: ``kind`` is ``"pbx"`` (our call server) or ``"floor"``.
 
+    ``extra_config`` is TOML appended to the pbx server's configuration (default: SIP on a free
+    loopback port).
+
     Both get a fresh data directory whose ``media/`` holds the watermarked prompt, so both play
     the same audio with ``{"command": "play", "url": PROMPT_NAME}``.
     """
 
     def __init__(self, kind: str, prompt_seconds: float, log_level: str = "warning",
-                 cpus: set[int] | None = None, nice: int = 0) -> None:
+                 cpus: set[int] | None = None, nice: int = 0,
+                 extra_config: str = '[sip]\naddr = "127.0.0.1:0"\n') -> None:
         self.kind = kind
         self.tmp = tempfile.TemporaryDirectory(prefix=f"pypbx-bench-{kind}-")
         self.data_dir = Path(self.tmp.name)
@@ -170,8 +174,7 @@ class ServerProcess:
         self.log_path = self.data_dir / "server.log"
         if kind == "pbx":
             config = self.data_dir / "config.toml"
-            config.write_text(f'data_dir = "{self.data_dir}"\nlog_level = "{log_level}"\n'
-                              '[sip]\naddr = "127.0.0.1:0"\n')
+            config.write_text(f'data_dir = "{self.data_dir}"\nlog_level = "{log_level}"\n{extra_config}')
             argv = [sys.executable, "-m", "pbx", "serve", "--config", str(config),
                     "--http-addr", f"127.0.0.1:{self.port}"]
         elif kind == "floor":
