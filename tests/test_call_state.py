@@ -175,6 +175,25 @@ def test_signals_follow_the_table_and_an_impossible_one_is_a_state_error() -> No
     assert next_state(S.ANSWERED, "answered") is None
 
 
+def test_an_inbound_call_refused_for_its_application_or_left_undecided(tmp_path: Path) -> None:
+    """No decision within the webhook's timeout (408) or an offer accept cannot answer (488): reject and
+    hangup, whether the call is still NEW or already ACCEPTING. An application that leaves before deciding
+    has the transport refuse the call (Disconnect: 603 on SIP)."""
+    for state in (S.NEW, S.ACCEPTING):
+        bench = reach(state, tmp_path)
+        bench.call.incoming("sip:alice@pypbx.test", "sip:bot@pypbx.test", "v=0", bench.now)
+        bench.call.rejected(408, "no decision", bench.now)
+        bench.collect()
+        assert bench.names()[-3:] == ["IncomingEvent", "RejectEvent", "HangupEvent"]
+        assert bench.events[-2].code == 408 and not bench.actions_of(Disconnect)
+
+    bench = reach(S.NEW, tmp_path)
+    bench.call.incoming("sip:alice@pypbx.test", "sip:bot@pypbx.test", "v=0", bench.now)
+    bench.call.end("client_disconnect", "user", bench.now)
+    bench.collect()
+    assert bench.names() == ["IncomingEvent", "HangupEvent"] and len(bench.actions_of(Disconnect)) == 1
+
+
 def test_the_far_end_ringing_rejecting_and_hanging_up(tmp_path: Path) -> None:
     bench = reach(S.CALLING, tmp_path)
     bench.call.remote_ringing(False, None, bench.now)

@@ -297,6 +297,7 @@ class Call:
         if dropped(self.state):
             return
         self._parties = (caller, callee)
+        self._dialled = True        # a call is on the transport: ending undecided must refuse it (603)
         self.emit(IncomingEvent(track_id=self.id, timestamp=self.epoch_ms(), caller=caller, callee=callee, sdp=sdp))
 
     def notice(self, sender: str, extra: dict[str, Any], now_ms: float) -> None:

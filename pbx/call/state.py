@@ -19,6 +19,8 @@ Rules (the table below is the whole of them; :class:`pbx.call.core.Call` consult
   ``/call`` does not) is the transport's :class:`~pbx.call.transport.TransportProfile`, checked first.
 - ``ringing`` with ``earlyMedia`` moves to ``EARLY_MEDIA`` instead of ``RINGING``; so does the far end's
   183 with SDP (``REMOTE_EARLY_MEDIA``). Media commands need a leg: ``EARLY_MEDIA``, ``ANSWERED``.
+- ``REJECTED`` in ``NEW`` or ``ACCEPTING`` is an inbound call refused for the application: no decision
+  within the webhook's decision timeout (408), or an offer ``accept`` cannot answer (488, 400).
 - ``TRANSFER_DONE`` brings a transfer back to ``ANSWERED``; the call then ends by itself if the
   ``refer`` asked for ``autoHangup`` (through ``END``).
 """
@@ -75,7 +77,8 @@ def _row(*pairs: tuple[str | Signal, CallState], stay: tuple[str, ...] = (),
 # state -> {input: next state}. "hangup" and END lead to ENDING from every live state.
 TABLE: Final[Mapping[CallState, Mapping[str | Signal, CallState]]] = MappingProxyType({
     S.NEW: _row(("invite", S.CALLING), ("accept", S.ACCEPTING), ("ringing", S.RINGING), ("reject", S.ENDING),
-                (Signal.REMOTE_HANGUP, S.ENDING), ("hangup", S.ENDING), (Signal.END, S.ENDING)),
+                (Signal.REJECTED, S.ENDING), (Signal.REMOTE_HANGUP, S.ENDING), ("hangup", S.ENDING),
+                (Signal.END, S.ENDING)),
     S.CALLING: _row((Signal.REMOTE_RINGING, S.RINGING), (Signal.REMOTE_EARLY_MEDIA, S.EARLY_MEDIA),
                     (Signal.ANSWERED, S.ANSWERED), (Signal.CONNECT_FAILED, S.NEW), (Signal.REJECTED, S.ENDING),
                     (Signal.REMOTE_HANGUP, S.ENDING), ("hangup", S.ENDING), (Signal.END, S.ENDING)),
@@ -88,7 +91,7 @@ TABLE: Final[Mapping[CallState, Mapping[str | Signal, CallState]]] = MappingProx
                         (Signal.ANSWERED, S.ANSWERED), (Signal.REJECTED, S.ENDING),
                         (Signal.REMOTE_HANGUP, S.ENDING), ("hangup", S.ENDING), (Signal.END, S.ENDING),
                         stay=_MEDIA, state=S.EARLY_MEDIA),
-    S.ACCEPTING: _row((Signal.ANSWERED, S.ANSWERED), (Signal.CONNECT_FAILED, S.NEW),
+    S.ACCEPTING: _row((Signal.ANSWERED, S.ANSWERED), (Signal.CONNECT_FAILED, S.NEW), (Signal.REJECTED, S.ENDING),
                       (Signal.REMOTE_HANGUP, S.ENDING), ("hangup", S.ENDING), (Signal.END, S.ENDING)),
     S.ANSWERED: _row(("refer", S.TRANSFERRING), (Signal.REMOTE_HANGUP, S.ENDING), ("hangup", S.ENDING),
                      (Signal.END, S.ENDING), stay=_MEDIA, state=S.ANSWERED),
