@@ -52,6 +52,7 @@ from pbx.media.loader import MediaLoader
 from pbx.protocol import Command, HangupReason, Initiator, RecorderOption
 from pbx.providers import ProviderRegistry
 from pbx.server.control import ControlSocket
+from pbx.server.deadline import Deadline
 from pbx.server.media import EngineLeg, MediaRunner
 from pbx.server.recording import RecordingError, create_recording, finish_recording
 from pbx.server.sipcalls import SipCalls
@@ -123,8 +124,7 @@ class CallDriver:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._gate: list[asyncio.Task[Any]] = []       # set-up the next message waits for
         self._work: dict[int, asyncio.Task[None]] = {}  # synthesis and loads, by playout item
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._deadline = Deadline(self._on_timer)
         self._flushing = False
         self._asr_stream: AsrStream | None = None
         self._asr_worker: asyncio.Task[None] | None = None
@@ -224,19 +224,10 @@ class CallDriver:
             self._flushing = False
         self._arm(self.call.get_timer())
 
-    def _arm(self, when: float | None) -> None:
-        if when == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = when
-        if when is not None:
-            self._timer = asyncio.get_running_loop().call_at(when / 1000.0, self._on_timer)
+    def _arm(self, when_ms: float | None) -> None:
+        self._deadline.arm(None if when_ms is None else when_ms / 1000.0)
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         self.call.handle_timer(self.now_ms())
         self.flush()
 

@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Callable
 
+from pbx.server.deadline import Deadline
 from pbx.sip.errors import SipParseError
 from pbx.sip.message import Headers, Limits, Request, Response, parse_message
 from pbx.sip.stream import StreamParser
@@ -71,8 +72,7 @@ class SipNetwork:
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._streams: dict[Address, asyncio.StreamWriter] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._deadline = Deadline(self._on_timer)
         self.bad_messages = 0
 
     @staticmethod
@@ -111,8 +111,7 @@ class SipNetwork:
         return host, bound
 
     async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._deadline.arm(None)
         if self._udp is not None:
             self._udp.close()
         if self._tcp is not None:
@@ -187,7 +186,7 @@ class SipNetwork:
                 log.exception("sip: handling %s failed", type(event).__name__)
         for data, addr in ua.datagrams_to_send():   # what the handlers asked for
             self.send(data, addr)
-        self._arm(ua.get_timer())
+        self._deadline.arm(ua.get_timer())
 
     def send(self, data: bytes, addr: Address) -> None:
         writer = self._streams.get(addr)
@@ -196,18 +195,6 @@ class SipNetwork:
         elif self._udp is not None:
             self._udp.sendto(data, addr)
 
-    def _arm(self, when: float | None) -> None:
-        if when == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = None
-        self._timer_at = when
-        if when is not None:
-            self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
-
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         self.ua.handle_timer(self.now())
         self.flush()
