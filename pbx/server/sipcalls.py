@@ -23,7 +23,7 @@ import ipaddress
 import logging
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pbx.errors import ProtocolError
@@ -74,7 +74,6 @@ class Pending:
     webhook: asyncio.Task[None] | None = None
     transport: SipTransport | None = None
     decided: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def advertised(config: SipConfig, bound_host: str) -> str:
@@ -107,10 +106,9 @@ def numeric_host(uri: SipUri) -> str | None:
 
 
 class SipCalls:
-    def __init__(self, config: SipConfig, webhook: WebhookConfig, *, enable_ipv6: bool = False) -> None:
+    def __init__(self, config: SipConfig, webhook: WebhookConfig) -> None:
         self.config = config
         self.webhook = webhook
-        self.enable_ipv6 = enable_ipv6
         self.ua: UserAgent | None = None
         self.network: SipNetwork | None = None
         self.ports = RtpPortPool(config.rtp_ports[0], config.rtp_ports[1], "0.0.0.0")
