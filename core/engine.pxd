@@ -139,6 +139,9 @@ cdef class Leg:
     cdef int16_t rec_l[CODEC_MAX_FRAME]
     cdef int16_t rec_r[CODEC_MAX_FRAME]
     cdef uint8_t payload[CODEC_MAX_PAYLOAD]
+    cdef uint8_t relay[CODEC_MAX_PAYLOAD]   # this tick's inbound packet, when it was exactly the frame
+    cdef int relay_len                       # 0: nothing a bridged partner can forward as it is
+    cdef readonly uint64_t relayed           # frames sent as the bridged partner's payload, not re-encoded
     cdef uint8_t packet[RTP_PACKET_MAX]
     # counters
     cdef readonly uint64_t rx_packets, rx_bad, rx_foreign, rx_other_pt, tx_packets, tx_errors
@@ -157,6 +160,7 @@ cdef class Engine:
     cdef DenoiseBank denoiser        # created with the first leg that asks for denoise
     cdef RecvBatch recv
     cdef bint started
+    cdef public bint relay_bridges   # same-codec bridged legs forward payloads (False: always transcode)
     cdef double next_frame_ms
     cdef readonly uint64_t frames, skipped_frames
     cdef EngineEvent* events

@@ -38,6 +38,7 @@ class Leg:
     tx_packets: int
     tx_errors: int
     dtmf_digits: int
+    relayed: int
     tx_octets: int
     rtcp_rx: int
     rtcp_tx: int
@@ -66,6 +67,7 @@ class Engine:
     frames: int
     skipped_frames: int
     lost_events: int
+    relay_bridges: bool
     epoch_offset_ms: float
     def __init__(self, max_legs: int = 4096, event_capacity: int = 65536) -> None: ...
     def add_leg(

@@ -12,6 +12,8 @@ ASR audio in batches. The steady-state media path runs no Python per packet or p
                        -> ASR tap (ring buffer) -> recorder (left channel)
     outbound, per leg: playout queue -> + bridged leg's inbound -> recorder (right channel)
                        -> resample to the codec rate -> encode -> RTP build -> sendto | drained
+    (a bridged UDP leg with nothing of its own playing sends its partner's packet payload as it came when
+    both use the same codec and that packet was exactly this frame: no resample or encode; ``relayed``)
 
 Ticking. ``tick(now_ms)`` is called by the control plane just after each frame is due (``next_frame_ms``;
 from its asyncio loop: one call serves every leg). It receives what the UDP sockets hold, then processes every 20 ms frame
@@ -194,7 +196,7 @@ cdef class Leg:
             "rx_expected": expected, "rx_lost": lost,
             "rx_loss_percent": max(lost, 0) * 100.0 / expected if expected > 0 else 0.0,
             "rx_jitter_ms": self.jb.jitter if self.jb is not None else 0.0,
-            "latched": self.latched, "latches": self.latches,
+            "latched": self.latched, "latches": self.latches, "relayed_frames": self.relayed,
         }
         if self.jb is not None:
             s["jitter"] = self.jb.stats
@@ -267,6 +269,7 @@ cdef class Engine:
         self.denoiser = None
         self.recv = RecvBatch()
         self.started = False
+        self.relay_bridges = True
         self.events = <EngineEvent*>malloc(event_capacity * sizeof(EngineEvent))
         self.out_cap = 1 << 16
         self.out_items_cap = 1024
@@ -715,7 +718,8 @@ cdef class Engine:
         cdef int n, fs = codec.frame_samples, digit, voiced
         cdef float probs[2]
         cdef int64_t t_leg = <int64_t>t_ms - leg.t0_ms
-        cdef bint in_place = False
+        cdef bint in_place = False, whole = False
+        leg.relay_len = 0
         if leg.transport != TRANSPORT_STREAM:
             # Decode what the jitter buffer releases until a frame's worth of PCM is waiting.
             while leg.decoded.size < fs:
@@ -729,14 +733,20 @@ cdef class Engine:
                         leg.dtmf_digits += 1
                         self.emit(leg.slot, EV_DTMF, t_leg, digit, 0, 0, 0)
                     continue
+                whole = False
                 if out.kind == JITTER_FRAME:
                     n = codec.decode_c(out.payload, out.length, leg.pcm, CODEC_MAX_FRAME * 4)
                     if n < 0:
                         n = codec.conceal_c(leg.pcm)
+                    else:
+                        whole = n == fs and out.length <= CODEC_MAX_PAYLOAD
                 else:  # LOSS or EXPAND: conceal one packet time
                     n = codec.conceal_c(leg.pcm)
                 if n == fs and leg.decoded.size == 0:
                     in_place = True     # the usual case, one packet per frame: no trip through the FIFO
+                    if whole:           # a bridged partner with the same codec may send it on as it is
+                        memcpy(leg.relay, out.payload, out.length)
+                        leg.relay_len = <int>out.length
                     break
                 ring_push(&leg.decoded, leg.pcm, n)
             if leg.rtp_timeout_ms > 0 and not leg.timeout_reported \
@@ -827,7 +837,7 @@ cdef class Engine:
         cdef int64_t t_leg = <int64_t>t_ms - leg.t0_ms
         cdef PlayoutEvent* pe
         cdef int64_t t_event
-        cdef bint marker, new_event
+        cdef bint marker, new_event, relay
         played = playout.pull_c(leg.out16, FRAME)
         for i in range(playout.n_events):
             pe = &playout.events[i]
@@ -840,9 +850,17 @@ cdef class Engine:
             else:
                 self.emit(leg.slot, EV_PLAY_DROPPED, t_event, pe.item_id, 0, 0, 0)
         playout.n_events = 0
+        relay = False
         if leg.bridge >= 0:
             partner = self.legs[leg.bridge]
             if partner is not None:
+                # Relay: nothing of our own plays and the partner's packet is this frame in our codec:
+                # send its payload as it came (no decode-mix-encode); the decoded audio still goes to VAD,
+                # ASR and the recorder. Mute and denoise change the audio, so they need the transcode.
+                relay = (self.relay_bridges and played == 0 and partner.relay_len > 0
+                         and partner.codec.kind == codec.kind
+                         and partner.codec.frame_ticks == codec.frame_ticks and not partner.muted_in
+                         and not partner.denoise and leg.transport == TRANSPORT_UDP)
                 for i in range(FRAME):
                     leg.out16[i] = saturate(<int32_t>leg.out16[i] + partner.in16[i])
                 played = FRAME
@@ -866,11 +884,16 @@ cdef class Engine:
             leg.ts += codec.frame_ticks
             leg.marker_next = True   # audio resumes as a new talkspurt after the event
             return 0
-        self.encode_out(leg)
-        n = codec.encode_c(leg.pcm, leg.payload)
-        if n > 0:
-            self.send_rtp(leg, leg.payload_type, leg.marker_next, leg.ts, leg.payload, n)
+        if relay:
+            self.send_rtp(leg, leg.payload_type, leg.marker_next, leg.ts, partner.relay, partner.relay_len)
             leg.marker_next = False
+            leg.relayed += 1
+        else:
+            self.encode_out(leg)
+            n = codec.encode_c(leg.pcm, leg.payload)
+            if n > 0:
+                self.send_rtp(leg, leg.payload_type, leg.marker_next, leg.ts, leg.payload, n)
+                leg.marker_next = False
         leg.ts += codec.frame_ticks
         if leg.rtcp_interval_ms > 0 and t_ms >= leg.next_rtcp_ms:
             leg.next_rtcp_ms = t_ms + leg.rtcp_interval_ms

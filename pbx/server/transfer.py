@@ -2,8 +2,8 @@
 
 It works from every call type (a ``/call`` WebSocket call or a phone call alike): the call's own leg
 is an engine leg, the transfer leg is a new engine UDP leg, and the engine plays each one's inbound
-audio to the other on its tick (decoded and re-encoded: the payload relay of same-codec legs is not
-built yet). The call's VAD, ASR and recorder keep running on the call's own leg.
+audio to the other on its tick (same codec and ptime: the payload is relayed as it came; otherwise
+decoded, mixed and re-encoded). The call's VAD, ASR and recorder keep running on the call's own leg.
 
 =====================================  ==================================================================
 what happens                           the call hears
