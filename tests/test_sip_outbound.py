@@ -300,3 +300,28 @@ def test_no_rtp_after_the_answer_ends_the_call_with_rtp_timeout_and_a_bye(tmp_pa
         assert 0.9 <= (hangup["timestamp"] - answer["timestamp"]) / 1000 < 3
         assert received(sipp) == ["INVITE", "ACK", "BYE"]
     asyncio.run(run())
+
+
+def test_refer_mode_sip_sends_a_real_refer_and_its_notify_progress_ends_the_call(tmp_path: Path) -> None:
+    """``refer_mode = "sip"``: the peer gets REFER (RFC 3515) and reports its call to the target in
+    NOTIFYs; each is an ``other`` event, and the final 200 sipfrag with ``autoHangup`` ends the call."""
+    async def run() -> None:
+        sip = SipConfig(addr="127.0.0.1:0", refer_mode="sip")
+        async with running_server(tmp_path, sip=sip) as (_, address), \
+                sipp_callee("callee_transferee.xml", tmp_path) as sipp, \
+                Call.open(address, "pingInterval=0", path="/call/sip") as call:
+            await invite(call, sipp.uri)
+            await call.wait_event("answer")
+            await call.send({"command": "refer", "caller": CALLER, "callee": "sip:carol@127.0.0.1",
+                             "options": {"autoHangup": True}})
+            hangup = await call.wait_event("hangup", timeout=10)
+            await passed(sipp)
+        notices = [e["extra"] for e in call.events() if e["event"] == "other"]
+        assert [(n["method"], n["sipfrag"].strip()) for n in notices] == [("NOTIFY", "SIP/2.0 100 Trying"),
+                                                                          ("NOTIFY", "SIP/2.0 200 OK")]
+        assert hangup["reason"] == "refer"
+        assert received(sipp) == ["INVITE", "ACK", "REFER", 200, 200, "BYE"]
+        (refer,) = requests(sipp, "REFER")
+        assert refer.headers.get("Refer-To") == "<sip:carol@127.0.0.1>"
+        assert refer.headers.get("Referred-By") == f"<{CALLER}>"
+    asyncio.run(run())

@@ -86,3 +86,4 @@ def test_a_call_without_session_timers_has_no_expiry() -> None:
     alice, session, invite = outbound()
     alice.receive(wire(reply(invite, 200, "OK", body=ANSWER)), BOB, 0.5)
     assert session.expires_at is None
+

@@ -245,6 +245,9 @@ class CallDriver:
         if self._transfer is not None:
             self._transfer.close()
             self._transfer = None
+        if self.transport.refers_itself():
+            self.transport.carry_out(action)
+            return
         leg = self.call.leg
         if self.services.sip is None or self.services.sip.ua is None or not isinstance(leg, EngineLeg):
             self.call.transfer_done("refer needs the server's SIP port ([sip])", False, self.now_ms())

@@ -31,18 +31,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pbx.call.actions import Answer, Connect, Disconnect, Reject, Ring
+from pbx.call.actions import Answer, Connect, Disconnect, Refer, Reject, Ring
 from pbx.call.media import Dtmf
 from pbx.call.transport import TransportProfile
 from pbx.errors import ProtocolError
 from pbx.media.rtp_ports import PortsExhausted, RtpSockets
-from pbx.protocol import CallOption, HangupReason, Initiator
+from pbx.protocol import CallOption, HangupReason, Initiator, ReferCommand
 from pbx.server.media import CapacityError, EngineLeg, LegSink, MediaRunner
 from pbx.server.transports import MEDIA_COMMANDS, CallHost, SignallingAction
 from pbx.sip import sdp as sdpmod
 from pbx.sip.errors import SipError
 from pbx.sip.offer import AudioCapabilities, Negotiated, NegotiationError, accept_answer, answer_offer, build_offer
-from pbx.sip.ua import Answered, Ended, Failed, Info, Notified, Progress, Referred, ReInvite, Session, UaEvent
+from pbx.sip.ua import (
+    Answered,
+    Ended,
+    Failed,
+    Info,
+    Notified,
+    Progress,
+    ReferAnswered,
+    Referred,
+    ReInvite,
+    Session,
+    UaEvent,
+)
 
 if TYPE_CHECKING:
     from pbx.server.sipcalls import SipCalls
@@ -116,6 +128,8 @@ class SipTransport:
         self.option: CallOption | None = None
         self.answered = False
         self._disconnected = False
+        self._referring = False          # a REFER we sent waits for its final NOTIFY
+        self._refer_auto_hangup = False
         self._lookup: asyncio.Task[None] | None = None     # an outbound callee's host name being resolved
         # inbound: the pending INVITE the application connected for (?id=<dialogId>)
         self.session: Session | None = calls.claim(dialog_id, self) if dialog_id else None
@@ -133,6 +147,8 @@ class SipTransport:
                 self._reject(action.code or 486, action.reason or "Busy Here")
             elif isinstance(action, Disconnect):
                 self._disconnect()
+            elif isinstance(action, Refer):
+                self._refer(action.command)
         finally:
             self.calls.flush()
 
@@ -325,8 +341,40 @@ class SipTransport:
             accept = self.calls.config.accept_refer
             self.calls.agent.respond_refer(event.session, event.request, accept, self.calls.now())
         elif isinstance(event, Notified):
-            call.notice("sip", {"method": "NOTIFY", "event": event.event}, now)
+            frag = event.body[:1024].decode("utf-8", "replace")
+            call.notice("sip", {"method": "NOTIFY", "event": event.event, "sipfrag": frag}, now)
+            status = sipfrag_status(frag) if event.event.lower().startswith("refer") else None
+            if status is not None and status >= 200 and self._referring:
+                self._referring = False
+                if status < 300:
+                    call.transfer_done(None, self._refer_auto_hangup, now)
+                else:
+                    call.transfer_failed(status, frag.split("\n", 1)[0].strip(), now)
+        elif isinstance(event, ReferAnswered) and event.status >= 300 and self._referring:
+            self._referring = False
+            call.transfer_failed(event.status, f"the peer refused the REFER: {event.reason}", now)
         self.host.flush()
+
+    # -- refer_mode = "sip": a real REFER (RFC 3515) ---------------------------------------------------------
+    def refers_itself(self) -> bool:
+        return self.calls.config.refer_mode == "sip"
+
+    def _refer(self, command: ReferCommand) -> None:
+        """Ask the peer to call ``callee``; NOTIFY sipfrags report its progress (``other`` events), the
+        final one finishes the refer (2xx: done, with ``autoHangup`` the call ends; else ``reject``)."""
+        now = self.host.now_ms()
+        session = self.session
+        try:
+            sent = session is not None and self.calls.agent.refer(session, command.callee, self.calls.now(),
+                                                                  referred_by=command.caller or None)
+        except SipError as exc:
+            self.host.call.transfer_done(f"refer: {exc}", False, now)
+            return
+        if not sent:
+            self.host.call.transfer_done("refer: the SIP call is not connected", False, now)
+            return
+        self._referring = True
+        self._refer_auto_hangup = command.options is not None and command.options.auto_hangup
 
     def _reinvited(self, event: ReInvite) -> None:
         media = self.media
@@ -417,6 +465,14 @@ class SipTransport:
         if media is None or media.leg is None:
             return {}
         return dict(media.leg.leg.stats)
+
+
+def sipfrag_status(frag: str) -> int | None:
+    """The status of a ``message/sipfrag`` status line (``SIP/2.0 180 Ringing``), or None."""
+    parts = frag.split(None, 2)
+    if len(parts) >= 2 and parts[0].upper() == "SIP/2.0" and parts[1].isdigit():
+        return int(parts[1])
+    return None
 
 
 def _no_out(data: bytes) -> None:

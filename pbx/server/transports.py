@@ -52,6 +52,8 @@ class Transport(Protocol):
     def start(self) -> None: ...     # the control socket is up (an inbound SIP call says what calls)
     def carry_out(self, action: SignallingAction) -> None: ...
     def on_audio(self, data: bytes) -> None: ...
+    # True when the transport carries a refer itself (a SIP REFER); else the driver bridges a new leg
+    def refers_itself(self) -> bool: ...
 
 
 # -- /call -------------------------------------------------------------------------------------------
@@ -85,6 +87,9 @@ class WebSocketAudio:
 
     def start(self) -> None:
         """Nothing to announce: the client is the far end."""
+
+    def refers_itself(self) -> bool:
+        return False
 
     def carry_out(self, action: SignallingAction) -> None:
         if isinstance(action, Connect | Answer):
@@ -130,6 +135,9 @@ class NotBuilt:
 
     def start(self) -> None:
         """Nothing to announce."""
+
+    def refers_itself(self) -> bool:
+        return False
 
     def carry_out(self, action: SignallingAction) -> None:
         if not isinstance(action, Disconnect):

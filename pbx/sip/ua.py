@@ -210,7 +210,14 @@ class RegistrationFailed:
     reason: str
 
 
-UaEvent = Incoming | Progress | Answered | Failed | Ended | ReInvite | Info | Referred | Notified
+@dataclass(frozen=True, slots=True)
+class ReferAnswered:
+    session: Session
+    status: int                  # the final response to our REFER (408: none came)
+    reason: str
+
+
+UaEvent = Incoming | Progress | Answered | Failed | Ended | ReInvite | Info | Referred | Notified | ReferAnswered
 RegistrationEvent = Registered | RegistrationFailed
 
 
@@ -460,6 +467,22 @@ class UserAgent:
     def send_info(self, session: Session, content_type: str, body: bytes, now: float) -> None:
         if session.state is SessionState.CONFIRMED:
             self._send_in_dialog(session, "INFO", now, content_type, body)
+
+    def refer(self, session: Session, refer_to: str, now: float, *, referred_by: str | None = None) -> bool:
+        """Ask the peer to call ``refer_to`` (RFC 3515): its answer comes as :class:`ReferAnswered`, the
+        progress of its call as NOTIFYs (:class:`Notified`, ``message/sipfrag`` bodies). False when the
+        call is not confirmed."""
+        if session.state is not SessionState.CONFIRMED or session.dialog is None:
+            return False
+        SipUri.parse(refer_to)        # SipParseError for a bad target, before anything is sent
+        request = session.dialog.create_request("REFER", via=self._via(self.layer.new_branch()))
+        self._common(request.headers)
+        request.headers.add("Refer-To", f"<{refer_to}>")
+        if referred_by:
+            request.headers.add("Referred-By", f"<{referred_by}>")
+        request.headers.add("Contact", self.contact)
+        self.layer.send_request(request, self._target(session), now, reliable=session.reliable)
+        return True
 
     def _send_in_dialog(self, session: Session, method: str, now: float, content_type: str = "",
                         body: bytes = b"") -> ClientTransaction | None:
@@ -743,6 +766,8 @@ class UserAgent:
             self._on_invite_response(session, response, now)
         elif method == "INFO" and status >= 300:
             self._in_dialog_failed(session, status, now)
+        elif method == "REFER" and status >= 200:
+            self._events.append(ReferAnswered(session, status, response.reason))
 
     def _on_invite_response(self, session: Session, response: Response, now: float) -> None:
         """A 1xx or 300-699 to the call's INVITE."""
@@ -856,6 +881,8 @@ class UserAgent:
             self._in_dialog_failed(session, 408, now)
         elif transaction is session.transaction and session.state is not SessionState.CONFIRMED:
             self._end_or_fail(session, 408, "Request Timeout")
+        elif transaction.method == "REFER":
+            self._events.append(ReferAnswered(session, 408, "Request Timeout"))
         elif transaction.method == "INFO":
             self._in_dialog_failed(session, 408, now)
 
