@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from pbx.server.app import CallServer
-from pbx.sip.config import WebhookConfig
+from pbx.sip.config import SipConfig, WebhookConfig
 from support.audio import read_wav
 from tests.support.calls import Call, Event, running_server
 from tests.support.sip import SIPP, SipMessage, Sipp, SippResult, WebhookMode, WebhookReceiver, sipp
@@ -53,14 +53,16 @@ class Inbound:
 
 @asynccontextmanager
 async def inbound(tmp_path: Path, scenario: str, *, mode: WebhookMode = "ok", url: bool = True,
-                  timeout_s: float = 15.0, **webhook: Any) -> AsyncIterator[Inbound]:
+                  timeout_s: float = 15.0, sip_host: str = "127.0.0.1", **webhook: Any) -> AsyncIterator[Inbound]:
     """A server whose webhook is a receiver in ``mode`` (no ``[webhook] url`` if not ``url``), and sipp
-    calling it with ``scenario``."""
+    calling it with ``scenario``; ``sip_host`` ``::1``: SIP and RTP over IPv6."""
     async with WebhookReceiver.running(mode) as receiver:
         config = WebhookConfig(url=receiver.url if url else "", **webhook)
-        async with running_server(tmp_path / "data", webhook=config) as (server, address):
+        sip_config = SipConfig(addr=f"[{sip_host}]:0" if ":" in sip_host else f"{sip_host}:0")
+        async with running_server(tmp_path / "data", webhook=config, sip=sip_config) as (server, address):
             assert server.sip is not None and server.sip.address is not None
-            async with sipp(scenario, server.sip.address[1], tmp_path / "sipp", timeout_s=timeout_s) as run:
+            async with sipp(scenario, server.sip.address[1], tmp_path / "sipp", timeout_s=timeout_s,
+                            host=sip_host) as run:
                 try:
                     yield Inbound(server, address, receiver, run)
                 except BaseException as exc:       # what sipp saw helps most when a wait failed
@@ -166,6 +168,26 @@ def test_the_applications_hangup_sends_bye_and_sipp_answers_it(tmp_path: Path) -
     assert [m.method for m in received if m.method] == ["BYE"]
     assert [m.status for m in sent if m.status] == [200]
     assert sent[-1].headers["CSeq"].endswith("BYE")
+
+
+def test_sip_and_rtp_over_ipv6_when_the_sip_port_is_an_ipv6_address(tmp_path: Path) -> None:
+    async def run() -> tuple[dict[str, Any], dict[str, Any], list[SipMessage]]:
+        async with inbound(tmp_path, "caller_waits_for_bye.xml", sip_host="::1") as test:
+            hook = await test.webhook.next_post()
+            async with answer_call(test, hook) as call:
+                await call.wait_event("incoming")
+                await call.send({"command": "accept", "option": SPEECH_OPTION})
+                answer = await call.wait_event("answer")
+                await call.wait_event("speaking", timeout=5.0)     # sipp's RTP reached the leg over IPv6
+                await call.send({"command": "hangup"})
+                hangup = await call.wait_event("hangup")
+            await test.finish()
+            return answer, hangup, test.sipp.received()
+
+    answer, hangup, received = asyncio.run(run())
+    assert "c=IN IP6 ::1" in answer["sdp"]
+    assert hangup["extra"]["rtp"]["packetsReceived"] > 0 and hangup["extra"]["rtp"]["packetsSent"] > 0
+    assert [m.method for m in received if m.method] == ["BYE"]
 
 
 # -- 4. CANCEL -----------------------------------------------------------------------------------------------------

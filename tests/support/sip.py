@@ -201,7 +201,7 @@ class Sipp:
     @classmethod
     async def start(cls, scenario: str | Path, sip_port: int, workdir: Path, *, timeout_s: float = 15.0,
                     transport: str = "u1", keys: Mapping[str, str] | None = None, service: str = "bot",
-                    args: Sequence[str] = ()) -> Sipp:
+                    args: Sequence[str] = (), host: str = "127.0.0.1") -> Sipp:
         """Start sipp on ``scenario`` (a path, or a file name in tests/fixtures/sipp). ``keys`` become
         ``-key name value`` (``[name]`` in the scenario)."""
         if SIPP is None:
@@ -209,7 +209,8 @@ class Sipp:
         path = Path(scenario) if Path(scenario).is_absolute() else FIXTURES / scenario
         name = path.stem
         workdir.mkdir(parents=True, exist_ok=True)
-        command = [SIPP, f"127.0.0.1:{sip_port}", "-sf", str(path), "-i", "127.0.0.1", "-p", "0",
+        target = f"[{host}]" if ":" in host else host          # host: the server's SIP address, ::1 for IPv6
+        command = [SIPP, f"{target}:{sip_port}", "-sf", str(path), "-i", host, "-p", "0",
                    "-mp", str(free_media_port()), "-t", transport, "-m", "1", "-s", service,
                    "-timeout", f"{timeout_s:g}s", "-timeout_error", "-nostdin",
                    "-trace_err", "-error_file", str(workdir / f"{name}_errors.log"),
