@@ -135,6 +135,8 @@ class CallServer:
     async def serve_forever(self) -> None:
         host, port = await self.start()
         log.info("pypbx listening on %s:%d", host, port)
+        if self.sip.address is not None:
+            log.info("SIP on %s:%d (UDP and TCP), advertised as %s", *self.sip.address, self.sip.advertised_host)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
