@@ -744,7 +744,7 @@ cdef class Engine:
                     n = codec.conceal_c(leg.pcm)
                 if n == fs and leg.decoded.size == 0:
                     in_place = True     # the usual case, one packet per frame: no trip through the FIFO
-                    if whole:           # a bridged partner with the same codec may send it on as it is
+                    if whole and leg.bridge >= 0:   # the bridged partner may send it on as it is (same codec)
                         memcpy(leg.relay, out.payload, out.length)
                         leg.relay_len = <int>out.length
                     break
