@@ -183,8 +183,7 @@ class Call:
         # ending
         self._hangup: tuple[str | None, str | None] = (None, None)
         self._ringtone: str | None = None               # ringing's ringtone, played on the early media
-        self._ringtone_playing = False
-        self._moh_playing = False
+        self._waiting_sound = False                      # a ringtone or moh plays until the wait ends
         self._parties: tuple[str | None, str | None] = (None, None)   # an inbound call's caller, callee
         self._quality: dict[str, Any] = {}                 # the released leg's RTP figures, for hangup.extra
         self._close = NORMAL_CLOSE
@@ -327,7 +326,7 @@ class Call:
         self._attach_leg(leg)
         if self._ringtone and self.playback is not None:
             self.playback.play(PlayCommand(url=self._ringtone))   # until the answer interrupts it
-            self._ringtone_playing = True
+            self._waiting_sound = True
 
     def answered(self, leg: LegMedia | None, sdp: str, now_ms: float) -> None:
         """The call is connected; ``leg`` is its media (None if early media already supplied it)."""
@@ -340,9 +339,7 @@ class Call:
         self._handshake_at = None
         self.answered_ms = self.epoch_ms()
         self.emit(AnswerEvent(track_id=self.id, timestamp=self.answered_ms, sdp=sdp))
-        if self._ringtone_playing and self.playback is not None:
-            self._ringtone_playing = False
-            self.playback.interrupt(graceful=False)
+        self._stop_waiting_sound()
         if leg is not None and self.leg is None:
             self._attach_leg(leg)
         self._apply_option()
@@ -380,7 +377,7 @@ class Call:
         if dropped(self.state):
             return
         self.state = after_signal(self.state, Signal.TRANSFER_DONE)
-        self._stop_moh()
+        self._stop_waiting_sound()
         if error is not None:
             self.report_error("refer", error)
         elif auto_hangup:
@@ -393,7 +390,7 @@ class Call:
             return
         if self.state is CallState.TRANSFERRING:
             self.state = after_signal(self.state, Signal.TRANSFER_DONE)
-        self._stop_moh()
+        self._stop_waiting_sound()
         self.emit(RejectEvent(track_id=self.id, timestamp=self.epoch_ms(), reason=reason, code=code))
 
     def transfer_ended(self, auto_hangup: bool, now_ms: float) -> None:
@@ -402,10 +399,11 @@ class Call:
         if auto_hangup:
             self._end(HangupReason.REFER.value, Initiator.SYSTEM.value)
 
-    def _stop_moh(self) -> None:
-        if self._moh_playing and self.playback is not None:
+    def _stop_waiting_sound(self) -> None:
+        """The ringtone stops at the answer, the music on hold when the refer finishes."""
+        if self._waiting_sound and self.playback is not None:
             self.playback.interrupt(graceful=False)
-        self._moh_playing = False
+        self._waiting_sound = False
 
     # == inputs: the shell's I/O ========================================================================
     def recording_opened(self, recording: Recording | None, error: str | None, now_ms: float) -> None:
@@ -606,7 +604,7 @@ class Call:
         moh = cmd.options.moh if cmd.options is not None else None
         if moh and self.playback is not None:
             self.playback.play(PlayCommand(url=moh))      # the caller hears it while the callee rings
-            self._moh_playing = True
+            self._waiting_sound = True
         self.request(Refer(cmd))
 
     def _hangup_command(self, cmd: HangupCommand, target: CallState) -> None:
