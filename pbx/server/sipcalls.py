@@ -23,6 +23,7 @@ import ipaddress
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -218,6 +219,30 @@ class SipCalls:
         if numeric_host(uri) is not None or uri.host.strip("[]") in self._names:
             return None
         return uri.host.strip("[]")
+
+    @property
+    def rtp_timeout_ms(self) -> float:
+        """``[sip] rtp_timeout_secs``: no RTP this long ends a leg's call (0: never)."""
+        return self.config.rtp_timeout_secs * 1000.0
+
+    def when_routable(self, callee: str, place: Callable[[], None], failed: Callable[[str], None]) -> None:
+        """Call ``place`` once the next hop for ``callee`` is known: at once for an address, after a
+        lookup off the event loop for a host name (``failed`` with why, if it does not resolve). Both
+        callbacks must check that their call is still wanted: it may have ended during the lookup."""
+        name = self.next_hop_name(callee)
+        if name is None:
+            place()
+        else:
+            self._spawn(self._look_up_then(name, place, failed))
+
+    async def _look_up_then(self, name: str, place: Callable[[], None], failed: Callable[[str], None]) -> None:
+        try:
+            await self.look_up(name)
+        except OSError as exc:
+            failed(f"{name}: {exc.strerror or exc}")
+        else:
+            place()
+        self.flush()
 
     async def look_up(self, name: str) -> None:
         """Resolve ``name`` without blocking the loop (the media of every call runs on it); OSError if

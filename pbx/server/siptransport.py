@@ -24,12 +24,10 @@ answered from the same capabilities and reported as an ``other`` event; SIP INFO
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pbx.call.actions import Answer, Connect, Disconnect, Refer, Reject, Ring
 from pbx.call.media import Dtmf
@@ -130,7 +128,6 @@ class SipTransport:
         self._disconnected = False
         self._referring = False          # a REFER we sent waits for its final NOTIFY
         self._refer_auto_hangup = False
-        self._lookup: asyncio.Task[None] | None = None     # an outbound callee's host name being resolved
         # inbound: the pending INVITE the application connected for (?id=<dialogId>)
         self.session: Session | None = calls.claim(dialog_id, self) if dialog_id else None
 
@@ -169,25 +166,17 @@ class SipTransport:
     # -- outbound -------------------------------------------------------------------------------------------
     def _connect(self, option: CallOption) -> None:
         self.option = option
-        name = self.calls.next_hop_name(option.callee or "")
-        if name is None:
-            self._place(option)
-            return
-        task = asyncio.get_running_loop().create_task(self._look_up_and_place(name, option))
-        self._lookup = task
+        self.calls.when_routable(option.callee or "", lambda: self._place_if_wanted(option), self._unroutable)
 
-    async def _look_up_and_place(self, name: str, option: CallOption) -> None:
-        try:
-            await self.calls.look_up(name)
-        except OSError as exc:
-            if not self._disconnected:
-                self.host.call.connect_failed("sip", f"cannot place the call: {name}: {exc.strerror or exc}",
-                                              self.host.now_ms())
-        else:
-            if not self._disconnected:      # the call may have ended while the name was looked up
-                self._place(option)
-                self.calls.flush()
-        self.host.flush()
+    def _place_if_wanted(self, option: CallOption) -> None:
+        if not self._disconnected:      # the call may have ended while the callee's host was looked up
+            self._place(option)
+            self.host.flush()
+
+    def _unroutable(self, why: str) -> None:
+        if not self._disconnected:
+            self.host.call.connect_failed("sip", f"cannot place the call: {why}", self.host.now_ms())
+            self.host.flush()
 
     def _place(self, option: CallOption) -> None:
         now = self.host.now_ms()
@@ -395,7 +384,7 @@ class SipTransport:
         media.negotiated = negotiated
         if media.leg is not None:
             self.runner.engine.set_remote(media.leg.leg, (negotiated.address, negotiated.port))
-            self.runner.engine.set_rtp_timeout(media.leg.leg, 0.0 if negotiated.on_hold else self._rtp_timeout_ms)
+            self.runner.engine.set_rtp_timeout(media.leg.leg, 0.0 if negotiated.on_hold else self.calls.rtp_timeout_ms)
         self.calls.agent.answer_reinvite(event.session, answer.serialize(), self.calls.now())
         held = negotiated.on_hold
         was_held = previous.on_hold if previous is not None else False
@@ -428,30 +417,18 @@ class SipTransport:
 
     def _open_leg(self) -> EngineLeg | None:
         media = self.media
-        if media is None or media.negotiated is None:
-            return None
-        if media.leg is not None:
+        if media is None or media.negotiated is None or media.leg is not None:
             return None
         n = media.negotiated
         host = self.host
-        sink = LegSink(host.media_event, _no_out, host.asr_audio)
-        options: dict[str, Any] = dict(
-            payload_type=n.payload_type, dtmf_payload_type=n.dtmf_payload_type, ptime_ms=n.ptime,
-            fd=media.sockets.rtp.fileno(), remote=(n.address, n.port), latch=True,
-            rtp_timeout_ms=0.0 if n.on_hold else self._rtp_timeout_ms, rtcp_interval_ms=RTCP_INTERVAL_MS,
-            rtcp_fd=media.sockets.rtcp.fileno(),
-        )
+        sink = LegSink(host.media_event, no_out, host.asr_audio)
         try:
-            media.leg = self.runner.add_leg(sink, "udp", n.codec, host.now_ms(), **options)
+            media.leg = add_rtp_leg(self.runner, sink, n, media.sockets, host.now_ms(),
+                                    0.0 if n.on_hold else self.calls.rtp_timeout_ms)
         except ValueError as exc:
             host.call.connect_failed("media", f"cannot start the call's media: {exc}", host.now_ms())
             return None
         return media.leg
-
-    @property
-    def _rtp_timeout_ms(self) -> float:
-        """``[sip] rtp_timeout_secs``: no RTP this long ends the call (0: never)."""
-        return self.calls.config.rtp_timeout_secs * 1000.0
 
     def _close_media(self) -> None:
         media, self.media = self.media, None
@@ -459,12 +436,6 @@ class SipTransport:
             return
         # the leg itself is the call core's to release (it detaches the recording first)
         self.calls.ports.release(media.sockets)
-
-    def stats(self) -> dict[str, Any]:
-        media = self.media
-        if media is None or media.leg is None:
-            return {}
-        return dict(media.leg.leg.stats)
 
 
 def sipfrag_status(frag: str) -> int | None:
@@ -475,8 +446,15 @@ def sipfrag_status(frag: str) -> int | None:
     return None
 
 
-def _no_out(data: bytes) -> None:
+def add_rtp_leg(runner: MediaRunner, sink: LegSink, n: Negotiated, sockets: RtpSockets, now_ms: float,
+                rtp_timeout_ms: float) -> EngineLeg:
+    """The engine UDP leg of a negotiated RTP stream on ``sockets``: symmetric RTP (latching), RTCP on
+    the next port. ValueError (CapacityError) when the engine is full."""
+    return runner.add_leg(sink, "udp", n.codec, now_ms, payload_type=n.payload_type,
+                          dtmf_payload_type=n.dtmf_payload_type, ptime_ms=n.ptime, fd=sockets.rtp.fileno(),
+                          remote=(n.address, n.port), latch=True, rtp_timeout_ms=rtp_timeout_ms,
+                          rtcp_interval_ms=RTCP_INTERVAL_MS, rtcp_fd=sockets.rtcp.fileno())
+
+
+def no_out(data: bytes) -> None:
     """A UDP leg sends its own packets: nothing is drained to Python."""
-
-
-SipTransportFactory = Callable[[CallHost], SipTransport]

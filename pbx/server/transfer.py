@@ -22,24 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from pbx.call.media import MediaEvent, RtpTimeout
 from pbx.media.rtp_ports import PortsExhausted, RtpSockets
 from pbx.protocol import CallOption, ReferCommand
 from pbx.server.media import EngineLeg, LegSink, MediaRunner
 from pbx.server.sipcalls import SipCalls
+from pbx.server.siptransport import add_rtp_leg, capabilities, no_out
 from pbx.server.transports import CallHost
 from pbx.sip import sdp as sdpmod
 from pbx.sip.errors import SipError
-from pbx.sip.offer import AudioCapabilities, NegotiationError, accept_answer, build_offer
+from pbx.sip.offer import NegotiationError, accept_answer, build_offer
 from pbx.sip.ua import Answered, Ended, Failed, Session, UaEvent
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 30.0
-RTCP_INTERVAL_MS = 5_000.0
-CODECS = ("pcmu", "pcma", "g722", "opus")
 
 
 class Transfer:
@@ -60,7 +58,6 @@ class Transfer:
         self.answered = False
         self.closed = False
         self._timer: asyncio.TimerHandle | None = None
-        self._lookup: asyncio.Task[None] | None = None
 
     @property
     def auto_hangup(self) -> bool:
@@ -69,24 +66,18 @@ class Transfer:
     def start(self) -> None:
         """INVITE the callee (after looking up its host name, off the loop); the outcome comes back
         through the call's transfer inputs."""
-        name = self.calls.next_hop_name(self.command.callee)
-        if name is None:
-            self._place()
-        else:
-            self._lookup = asyncio.get_running_loop().create_task(self._look_up_and_place(name))
+        self.calls.when_routable(self.command.callee, self._place_if_open, self._unroutable)
 
-    async def _look_up_and_place(self, name: str) -> None:
-        try:
-            await self.calls.look_up(name)
-        except OSError as exc:
-            if not self.closed:
-                self.closed = True
-                self.host.call.transfer_failed(None, f"refer to {self.command.callee!r}: {name}: "
-                                                     f"{exc.strerror or exc}", self.host.now_ms())
-        else:
-            if not self.closed:
-                self._place()
-        self.host.flush()
+    def _place_if_open(self) -> None:
+        if not self.closed:             # the call may have ended while the callee's host was looked up
+            self._place()
+            self.host.flush()
+
+    def _unroutable(self, why: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self.host.call.transfer_failed(None, f"refer to {self.command.callee!r}: {why}", self.host.now_ms())
+            self.host.flush()
 
     def _place(self) -> None:
         now = self.host.now_ms()
@@ -95,7 +86,7 @@ class Transfer:
         try:
             self.sockets = self.calls.ports.allocate()
             port = self.sockets.port
-            self.offer = build_offer(AudioCapabilities(codecs=CODECS, dtmf=True), self.calls.advertised_host, port,
+            self.offer = build_offer(capabilities(None), self.calls.advertised_host, port,
                                      port * 65536 + 1, 1)
             self.session = self.calls.place(self, option, self.offer.serialize())
         except (PortsExhausted, SipError, ValueError) as exc:
@@ -151,14 +142,9 @@ class Transfer:
             n = accept_answer(self.offer, sdpmod.parse(sdp))
         except (NegotiationError, sdpmod.SdpError) as exc:
             return f"the transfer callee's SDP answer is unusable: {exc}"
-        sink = LegSink(self._media_event, _no_out, _no_asr)
-        options: dict[str, Any] = dict(
-            payload_type=n.payload_type, dtmf_payload_type=n.dtmf_payload_type, ptime_ms=n.ptime,
-            fd=self.sockets.rtp.fileno(), remote=(n.address, n.port), latch=True,
-            rtp_timeout_ms=self.calls.config.rtp_timeout_secs * 1000.0, rtcp_interval_ms=RTCP_INTERVAL_MS,
-            rtcp_fd=self.sockets.rtcp.fileno())
+        sink = LegSink(self._media_event, no_out, _no_asr)
         try:
-            self.leg = self.runner.add_leg(sink, "udp", n.codec, self.host.now_ms(), **options)
+            self.leg = add_rtp_leg(self.runner, sink, n, self.sockets, self.host.now_ms(), self.calls.rtp_timeout_ms)
         except ValueError as exc:
             return f"cannot start the transfer leg's media: {exc}"
         self.runner.engine.bridge(self.call_leg.leg, self.leg.leg)
@@ -200,10 +186,6 @@ class Transfer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-def _no_out(data: bytes) -> None:
-    """A UDP leg sends its own packets."""
 
 
 def _no_asr(pcm: object) -> None:
