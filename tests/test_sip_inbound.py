@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,16 +53,19 @@ class Inbound:
 
 @asynccontextmanager
 async def inbound(tmp_path: Path, scenario: str, *, mode: WebhookMode = "ok", url: bool = True,
-                  timeout_s: float = 15.0, sip_host: str = "127.0.0.1", **webhook: Any) -> AsyncIterator[Inbound]:
+                  timeout_s: float = 15.0, sip_host: str = "127.0.0.1", sip_options: Mapping[str, Any] | None = None,
+                  keys: Mapping[str, str] | None = None, sipp_args: Sequence[str] = (),
+                  **webhook: Any) -> AsyncIterator[Inbound]:
     """A server whose webhook is a receiver in ``mode`` (no ``[webhook] url`` if not ``url``), and sipp
-    calling it with ``scenario``; ``sip_host`` ``::1``: SIP and RTP over IPv6."""
+    calling it with ``scenario`` (``keys``: its ``-key`` values, ``sipp_args`` more options); ``sip_host``
+    ``::1``: SIP and RTP over IPv6; ``sip_options``: more ``[sip]`` settings."""
     async with WebhookReceiver.running(mode) as receiver:
         config = WebhookConfig(url=receiver.url if url else "", **webhook)
-        sip_config = SipConfig(addr=f"[{sip_host}]:0" if ":" in sip_host else f"{sip_host}:0")
+        sip_config = SipConfig(addr=f"[{sip_host}]:0" if ":" in sip_host else f"{sip_host}:0", **(sip_options or {}))
         async with running_server(tmp_path / "data", webhook=config, sip=sip_config) as (server, address):
             assert server.sip is not None and server.sip.address is not None
             async with sipp(scenario, server.sip.address[1], tmp_path / "sipp", timeout_s=timeout_s,
-                            host=sip_host) as run:
+                            host=sip_host, keys=keys, args=sipp_args) as run:
                 try:
                     yield Inbound(server, address, receiver, run)
                 except BaseException as exc:       # what sipp saw helps most when a wait failed

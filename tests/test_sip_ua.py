@@ -789,6 +789,27 @@ def test_refer_waits_for_the_owner(accept: bool, status: int) -> None:
     assert sent(alice) == []
 
 
+def test_the_progress_of_an_accepted_refer_goes_to_the_referrer_as_notify_sipfrags() -> None:
+    alice, bob, caller, callee = connected()
+    alice.notify_refer(caller, 100, "Trying", 1.0)
+    [trying] = transfer(alice, bob, 1.0)
+    headers = request(trying).headers
+    assert request(trying).method == "NOTIFY" and headers.get("Event") == "refer"
+    assert headers.get("Subscription-State") == "active;expires=60"
+    assert headers.get("Content-Type") == "message/sipfrag;version=2.0"
+    assert bob.events() == [Notified(callee, "refer", b"SIP/2.0 100 Trying\r\n")]
+    assert kinds(transfer(bob, alice, 1.0)) == ["200"]
+    alice.notify_refer(caller, 486, "Busy Here", 2.0)
+    [final] = transfer(alice, bob, 2.0)
+    assert request(final).headers.get("Subscription-State") == "terminated;reason=noresource"
+    assert str(request(final).cseq) == f"{request(trying).cseq.seq + 1} NOTIFY"
+    assert bob.events() == [Notified(callee, "refer", b"SIP/2.0 486 Busy Here\r\n")]
+    alice.hangup(caller, 3.0)
+    sent(alice)
+    alice.notify_refer(caller, 200, "OK", 3.1)                  # the dialog is gone: nothing is sent
+    assert sent(alice) == []
+
+
 def test_refer_without_refer_to_is_400() -> None:
     alice, _bob, _caller, callee = connected()
     feed(alice, peer_request(callee, "REFER", "f2"), 1.0)

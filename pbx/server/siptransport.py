@@ -18,7 +18,8 @@ call core action       SIP                                         reported back
 =====================  ==========================================  ======================================
 
 The peer's BYE or CANCEL is ``remote_hangup``; its re-INVITE (hold, a codec or address change) is
-answered from the same capabilities and reported as an ``other`` event; SIP INFO DTMF
+answered from the same capabilities and reported as an ``other`` event; its REFER, with ``[sip]
+accept_refer``, hands the call to the target it names (:mod:`pbx.server.referred`); SIP INFO DTMF
 (``application/dtmf-relay``, ``application/dtmf``) becomes the same ``dtmf`` event as RFC 4733.
 """
 
@@ -36,9 +37,11 @@ from pbx.errors import ProtocolError
 from pbx.media.rtp_ports import PortsExhausted, RtpSockets
 from pbx.protocol import CallOption, HangupReason, Initiator, ReferCommand
 from pbx.server.media import CapacityError, EngineLeg, LegSink, MediaRunner
+from pbx.server.referred import Outcome, ReferredCall, refer_target
 from pbx.server.transports import MEDIA_COMMANDS, CallHost, SignallingAction
 from pbx.sip import sdp as sdpmod
 from pbx.sip.errors import SipError
+from pbx.sip.headers import SipUri
 from pbx.sip.offer import AudioCapabilities, Negotiated, NegotiationError, accept_answer, answer_offer, build_offer
 from pbx.sip.ua import (
     Answered,
@@ -128,6 +131,8 @@ class SipTransport:
         self._disconnected = False
         self._referring = False          # a REFER we sent waits for its final NOTIFY
         self._refer_auto_hangup = False
+        self._referral: ReferredCall | None = None     # a peer's REFER we act on
+        self._transferor_gone = False
         # inbound: the pending INVITE the application connected for (?id=<dialogId>)
         self.session: Session | None = calls.claim(dialog_id, self) if dialog_id else None
 
@@ -275,6 +280,9 @@ class SipTransport:
 
     def _disconnect(self) -> None:
         self._disconnected = True
+        if self._referral is not None:
+            self._referral.close()
+            self._referral = None
         session = self.session
         if session is not None:
             if session.role.value == "uas" and not self.answered:
@@ -310,6 +318,8 @@ class SipTransport:
             else:
                 call.rejected(event.status, event.reason, now)
             self._close_media()     # after the core released the leg: its sockets go last
+        elif isinstance(event, Ended) and self._referral is not None and event.session is self.session:
+            self._transferor_gone = True      # it hung up after its REFER: the referred call decides
         elif isinstance(event, Ended):
             initiator = Initiator.CALLEE if event.session.role.value == "uac" else Initiator.CALLER
             reason = HangupReason.CANCELED if event.reason == "cancel" else HangupReason.REMOTE_HANGUP
@@ -326,9 +336,7 @@ class SipTransport:
                 call.notice("sip", {"method": "INFO", "contentType": event.content_type,
                                     "body": event.body[:1024].decode("utf-8", "replace")}, now)
         elif isinstance(event, Referred):
-            call.notice("sip", {"method": "REFER", "referTo": event.refer_to}, now)
-            accept = self.calls.config.accept_refer
-            self.calls.agent.respond_refer(event.session, event.request, accept, self.calls.now())
+            self._referred(event)
         elif isinstance(event, Notified):
             frag = event.body[:1024].decode("utf-8", "replace")
             call.notice("sip", {"method": "NOTIFY", "event": event.event, "sipfrag": frag}, now)
@@ -343,6 +351,70 @@ class SipTransport:
             self._referring = False
             call.transfer_failed(event.status, f"the peer refused the REFER: {event.reason}", now)
         self.host.flush()
+
+    # -- a peer's REFER (accept_refer): we call its target, who takes its place (pbx.server.referred) -------------
+    def _referred(self, event: Referred) -> None:
+        now = self.host.now_ms()
+        try:
+            target = self._referral_target(event.refer_to)
+        except SipError as exc:
+            self.calls.agent.respond_refer(event.session, event.request, False, self.calls.now())
+            self.host.call.notice("sip", {"method": "REFER", "referTo": event.refer_to, "accepted": False,
+                                          "refused": str(exc)}, now)
+            return
+        media = self.media
+        assert media is not None and media.negotiated is not None      # _referral_target checked
+        self.calls.agent.respond_refer(event.session, event.request, True, self.calls.now())
+        self.host.call.notice("sip", {"method": "REFER", "referTo": event.refer_to, "accepted": True}, now)
+        self._transferor_gone = False
+        media.version += 1
+        self._referral = ReferredCall(
+            self.calls, event.session, target, media.negotiated,
+            (self.calls.advertised_host, media.sockets.port, media.session_id, media.version),
+            self._referral_done, referred_by=event.request.headers.get("Referred-By"))
+        self._referral.start()
+
+    def _referral_target(self, refer_to: str) -> SipUri:
+        """The URI the peer's REFER asks us to call; SipError saying why we will not."""
+        if not self.calls.config.accept_refer:
+            raise SipError("[sip] accept_refer is off")
+        if self._referral is not None:
+            raise SipError("a REFER is being acted on already")
+        if not self.answered or self.media is None or self.media.negotiated is None or self.media.leg is None:
+            raise SipError("the call is not connected")
+        return refer_target(refer_to)
+
+    def _referral_done(self, outcome: Outcome) -> None:
+        referral, self._referral = self._referral, None
+        now = self.host.now_ms()
+        target = str(referral.target) if referral is not None else ""
+        self.host.call.notice("sip", {"method": "REFER", "referTo": target, "status": outcome.status,
+                                      "reason": outcome.reason}, now)
+        if outcome.session is not None and outcome.negotiated is not None:
+            self._take_over(outcome.session, outcome.negotiated)
+        elif self._transferor_gone:
+            self.host.call.remote_hangup(Initiator.CALLEE.value if self._is_uac() else Initiator.CALLER.value, now,
+                                         HangupReason.REMOTE_HANGUP.value)
+            self._close_media()
+        self.host.flush()
+
+    def _take_over(self, session: Session, negotiated: Negotiated) -> None:
+        """The referred call answered: it replaces the transferor's dialog on the call's RTP leg."""
+        media = self.media
+        old, self.session = self.session, session
+        self.calls.bind(session, self)
+        if media is not None:
+            media.negotiated = negotiated
+            if media.leg is not None:
+                self.runner.engine.set_remote(media.leg.leg, (negotiated.address, negotiated.port))
+                self.runner.engine.set_rtp_timeout(media.leg.leg,
+                                                   0.0 if negotiated.on_hold else self.calls.rtp_timeout_ms)
+        if old is not None and not self._transferor_gone:
+            self.calls.unbind(old)
+            self.calls.agent.hangup(old, self.calls.now())
+
+    def _is_uac(self) -> bool:
+        return self.session is not None and self.session.role.value == "uac"
 
     # -- refer_mode = "sip": a real REFER (RFC 3515) ---------------------------------------------------------
     def refers_itself(self) -> bool:

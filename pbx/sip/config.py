@@ -7,7 +7,7 @@ These names are part of the contract with operators (the README's table document
     external_ip = ""             # advertised in SDP and Contact when behind NAT ("" = the bound address)
     rtp_ports = [20000, 30000]   # an even RTP port and its RTCP port + 1 per call
     user_agent = "pypbx"
-    accept_refer = false         # act on a peer's REFER (else it is reported and refused with 603)
+    accept_refer = false         # act on a peer's REFER: call its target, who takes the peer's place (else 603)
     refer_mode = "bridge"        # refer places a new leg and bridges it; "sip" sends a real REFER
     rtp_timeout_secs = 30        # no RTP from the peer this long (not counted on hold): rtp_timeout; 0 = never
 

@@ -30,7 +30,8 @@ Rules (RFC 3261 unless noted):
 - A peer's BYE or CANCEL ends the call (:class:`Ended`, ``reason`` "bye" or "cancel"; the INVITE still
   unanswered gets 487); a re-INVITE is :class:`ReInvite` and waits for :meth:`answer_reinvite` (a second
   one meanwhile gets 500 with Retry-After, one that crosses ours 491, §14.2); INFO is :class:`Info`
-  (answered 200); REFER is :class:`Referred` (answered by :meth:`respond_refer`); NOTIFY is answered 200
+  (answered 200); REFER is :class:`Referred` (answered by :meth:`respond_refer`, the progress of the call it
+  asks for reported by :meth:`notify_refer`); NOTIFY is answered 200
   and reported as :class:`Notified`; UPDATE without a body (a session refresh) is answered 200, with one
   488; OPTIONS is answered 200 in or out of a dialog.
 - Our re-INVITE (:meth:`reinvite`, one at a time, §14.1) is answered with :class:`Answered` whose
@@ -46,8 +47,8 @@ Rules (RFC 3261 unless noted):
   From or To is dropped and counted in :attr:`UserAgent.dropped`, like an ACK that fails its checks or a
   request without Via (nowhere to answer).
 - Not built: delayed offer (an INVITE without SDP is answered 488 Not Acceptable Here), PRACK
-  (100rel), UPDATE offers, several early dialogs (the first one wins), strict routing, the NOTIFYs that
-  follow an accepted REFER (RFC 3515), retrying a re-INVITE refused 491.
+  (100rel), UPDATE offers, several early dialogs (the first one wins), strict routing, REFER with an
+  ``id`` (several subscriptions in one dialog), retrying a re-INVITE refused 491.
 """
 
 from __future__ import annotations
@@ -463,6 +464,22 @@ class UserAgent:
             return
         status, reason = (202, "Accepted") if accept else (603, "Decline")
         self.layer.send_response(response_to(request, status, reason), now)
+
+    def notify_refer(self, session: Session, status: int, reason: str, now: float) -> None:
+        """Tell the peer whose REFER we accepted how the call it asked for is going (RFC 3515 §2.4.4): a
+        NOTIFY with a ``message/sipfrag`` status line; a final status (>= 200) ends the implicit
+        subscription. Nothing when the dialog is gone."""
+        if session.state is not SessionState.CONFIRMED or session.dialog is None:
+            return
+        request = session.dialog.create_request("NOTIFY", via=self._via(self.layer.new_branch()))
+        self._common(request.headers)
+        request.headers.add("Event", "refer")
+        request.headers.add("Subscription-State",
+                            "terminated;reason=noresource" if status >= 200 else "active;expires=60")
+        request.headers.add("Contact", self.contact)
+        request.headers.add("Content-Type", "message/sipfrag;version=2.0")
+        request.body = f"SIP/2.0 {status} {reason}\r\n".encode()
+        self.layer.send_request(request, self._target(session), now, reliable=session.reliable)
 
     def send_info(self, session: Session, content_type: str, body: bytes, now: float) -> None:
         if session.state is SessionState.CONFIRMED:
