@@ -573,6 +573,38 @@ cdef class Engine:
             leg.rtcp_remote_explicit = False
             set_rtcp_from_rtp(leg)
 
+    def set_codec(self, Leg leg, str codec, *, int rate=0, int payload_type=-1, int dtmf_payload_type=-1,
+                  int ptime_ms=20):
+        """The stream's codec changed (a re-INVITE's new offer/answer). The leg keeps its sockets, latch,
+        SSRC, VAD, recorder, playout queue and bridge; its jitter buffer, resamplers, inbound buffer and
+        DTMF sender start afresh in the new codec (what they held was in the old one; the receive
+        statistics so far are kept as totals, as on a new SSRC)."""
+        if leg.transport == TRANSPORT_STREAM:
+            raise ValueError("a stream leg has no RTP codec to change")
+        if ptime_ms not in (10, 20, 30, 40, 60):
+            raise ValueError(f"ptime must be 10, 20, 30, 40 or 60 ms, got {ptime_ms}")
+        cdef Codec new = Codec(codec, rate)
+        cdef JitterBuffer jb = JitterBuffer(new.clock_rate, new.clock_rate * ptime_ms // 1000,
+                                            min_delay_ms=leg.jb.min_delay_ms, max_delay_ms=leg.jb.max_delay_ms,
+                                            event_pt=dtmf_payload_type)
+        cdef PcmRing ring
+        if ring_init(&ring, new.audio_rate) < 0:
+            raise MemoryError("engine: cannot allocate the inbound buffer")
+        ring_free(&leg.decoded)
+        leg.decoded = ring
+        if leg.rx_base_ext >= 0:           # the old stream's figures become totals
+            leg.rx_expected_done += leg.rx_max_ext - leg.rx_base_ext + 1
+            leg.rx_lost_done += leg.rx_max_ext - leg.rx_base_ext + 1 - leg.rx_received
+            leg.rx_base_ext = -1
+        leg.codec = new
+        leg.payload_type = payload_type if payload_type >= 0 else _default_pt(codec)
+        leg.dtmf_pt = dtmf_payload_type
+        leg.jb = jb
+        leg.up = Resampler(new.audio_rate, ENGINE_RATE) if new.audio_rate != ENGINE_RATE else None
+        leg.down = Resampler(ENGINE_RATE, new.audio_rate) if new.audio_rate != ENGINE_RATE else None
+        dtmf_sender_init(&leg.dtmf_tx, 8 * 100 * new.clock_rate // 8000, 60 * new.clock_rate // 1000)
+        leg.marker_next = True
+
     def set_rtp_timeout(self, Leg leg, double ms):
         """Change the leg's RTP inactivity timeout (``rtp_timeout_ms``; 0 turns it off), e.g. off while
         the call is on hold and back on after. The inactivity clock restarts at the engine's current

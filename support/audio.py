@@ -36,6 +36,15 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return data, rate
 
 
+def write_wav(path: Path, pcm: np.ndarray, rate: int) -> None:
+    """Mono 16-bit WAV of ``pcm``."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype("<i2").tobytes())
+
+
 def espeak_speech(rate: int = 16000, text: str = DEFAULT_TEXT, voice: str = "en-us") -> np.ndarray:
     """Speech from espeak-ng at ``rate`` Hz (int16 mono), cached on disk."""
     exe = shutil.which("espeak-ng")

@@ -46,7 +46,7 @@ from pbx.protocol import (
     parse_command,
 )
 from pbx.server.app import CallServer
-from support.audio import espeak_speech, tone
+from support.audio import espeak_speech, tone, write_wav
 from tests.support.calls import LOOPBACK_SIP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -546,11 +546,7 @@ def test_echo_bot_repeats_what_the_caller_said(tmp_path: Path) -> None:
     grammar = tmp_path / "g.jsgf"
     grammar.write_text(GRAMMAR)
     caller = tmp_path / "caller.wav"
-    with wave.open(str(caller), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(espeak_speech(16000, text=HANG_UP).astype("<i2").tobytes())
+    write_wav(caller, espeak_speech(16000, text=HANG_UP), 16000)
     code, out, err = run(lambda url: run_example(
         url, "echo_bot.py", "--caller-wav", str(caller), "--grammar", str(grammar), "--max-replies", "1",
         "--duration", "15"), tmp_path)

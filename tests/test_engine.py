@@ -13,8 +13,10 @@ import pytest
 from pbx.core import engine as eng
 from pbx.core.engine import Engine, Leg
 from pbx.core.g711 import ulaw_encode
+from pbx.core.g722 import G722Encoder
 from pbx.core.wav import WavWriter
 from support.audio import espeak_speech, read_wav, tone
+from tests.test_media import peak_hz
 
 FRAME_MS = 20
 RATE = 16000
@@ -252,6 +254,38 @@ def test_rtp_legs_send_valid_rtp_and_conceal_loss() -> None:
     stats = leg.stats["jitter"]
     # the three holes, and the end of the stream (concealed until the buffer goes idle)
     assert isinstance(stats, dict) and stats["played"] == 47 and stats["lost"] >= 3
+
+
+def test_set_codec_switches_a_leg_to_the_new_codec_both_ways(tmp_path: Path) -> None:
+    """A re-INVITE moved the call from PCMU to G.722: the leg decodes the new stream into the same
+    recorder, sends with the new payload type, and refuses the old one."""
+    e = Engine(4)
+    leg = e.add_leg("packets", "pcmu", 0.0, dtmf_payload_type=101, ssrc=0xCAFE)
+    e.set_recorder(leg, tmp_path / "call.wav", samplerate=16000, ptime_ms=200)
+    run(e, 0.0, 50, pcmu_stream(tone(440, 8000, 1.0, amplitude=0.3)), leg)
+    e.drain_out()
+    e.set_codec(leg, "g722", payload_type=9, dtmf_payload_type=101, ptime_ms=20)
+    assert (leg.codec.audio_rate, leg.codec.clock_rate, leg.payload_type, leg.dtmf_pt) == (16000, 8000, 9, 101)
+    pcm16k = tone(3000, RATE, 1.0, amplitude=0.3)     # above 4 kHz / 2: only a wideband codec carries it
+    encoder = G722Encoder()
+    packets = [(rtp(9, 500 + k, 160 * k, 0xBEEF, encoder.encode(np.ascontiguousarray(pcm16k[320 * k:320 * (k + 1)]))),
+                1000.0 + k * FRAME_MS) for k in range(50)]
+    packets.append((rtp(0, 999, 0, 0xBEEF, b"\xff" * 160), 1500.0))        # PCMU is no longer the stream's
+    run(e, 1000.0, 60, packets, leg)
+    slots, offsets, data = e.drain_out()
+    headers = [struct.unpack("!BBHII", data[offsets[i]:offsets[i] + 12]) for i in range(len(slots))]
+    assert {h[1] & 0x7F for h in headers} == {9} and all(h[4] == 0xCAFE for h in headers)
+    assert headers[0][1] & 0x80                                  # a marker: the stream changed
+    assert [(h[3] - headers[0][3]) & 0xFFFFFFFF for h in headers[:3]] == [0, 160, 320]
+    assert all(offsets[i + 1] - offsets[i] == 12 + 160 for i in range(len(slots)))
+    assert leg.rx_other_pt >= 1
+    e.stop_recorder(leg)
+    data16, rate = read_wav(tmp_path / "call.wav")
+    remote = data16[:, 0].astype(np.float64)
+    before, after = remote[int(0.2 * rate):int(0.8 * rate)], remote[int(1.3 * rate):int(1.8 * rate)]
+    assert abs(peak_hz(before, rate) - 440) < 10 and abs(peak_hz(after, rate) - 3000) < 10
+    with pytest.raises(ValueError, match="ptime"):
+        e.set_codec(leg, "pcmu", ptime_ms=25)
 
 
 def test_garbage_and_foreign_payload_types_never_crash() -> None:

@@ -21,7 +21,6 @@ import contextlib
 import json
 import shutil
 import socket
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import numpy as np
 import pytest
 
 from pbx.sip.config import SipConfig, WebhookConfig
-from support.audio import read_wav, tone
+from support.audio import read_wav, tone, write_wav
 from tests.support.calls import Call, Event, running_server
 from tests.support.sip import WebhookReceiver
 
@@ -60,14 +59,6 @@ def free_port() -> int:
                     continue
                 return port
     raise RuntimeError("no free port for both UDP and TCP on 127.0.0.1")
-
-
-def write_wav(path: Path, pcm: np.ndarray, rate: int) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.astype("<i2").tobytes())
 
 
 def peak_hz(pcm: np.ndarray, rate: int) -> float:

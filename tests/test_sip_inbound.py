@@ -22,7 +22,7 @@ import pytest
 
 from pbx.server.app import CallServer
 from pbx.sip.config import SipConfig, WebhookConfig
-from support.audio import read_wav
+from support.audio import read_wav, tone, write_wav
 from tests.support.calls import Call, Event, running_server
 from tests.support.sip import SIPP, SipMessage, Sipp, SippResult, WebhookMode, WebhookReceiver, sipp
 
@@ -55,14 +55,16 @@ class Inbound:
 async def inbound(tmp_path: Path, scenario: str, *, mode: WebhookMode = "ok", url: bool = True,
                   timeout_s: float = 15.0, sip_host: str = "127.0.0.1", sip_options: Mapping[str, Any] | None = None,
                   keys: Mapping[str, str] | None = None, sipp_args: Sequence[str] = (),
-                  **webhook: Any) -> AsyncIterator[Inbound]:
+                  server_options: Mapping[str, Any] | None = None, **webhook: Any) -> AsyncIterator[Inbound]:
     """A server whose webhook is a receiver in ``mode`` (no ``[webhook] url`` if not ``url``), and sipp
     calling it with ``scenario`` (``keys``: its ``-key`` values, ``sipp_args`` more options); ``sip_host``
-    ``::1``: SIP and RTP over IPv6; ``sip_options``: more ``[sip]`` settings."""
+    ``::1``: SIP and RTP over IPv6; ``sip_options``: more ``[sip]`` settings, ``server_options`` more
+    server settings."""
     async with WebhookReceiver.running(mode) as receiver:
         config = WebhookConfig(url=receiver.url if url else "", **webhook)
         sip_config = SipConfig(addr=f"[{sip_host}]:0" if ":" in sip_host else f"{sip_host}:0", **(sip_options or {}))
-        async with running_server(tmp_path / "data", webhook=config, sip=sip_config) as (server, address):
+        async with running_server(tmp_path / "data", webhook=config, sip=sip_config,
+                                  **(server_options or {})) as (server, address):
             assert server.sip is not None and server.sip.address is not None
             async with sipp(scenario, server.sip.address[1], tmp_path / "sipp", timeout_s=timeout_s,
                             host=sip_host, keys=keys, args=sipp_args) as run:
@@ -329,6 +331,46 @@ def test_hold_reinvite_and_info_are_other_events_and_info_dtmf_is_a_dtmf_event(t
                                                           "body": "hello from sipp\r\n"}
     assert events[4]["digit"] == "7"
     assert events[5]["reason"] == "remote_hangup"
+
+
+def test_a_reinvite_to_another_codec_moves_the_call_s_media_to_it(tmp_path: Path) -> None:
+    """sipp (``-rtp_echo``: it sends back what it gets) moves the call from PCMA to G.722. A 5 kHz tone the
+    application plays comes back through the echo only once the call is wideband: PCMA (8 kHz) cannot
+    carry it, G.722 (16 kHz) can, so both directions really switched codec."""
+    media = tmp_path / "media"
+    media.mkdir()
+    write_wav(media / "tone5k.wav", tone(5000, 16000, 6.0, amplitude=0.3), 16000)
+
+    async def run() -> list[Event]:
+        async with inbound(tmp_path, "caller_changes_codec.xml", sipp_args=["-rtp_echo"],
+                           server_options={"media_dir": media}) as test:
+            hook = await test.webhook.next_post()
+            async with answer_call(test, hook) as call:
+                await call.wait_event("incoming")
+                await call.send({"command": "accept", "option": {
+                    "codec": "pcma", "recorder": {"recorderFile": "codec.wav", "samplerate": 16000}}})
+                await call.wait_event("answer")
+                await call.send({"command": "play", "url": "tone5k.wav"})
+                await call.wait_event("hangup", timeout=10.0)
+                events = call.events()
+            await test.finish()
+            return events
+
+    events = asyncio.run(run())
+    change = next(e for e in events if e["event"] == "other")
+    assert change["extra"]["codec"] == "g722" and change["extra"]["hold"] is False, change
+    pcm, rate = read_wav(tmp_path / "data" / "recordings" / "codec.wav")
+    caller = pcm[:, 0].astype(np.float64)
+    pcma_part, g722_part = caller[int(0.5 * rate):int(1.8 * rate)], caller[int(2.6 * rate):int(3.8 * rate)]
+    assert band_level(g722_part, rate, 5000) > 30 * max(band_level(pcma_part, rate, 5000), 1.0)
+
+
+def band_level(pcm: np.ndarray, rate: int, hz: float) -> float:
+    """The RMS of ``pcm`` within 100 Hz of ``hz``."""
+    spectrum = np.fft.rfft(pcm * np.hanning(len(pcm)))
+    freqs = np.fft.rfftfreq(len(pcm), 1 / rate)
+    band = np.abs(freqs - hz) < 100
+    return float(np.sqrt(np.sum(np.abs(spectrum[band]) ** 2)) / len(pcm))
 
 
 # -- 7. bad input while a call runs -----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from pbx.core import g711
-from support.audio import tone
+from support.audio import tone, write_wav
 from tests.support.calls import Call, running_server
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sipp"
@@ -119,14 +119,8 @@ def test_refer_bridges_a_websocket_call_to_a_phone_and_audio_flows_both_ways(tmp
 
 def test_refer_to_a_callee_that_never_answers_plays_hold_music_then_rejects_408_and_the_call_goes_on(
         tmp_path: Path) -> None:
-    import wave
-
     (tmp_path / "media").mkdir()
-    with wave.open(str(tmp_path / "media" / "hold.wav"), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(16000)
-        wav.writeframes(tone(500.0, 16000, 5.0, 0.2).tobytes())
+    write_wav(tmp_path / "media" / "hold.wav", tone(500.0, 16000, 5.0, 0.2), 16000)
     silent_port = free_udp_port()      # nothing listens there: the INVITE goes unanswered
 
     async def run() -> list[tuple[str, object]]:

@@ -76,7 +76,7 @@ def test_an_accepted_refer_calls_the_target_notifies_the_transferor_and_hands_it
     # the target was called from the call's own RTP port with the call's codec, and heard our BYE
     (invite,) = requests(target, "INVITE")
     assert invite.headers["Referred-By"] == "<sip:alice@pypbx.test>"
-    assert "m=audio" in invite.body and "RTP/AVP 8 101" in invite.body and "PCMU" not in invite.body
+    assert "RTP/AVP 8 " in invite.body               # the call's codec (PCMA) first
     assert [m.method for m in target.received() if m.method] == ["INVITE", "ACK", "BYE"]
     # the target's speech (sipp's g711a.pcap) reached the call: VAD heard it, RTP counted it
     names = [e["event"] for e in events]

@@ -8,8 +8,8 @@ address, the call's session becomes the new dialog, and the old dialog is ended 
 transferor usually sends its own BYE as well; whichever comes second is answered 481 or ignored).
 Everything else about the call stays: the application's WebSocket, VAD, ASR, recorder and playout.
 
-The new call offers only the codec, payload type and packet time the call's leg already has (the
-engine leg keeps them); an answer that changes any of them is refused like a failed call (488).
+The new call offers the call's codec and packet time first, and the other codecs after it; when the
+target answers with another, the call's engine leg switches to it (``Engine.set_codec``).
 
 =====================================  ==================================================================
 what happens                           the transferor is told; the application gets ``other`` events
@@ -68,13 +68,13 @@ def refer_target(refer_to: str) -> SipUri:
 class ReferredCall:
     """The call a peer's accepted REFER asked for. ``done`` hears the outcome once."""
 
-    def __init__(self, calls: SipCalls, transferor: Session, target: SipUri, current: Negotiated,
+    def __init__(self, calls: SipCalls, transferor: Session, target: SipUri, caps: AudioCapabilities,
                  address: tuple[str, int, int, int], done: Callable[[Outcome], None],
                  referred_by: str | None = None) -> None:
         self.calls = calls
         self.transferor = transferor
         self.target = target
-        self.current = current
+        self.caps = caps
         self.host, self.port, self.session_id, self.version = address
         self.done = done
         self.referred_by = referred_by
@@ -95,10 +95,8 @@ class ReferredCall:
         headers = {"Referred-By": self.referred_by} if self.referred_by else None
         option = CallOption(caller=str(local) if local is not None else None, callee=str(self.target),
                             sip=SipOption(headers=headers) if headers else None)
-        caps = AudioCapabilities(codecs=(self.current.codec,), dtmf=self.current.dtmf_payload_type >= 0,
-                                 ptime=self.current.ptime)
         try:
-            self.offer = build_offer(caps, self.host, self.port, self.session_id, self.version)
+            self.offer = build_offer(self.caps, self.host, self.port, self.session_id, self.version)
             self.session = self.calls.place(self, option, self.offer.serialize())
         except (SipError, ValueError) as exc:
             self._finish(Outcome(503, f"cannot call {self.target}: {exc}"))
@@ -130,20 +128,11 @@ class ReferredCall:
             if self.offer is None:
                 raise NegotiationError("no offer was sent")
             negotiated = accept_answer(self.offer, sdpmod.parse(sdp))
-            self._check_same_stream(negotiated)
         except (NegotiationError, sdpmod.SdpError) as exc:
             self._hang_up()
             self._finish(Outcome(488, f"{self.target} answered with unusable SDP: {exc}"))
             return
         self._finish(Outcome(200, "OK", session, negotiated))
-
-    def _check_same_stream(self, n: Negotiated) -> None:
-        """The call's engine leg keeps its codec, payload types and packet time: the answer must too."""
-        c = self.current
-        if (n.codec, n.payload_type, n.dtmf_payload_type, n.ptime) != (c.codec, c.payload_type,
-                                                                        c.dtmf_payload_type, c.ptime):
-            raise NegotiationError(f"the answer changes the stream ({n.codec}/{n.payload_type}, ptime {n.ptime}) "
-                                   f"from the call's ({c.codec}/{c.payload_type}, ptime {c.ptime})")
 
     # -- ending --------------------------------------------------------------------------------------------
     def close(self) -> None:

@@ -85,10 +85,14 @@ SIP_PROFILE = TransportProfile(
 
 def capabilities(option: CallOption | None) -> AudioCapabilities:
     """Our codecs in order of preference: the call's codec first (``pcm`` means no preference)."""
-    preferred = (option.codec.lower() if option is not None and option.codec else "pcmu")
-    order = [preferred] if preferred in SIP_CODECS else []
-    order += [c for c in ("pcmu", "pcma", "g722", "opus") if c not in order]
-    return AudioCapabilities(codecs=tuple(order), dtmf=True)
+    return preferring(option.codec.lower() if option is not None and option.codec else "pcmu")
+
+
+def preferring(codec: str, ptime: int = 20) -> AudioCapabilities:
+    """Every SIP codec, ``codec`` first (when it is one)."""
+    order = [codec] if codec in SIP_CODECS else []
+    order += [c for c in SIP_CODECS if c not in order]
+    return AudioCapabilities(codecs=tuple(order), dtmf=True, ptime=ptime)
 
 
 def dtmf_from_info(content_type: str, body: bytes) -> str | None:
@@ -369,7 +373,7 @@ class SipTransport:
         self._transferor_gone = False
         media.version += 1
         self._referral = ReferredCall(
-            self.calls, event.session, target, media.negotiated,
+            self.calls, event.session, target, preferring(media.negotiated.codec, media.negotiated.ptime),
             (self.calls.advertised_host, media.sockets.port, media.session_id, media.version),
             self._referral_done, referred_by=event.request.headers.get("Referred-By"))
         self._referral.start()
@@ -400,15 +404,9 @@ class SipTransport:
 
     def _take_over(self, session: Session, negotiated: Negotiated) -> None:
         """The referred call answered: it replaces the transferor's dialog on the call's RTP leg."""
-        media = self.media
         old, self.session = self.session, session
         self.calls.bind(session, self)
-        if media is not None:
-            media.negotiated = negotiated
-            if media.leg is not None:
-                self.runner.engine.set_remote(media.leg.leg, (negotiated.address, negotiated.port))
-                self.runner.engine.set_rtp_timeout(media.leg.leg,
-                                                   0.0 if negotiated.on_hold else self.calls.rtp_timeout_ms)
+        self._use_stream(negotiated)
         if old is not None and not self._transferor_gone:
             self.calls.unbind(old)
             self.calls.agent.hangup(old, self.calls.now())
@@ -453,10 +451,7 @@ class SipTransport:
             self.host.call.notice("sip", {"method": "INVITE", "refused": str(exc)}, now)
             return
         previous = media.negotiated
-        media.negotiated = negotiated
-        if media.leg is not None:
-            self.runner.engine.set_remote(media.leg.leg, (negotiated.address, negotiated.port))
-            self.runner.engine.set_rtp_timeout(media.leg.leg, 0.0 if negotiated.on_hold else self.calls.rtp_timeout_ms)
+        self._use_stream(negotiated)
         self.calls.agent.answer_reinvite(event.session, answer.serialize(), self.calls.now())
         held = negotiated.on_hold
         was_held = previous.on_hold if previous is not None else False
@@ -464,6 +459,22 @@ class SipTransport:
                                       "codec": negotiated.codec}, now)
 
     # -- media --------------------------------------------------------------------------------------------------
+    def _use_stream(self, negotiated: Negotiated) -> None:
+        """Point the call's engine leg at a new offer/answer's stream: the peer's address, its hold, and
+        the codec when that changed (the leg keeps its VAD, recorder and playout)."""
+        media = self.media
+        if media is None:
+            return
+        previous, media.negotiated = media.negotiated, negotiated
+        if media.leg is None:
+            return
+        engine, leg = self.runner.engine, media.leg.leg
+        if previous is None or stream_format(previous) != stream_format(negotiated):
+            engine.set_codec(leg, negotiated.codec, payload_type=negotiated.payload_type,
+                             dtmf_payload_type=negotiated.dtmf_payload_type, ptime_ms=negotiated.ptime)
+        engine.set_remote(leg, (negotiated.address, negotiated.port))
+        engine.set_rtp_timeout(leg, 0.0 if negotiated.on_hold else self.calls.rtp_timeout_ms)
+
     def _open_media(self) -> Media:
         if self.media is None:
             sockets = self.calls.ports.allocate()
@@ -526,6 +537,11 @@ def add_rtp_leg(runner: MediaRunner, sink: LegSink, n: Negotiated, sockets: RtpS
                           dtmf_payload_type=n.dtmf_payload_type, ptime_ms=n.ptime, fd=sockets.rtp.fileno(),
                           remote=(n.address, n.port), latch=True, rtp_timeout_ms=rtp_timeout_ms,
                           rtcp_interval_ms=RTCP_INTERVAL_MS, rtcp_fd=sockets.rtcp.fileno())
+
+
+def stream_format(n: Negotiated) -> tuple[str, int, int, int]:
+    """What an engine leg is built for: codec, payload type, telephone-event's, packet time."""
+    return n.codec, n.payload_type, n.dtmf_payload_type, n.ptime
 
 
 def no_out(data: bytes) -> None:
