@@ -63,13 +63,14 @@ def test_ice_from_environment() -> None:
 
 def test_sip_and_webhook_tables(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    path.write_text('[sip]\naddr = "127.0.0.1:5080"\nexternal_ip = "203.0.113.7"\nrtp_ports = [30000, 30100]\n'
+    path.write_text('[sip]\naddr = "127.0.0.1:5080"\naddr6 = "[::1]:5080"\nexternal_ip = "203.0.113.7"\n'
+                    'rtp_ports = [30000, 30100]\n'
                     'rtp_timeout_secs = 5\n[[sip.trunks]]\nname = "carrier"\nproxy = "sip:127.0.0.1:5070"\n'
                     'number_template = "sip:{number}@carrier.example"\nheaders = { X-Account = "42" }\n'
                     '[[sip.accounts]]\nusername = "1001"\nregistrar = "sip:127.0.0.1:5070"\nexpires = 600\n'
                     '[webhook]\nurl = "http://127.0.0.1:9/hook"\ndecision_timeout_secs = 5\n')
     config = load(path)
-    assert config.sip.host_port == ("127.0.0.1", 5080)
+    assert config.sip.host_port == ("127.0.0.1", 5080) and config.sip.host_port6 == ("::1", 5080)
     assert config.sip.rtp_ports == (30000, 30100) and config.sip.rtp_timeout_secs == 5.0
     trunk = config.sip.trunk_for("+15551234567")
     assert trunk is not None and trunk.uri_for("+15551234567") == "sip:+15551234567@carrier.example"
@@ -83,6 +84,8 @@ def test_sip_and_webhook_tables(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ('[sip]\naddr = "5060"', "config key 'sip.addr': expected host:port, got '5060'"),
     ('[sip]\nport = 5060', "unknown config key 'sip.port'"),
+    ('[sip]\naddr6 = "127.0.0.1:5062"', "config key 'sip.addr6': an IPv6 address"),
+    ('[sip]\naddr = "[::]:5060"\naddr6 = "[::1]:5062"', "config key 'sip.addr6': an IPv6 address"),
     ('[sip]\nrtp_ports = [30001, 30000]', "config key 'sip.rtp_ports': expected [low, high]"),
     ('[sip]\nexternal_ip = "nat.example"', "config key 'sip.external_ip': not an IP address: 'nat.example'"),
     ('[sip]\naccept_refer = 1', "config key 'sip.accept_refer': expected bool, got int"),

@@ -810,6 +810,18 @@ def test_the_progress_of_an_accepted_refer_goes_to_the_referrer_as_notify_sipfra
     assert sent(alice) == []
 
 
+def test_with_two_address_families_each_peer_is_told_its_own_family_s_address() -> None:
+    alice = agent(ALICE, "a")
+    alice.address6 = ("::1", 5080)
+    six, four = ("::1", 5062), BOB
+    for peer, via, contact in ((six, "[::1]:5080", "<sip:pypbx@[::1]:5080>"),
+                               (four, "127.0.0.1:5060", "<sip:pypbx@127.0.0.1:5060>")):
+        alice.invite("sip:bob@example.test", "sip:alice@example.test", "sip:bob@example.test", sdp(4000), peer, 0.0)
+        [invite] = sent(alice, peer)
+        assert str(request(invite).headers.get("Via")).split()[1].startswith(f"{via};")
+        assert request(invite).headers.get("Contact") == contact
+
+
 def test_refer_without_refer_to_is_400() -> None:
     alice, _bob, _caller, callee = connected()
     feed(alice, peer_request(callee, "REFER", "f2"), 1.0)

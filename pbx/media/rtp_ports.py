@@ -104,13 +104,20 @@ class RtpPortPool:
         del self._held[k]
         sockets.close()
 
+    def _socket(self) -> socket.socket:
+        """IPv6 only for an IPv6 pool: an IPv4 pool on the same range then holds the same ports."""
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        if self.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        return sock
+
     def _bind(self, port: int) -> RtpSockets | None:
         """Both sockets bound, or None if either port is taken."""
-        rtp = socket.socket(self.family, socket.SOCK_DGRAM)
+        rtp = self._socket()
         rtcp = None
         try:
             rtp.bind((self.host, port))
-            rtcp = socket.socket(self.family, socket.SOCK_DGRAM)
+            rtcp = self._socket()
             rtcp.bind((self.host, port + 1))
         except OSError as exc:
             rtp.close()

@@ -137,6 +137,9 @@ class CallServer:
         log.info("pypbx listening on %s:%d", host, port)
         if self.sip.address is not None:
             log.info("SIP on %s:%d (UDP and TCP), advertised as %s", *self.sip.address, self.sip.advertised_host)
+        if self.sip.other is not None:
+            log.info("SIP also on %s:%d (UDP and TCP), advertised as %s", *self.sip.other.address,
+                     self.sip.other.advertised)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

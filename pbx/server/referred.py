@@ -86,7 +86,8 @@ class ReferredCall:
 
     def start(self) -> None:
         self._notify(100, "Trying")
-        self.calls.when_routable(str(self.target), self._place, lambda why: self._finish(Outcome(503, why)))
+        self.calls.when_routable(str(self.target), self._place, lambda why: self._finish(Outcome(503, why)),
+                                 ipv6=":" in self.host)
 
     def _place(self) -> None:
         if self.finished:
@@ -97,7 +98,7 @@ class ReferredCall:
                             sip=SipOption(headers=headers) if headers else None)
         try:
             self.offer = build_offer(self.caps, self.host, self.port, self.session_id, self.version)
-            self.session = self.calls.place(self, option, self.offer.serialize())
+            self.session = self.calls.place(self, option, self.offer.serialize(), ipv6=":" in self.host)
         except (SipError, ValueError) as exc:
             self._finish(Outcome(503, f"cannot call {self.target}: {exc}"))
             return

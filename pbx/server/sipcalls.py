@@ -65,6 +65,16 @@ class SessionOwner(Protocol):
     def on_ua_event(self, event: UaEvent) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Side:
+    """One address family the SIP port serves: where it listens, what peers are told, its RTP ports."""
+
+    address: Address
+    advertised: str
+    ports: RtpPortPool
+    ipv6: bool
+
+
 @dataclass(eq=False, slots=True)
 class Pending:
     """An inbound INVITE waiting for its application."""
@@ -80,7 +90,7 @@ class Pending:
 def advertised(config: SipConfig, bound_host: str) -> str:
     """The address peers are told (SDP c=, Contact, Via): ``external_ip``, else the bound address, else
     (bound to every interface) the address the host routes from."""
-    if config.external_ip:
+    if config.external_ip and (":" in config.external_ip) == (":" in bound_host):   # for its own family only
         return config.external_ip
     if not ipaddress.ip_address(bound_host).is_unspecified:
         return bound_host
@@ -115,10 +125,12 @@ class SipCalls:
         self.ports = RtpPortPool(config.rtp_ports[0], config.rtp_ports[1], "0.0.0.0")
         self.advertised_host = "127.0.0.1"
         self.address: Address | None = None
+        self.ipv6 = False                               # the family of ``address`` (and of ``ports``)
+        self.other: Side | None = None                  # with [sip] addr6: the IPv6 side beside ``address``
         self.pending: dict[str, Pending] = {}
         self._bound: dict[str, SessionOwner] = {}       # by session id
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._names: dict[str, str] = {}                # host names looked up for outbound calls
+        self._names: dict[tuple[str, bool], str] = {}   # (host name, IPv6) looked up for outbound calls
         self.registrations: list[Registration] = []
 
     @staticmethod
@@ -130,15 +142,43 @@ class SipCalls:
         host, port = self.config.host_port
         ua = UserAgent(host, port, user_agent=self.config.user_agent)
         network = SipNetwork(ua, self._on_event)
-        bound = await network.start(host, port)
-        self.advertised_host = advertised(self.config, bound[0])
-        ua.host, ua.port = self.advertised_host, bound[1]
-        self.ports = RtpPortPool(self.config.rtp_ports[0], self.config.rtp_ports[1],
-                                 "::" if ":" in bound[0] else bound[0], ipv6=":" in bound[0])
-        self.ua, self.network, self.address = ua, network, bound
+        self.ua, self.network = ua, network
+        side = await self._listen(host, port)
+        self.address, self.advertised_host, self.ports, self.ipv6 = side.address, side.advertised, side.ports, side.ipv6
+        ua.host, ua.port = side.advertised, side.address[1]
+        if self.config.host_port6 is not None:
+            self.other = await self._listen(*self.config.host_port6)
+            ua.address6 = (self.other.advertised, self.other.address[1])
+        bound = side.address
         for account in self.config.accounts:
             self._spawn(self._register(account))
         return bound
+
+    async def _listen(self, host: str, port: int) -> Side:
+        assert self.network is not None
+        bound = await self.network.start(host, port)
+        ipv6 = ":" in bound[0]
+        ports = RtpPortPool(self.config.rtp_ports[0], self.config.rtp_ports[1], "::" if ipv6 else bound[0],
+                            ipv6=ipv6)
+        return Side(bound, advertised(self.config, bound[0]), ports, ipv6)
+
+    def media_side(self, ipv6: bool) -> tuple[str, RtpPortPool]:
+        """The advertised host and RTP ports for a call's media over IPv6 or IPv4; ProtocolError when
+        the server has no SIP address of that family."""
+        if ipv6 == self.ipv6:
+            return self.advertised_host, self.ports
+        if self.other is not None:
+            return self.other.advertised, self.other.ports
+        raise ProtocolError(f"this server has no IPv{6 if ipv6 else 4} SIP address"
+                            + (" ([sip] addr6)" if ipv6 else ""))
+
+    def family_for(self, enable_ipv6: bool) -> bool:
+        """Whether an outbound call goes over IPv6 (its signalling and media): with both families, as its
+        ``enableIpv6`` option says; with one, that one."""
+        return enable_ipv6 if self.other is not None else self.ipv6
+
+    def _serves(self, ipv6: bool) -> bool:
+        return self.ipv6 == ipv6 or self.other is not None
 
     async def _register(self, account: Account) -> None:
         """REGISTER a ``[[sip.accounts]]`` entry and keep it refreshed (the user agent's timer does)."""
@@ -146,7 +186,7 @@ class SipCalls:
         name = None if numeric_host(registrar) else registrar.host.strip("[]")
         try:
             if name is not None:
-                await self.look_up(name)
+                await self.look_up(name, self.ipv6)
         except OSError as exc:
             log.warning("sip: cannot register %s: %s does not resolve: %s", account.username, name, exc)
             return
@@ -155,7 +195,8 @@ class SipCalls:
         aor = f"sip:{account.username}@{registrar.host}"
         credentials = Credentials(account.username, account.password, account.realm or None) \
             if account.password else None
-        self.registrations.append(self.ua.register(aor, account.registrar, self._next_hop(registrar), self.now(),
+        self.registrations.append(self.ua.register(aor, account.registrar, self._next_hop(registrar, self.ipv6),
+                                                   self.now(),
                                                    credentials=credentials, expires=account.expires))
         self.flush()
 
@@ -208,15 +249,15 @@ class SipCalls:
         if pending is not None:
             self._settle(pending)
 
-    def next_hop_name(self, callee: str) -> str | None:
+    def next_hop_name(self, callee: str, ipv6: bool) -> str | None:
         """The host name the INVITE for ``callee`` must be sent to, when it has to be looked up first
-        (:meth:`look_up`); None when the next hop is an address."""
+        (:meth:`look_up`, for an IPv6 address if ``ipv6``); None when the next hop is an address."""
         trunk = self.config.trunk_for(callee)
         target = trunk.proxy if trunk is not None else callee
         if not target.startswith(("sip:", "sips:")):
             return None         # place() says why it cannot be dialled
         uri = SipUri.parse(target)
-        if numeric_host(uri) is not None or uri.host.strip("[]") in self._names:
+        if numeric_host(uri) is not None or (uri.host.strip("[]"), ipv6) in self._names:
             return None
         return uri.host.strip("[]")
 
@@ -225,43 +266,51 @@ class SipCalls:
         """``[sip] rtp_timeout_secs``: no RTP this long ends a leg's call (0: never)."""
         return self.config.rtp_timeout_secs * 1000.0
 
-    def when_routable(self, callee: str, place: Callable[[], None], failed: Callable[[str], None]) -> None:
+    def when_routable(self, callee: str, place: Callable[[], None], failed: Callable[[str], None], *,
+                      ipv6: bool | None = None) -> None:
         """Call ``place`` once the next hop for ``callee`` is known: at once for an address, after a
-        lookup off the event loop for a host name (``failed`` with why, if it does not resolve). Both
+        lookup off the event loop for a host name (``failed`` with why, if it does not resolve); the
+        name is looked up for the server's own family, or for IPv6 or IPv4 as ``ipv6`` says. Both
         callbacks must check that their call is still wanted: it may have ended during the lookup."""
-        name = self.next_hop_name(callee)
+        family = self.ipv6 if ipv6 is None else ipv6
+        name = self.next_hop_name(callee, family)
         if name is None:
             place()
         else:
-            self._spawn(self._look_up_then(name, place, failed))
+            self._spawn(self._look_up_then(name, family, place, failed))
 
-    async def _look_up_then(self, name: str, place: Callable[[], None], failed: Callable[[str], None]) -> None:
+    async def _look_up_then(self, name: str, ipv6: bool, place: Callable[[], None],
+                            failed: Callable[[str], None]) -> None:
         try:
-            await self.look_up(name)
+            await self.look_up(name, ipv6)
         except OSError as exc:
             failed(f"{name}: {exc.strerror or exc}")
         else:
             place()
         self.flush()
 
-    async def look_up(self, name: str) -> None:
-        """Resolve ``name`` without blocking the loop (the media of every call runs on it); OSError if
-        it does not resolve. Kept for the server's lifetime (no SRV/NAPTR: RFC 3263 is not built)."""
-        ipv6 = self.address is not None and ":" in self.address[0]
+    async def look_up(self, name: str, ipv6: bool) -> None:
+        """Resolve ``name`` to an IPv6 or IPv4 address without blocking the loop (the media of every call
+        runs on it); OSError if it does not resolve. Kept for the server's lifetime (no SRV/NAPTR: RFC
+        3263 is not built)."""
         infos = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_DGRAM,
                                                              family=socket.AF_INET6 if ipv6 else socket.AF_INET)
         if not infos:
             raise OSError(f"{name} does not resolve")
-        self._names[name] = str(infos[0][4][0])
+        self._names[name, ipv6] = str(infos[0][4][0])
 
-    def _next_hop(self, uri: SipUri) -> Address:
-        host = numeric_host(uri) or self._names.get(uri.host.strip("[]"))
+    def _next_hop(self, uri: SipUri, ipv6: bool) -> Address:
+        host = numeric_host(uri) or self._names.get((uri.host.strip("[]"), ipv6))
         if host is None:
             raise ProtocolError(f"{uri.host} is not looked up yet")
+        if not self._serves(":" in host):
+            raise ProtocolError(f"{uri.host} is an IPv{6 if ':' in host else 4} address and this server has no "
+                                f"SIP address of that family")
         return host, uri.port or 5060
 
-    def place(self, transport: SessionOwner, option: CallOption, sdp: bytes) -> Session:
-        """INVITE ``option.callee`` with our ``sdp`` offer, through the trunk that takes the callee."""
+    def place(self, transport: SessionOwner, option: CallOption, sdp: bytes, *, ipv6: bool | None = None) -> Session:
+        """INVITE ``option.callee`` with our ``sdp`` offer, through the trunk that takes the callee (a host
+        name resolved for ``ipv6``, as given to :meth:`when_routable`)."""
         ua = self.agent
         callee = option.callee or ""
         trunk = self.config.trunk_for(callee)
@@ -269,10 +318,13 @@ class SipCalls:
         if not target.startswith(("sip:", "sips:")):
             raise ProtocolError(f"invite.option.callee: {callee!r} is not a sip: URI and no [[sip.trunks]] "
                                 "entry takes it")
-        next_hop = self._next_hop(SipUri.parse(trunk.proxy) if trunk is not None else SipUri.parse(target))
-        caller = option.caller or f"sip:pypbx@{self.advertised_host}"
+        next_hop = self._next_hop(SipUri.parse(trunk.proxy) if trunk is not None else SipUri.parse(target),
+                                  self.ipv6 if ipv6 is None else ipv6)
+        own = self.media_side(":" in next_hop[0])[0]
+        own = f"[{own}]" if ":" in own else own
+        caller = option.caller or f"sip:pypbx@{own}"
         if not caller.startswith(("sip:", "sips:")):
-            caller = f"sip:{caller}@{self.advertised_host}"
+            caller = f"sip:{caller}@{own}"
         sip = option.sip
         username = (sip.username if sip is not None and sip.username else None) or (trunk.username if trunk else "")
         password = (sip.password if sip is not None and sip.password else None) or (trunk.password if trunk else "")

@@ -7,7 +7,8 @@ its events on, and re-arms one ``loop.call_at`` timer at :meth:`UserAgent.get_ti
 Bad input never reaches a call: a datagram that does not parse as SIP is answered with the status
 its error names (400, 413, 505, 513, ...) when it is a request whose Via can be read, and dropped
 otherwise; a TCP stream that cannot be framed is answered and closed. Either way the other calls go
-on. A message to an address with an open TCP connection goes over it, else over UDP.
+on. A message to an address with an open TCP connection goes over it, else over UDP, from the
+socket of the address's family (a server can listen on an IPv4 and an IPv6 address at once).
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ def error_response(data: bytes, error: SipParseError) -> bytes | None:
     return Response(error.status, reason, headers).serialize()
 
 
+def _socket(family: int, kind: int) -> socket.socket:
+    """A socket of one family only: an IPv6 one does not take IPv4 (mapped) traffic, which is the IPv4
+    socket's, so both can hold the same port."""
+    sock = socket.socket(family, kind)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return sock
+
+
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, network: SipNetwork) -> None:
         self.network = network
@@ -69,8 +79,8 @@ class SipNetwork:
         self.ua = ua
         self.on_event = on_event
         self.limits = limits or Limits()
-        self._udp: asyncio.DatagramTransport | None = None
-        self._tcp: asyncio.Server | None = None
+        self._udp: dict[int, asyncio.DatagramTransport] = {}      # by address family
+        self._tcp: list[asyncio.Server] = []
         self._streams: dict[Address, asyncio.StreamWriter] = {}
         self._deadline = Deadline(self._on_timer)
         self.bad_messages = 0
@@ -80,15 +90,18 @@ class SipNetwork:
         return time.monotonic()
 
     async def start(self, host: str, port: int) -> Address:
-        """Bind UDP and TCP on ``host:port`` (0: a free port, the same for both); returns the address."""
+        """Bind UDP and TCP on ``host:port`` (0: a free port, the same for both); returns the address.
+        Called again with an address of the other family, the server listens on both."""
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        if family in self._udp:
+            raise ValueError(f"already listening on an IPv{6 if family == socket.AF_INET6 else 4} address")
         for _ in range(20):
-            udp = socket.socket(family, socket.SOCK_DGRAM)
+            udp = _socket(family, socket.SOCK_DGRAM)
             try:
                 udp.bind((host, port))
                 bound = udp.getsockname()[1]
-                tcp = socket.socket(family, socket.SOCK_STREAM)
+                tcp = _socket(family, socket.SOCK_STREAM)
                 tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     tcp.bind((host, bound))
@@ -105,17 +118,17 @@ class SipNetwork:
         else:
             raise OSError(f"no port free for both UDP and TCP on {host}")
         transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp)
-        self._udp = transport
+        self._udp[family] = transport
         tcp.listen(128)
-        self._tcp = await asyncio.start_server(self._serve_stream, sock=tcp)
+        self._tcp.append(await asyncio.start_server(self._serve_stream, sock=tcp))
         return host, bound
 
     async def stop(self) -> None:
         self._deadline.arm(None)
-        if self._udp is not None:
-            self._udp.close()
-        if self._tcp is not None:
-            self._tcp.close()
+        for udp in self._udp.values():
+            udp.close()
+        for tcp in self._tcp:
+            tcp.close()
         for writer in list(self._streams.values()):
             writer.transport.abort()
         self._streams.clear()
@@ -147,8 +160,8 @@ class SipNetwork:
             return
         if stream is not None:
             stream.write(response)
-        elif self._udp is not None:
-            self._udp.sendto(response, addr)
+        else:
+            self._send_udp(response, addr)
 
     async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -192,8 +205,13 @@ class SipNetwork:
         writer = self._streams.get(addr)
         if writer is not None:
             writer.write(data)
-        elif self._udp is not None:
-            self._udp.sendto(data, addr)
+        else:
+            self._send_udp(data, addr)
+
+    def _send_udp(self, data: bytes, addr: Address) -> None:
+        udp = self._udp.get(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET)
+        if udp is not None:         # no socket of that family: the peer cannot be reached from here
+            udp.sendto(data, addr)
 
     def _on_timer(self) -> None:
         self.ua.handle_timer(self.now())

@@ -34,7 +34,7 @@ from pbx.call.actions import Answer, Connect, Disconnect, Refer, Reject, Ring
 from pbx.call.media import Dtmf
 from pbx.call.transport import TransportProfile
 from pbx.errors import ProtocolError
-from pbx.media.rtp_ports import PortsExhausted, RtpSockets
+from pbx.media.rtp_ports import PortsExhausted, RtpPortPool, RtpSockets
 from pbx.protocol import CallOption, HangupReason, Initiator, ReferCommand
 from pbx.server.media import CapacityError, EngineLeg, LegSink, MediaRunner
 from pbx.server.referred import Outcome, ReferredCall, refer_target
@@ -42,7 +42,15 @@ from pbx.server.transports import MEDIA_COMMANDS, CallHost, SignallingAction
 from pbx.sip import sdp as sdpmod
 from pbx.sip.errors import SipError
 from pbx.sip.headers import SipUri
-from pbx.sip.offer import AudioCapabilities, Negotiated, NegotiationError, accept_answer, answer_offer, build_offer
+from pbx.sip.offer import (
+    AudioCapabilities,
+    Negotiated,
+    NegotiationError,
+    accept_answer,
+    answer_offer,
+    build_offer,
+    offer_is_ipv6,
+)
 from pbx.sip.ua import (
     Answered,
     Ended,
@@ -113,6 +121,8 @@ class Media:
     """The call's RTP: its ports, the negotiated stream, the engine leg once there is one."""
 
     sockets: RtpSockets
+    pool: RtpPortPool            # the sockets go back there
+    host: str                    # our address in the SDP (of the stream's family)
     session_id: int
     version: int = 1
     negotiated: Negotiated | None = None
@@ -175,7 +185,8 @@ class SipTransport:
     # -- outbound -------------------------------------------------------------------------------------------
     def _connect(self, option: CallOption) -> None:
         self.option = option
-        self.calls.when_routable(option.callee or "", lambda: self._place_if_wanted(option), self._unroutable)
+        self.calls.when_routable(option.callee or "", lambda: self._place_if_wanted(option), self._unroutable,
+                                 ipv6=self.calls.family_for(option.enable_ipv6))
 
     def _place_if_wanted(self, option: CallOption) -> None:
         if not self._disconnected:      # the call may have ended while the callee's host was looked up
@@ -189,11 +200,11 @@ class SipTransport:
 
     def _place(self, option: CallOption) -> None:
         now = self.host.now_ms()
+        ipv6 = self.calls.family_for(option.enable_ipv6)
         try:
-            media = self._open_media()
-            offer = build_offer(capabilities(option), self.calls.advertised_host, media.sockets.port,
-                                media.session_id, media.version)
-            self.session = self.calls.place(self, option, offer.serialize())
+            media = self._open_media(ipv6)
+            offer = build_offer(capabilities(option), media.host, media.sockets.port, media.session_id, media.version)
+            self.session = self.calls.place(self, option, offer.serialize(), ipv6=ipv6)
             media.offer = offer
         except (PortsExhausted, CapacityError) as exc:
             self._close_media()
@@ -213,14 +224,15 @@ class SipTransport:
         if media is not None and media.negotiated is not None:
             return media.local_sdp
         try:
-            media = self._open_media()
             offer = sdpmod.parse(session.remote_sdp)
-            answer, negotiated = answer_offer(offer, capabilities(option), self.calls.advertised_host,
-                                              media.sockets.port, media.session_id, media.version)
-        except NegotiationError as exc:
+            media = self._open_media(offer_is_ipv6(offer))
+            answer, negotiated = answer_offer(offer, capabilities(option), media.host, media.sockets.port,
+                                              media.session_id, media.version)
+        except (NegotiationError, ProtocolError) as exc:
             self._close_media()
             self.calls.agent.reject(session, 488, "Not Acceptable Here", self.calls.now())
-            self.host.call.rejected(488, f"no codec in common: {exc}", self.host.now_ms())
+            why = "no codec in common" if isinstance(exc, NegotiationError) else "no media address of its family"
+            self.host.call.rejected(488, f"{why}: {exc}", self.host.now_ms())
             return None
         except (PortsExhausted, CapacityError) as exc:
             self._close_media()
@@ -374,7 +386,7 @@ class SipTransport:
         media.version += 1
         self._referral = ReferredCall(
             self.calls, event.session, target, preferring(media.negotiated.codec, media.negotiated.ptime),
-            (self.calls.advertised_host, media.sockets.port, media.session_id, media.version),
+            (media.host, media.sockets.port, media.session_id, media.version),
             self._referral_done, referred_by=event.request.headers.get("Referred-By"))
         self._referral.start()
 
@@ -443,9 +455,8 @@ class SipTransport:
             return
         try:
             media.version += 1
-            answer, negotiated = answer_offer(sdpmod.parse(event.sdp), capabilities(self.option),
-                                              self.calls.advertised_host, media.sockets.port, media.session_id,
-                                              media.version)
+            answer, negotiated = answer_offer(sdpmod.parse(event.sdp), capabilities(self.option), media.host,
+                                              media.sockets.port, media.session_id, media.version)
         except (NegotiationError, sdpmod.SdpError) as exc:
             self.calls.agent.answer_reinvite(event.session, None, self.calls.now())
             self.host.call.notice("sip", {"method": "INVITE", "refused": str(exc)}, now)
@@ -475,10 +486,13 @@ class SipTransport:
         engine.set_remote(leg, (negotiated.address, negotiated.port))
         engine.set_rtp_timeout(leg, 0.0 if negotiated.on_hold else self.calls.rtp_timeout_ms)
 
-    def _open_media(self) -> Media:
+    def _open_media(self, ipv6: bool) -> Media:
+        """The call's RTP ports, of the stream's address family (ProtocolError if the server has none)."""
         if self.media is None:
-            sockets = self.calls.ports.allocate()
-            self.media = Media(sockets, session_id=int.from_bytes(sockets.port.to_bytes(2, "big") * 3, "big"))
+            host, pool = self.calls.media_side(ipv6)
+            sockets = pool.allocate()
+            self.media = Media(sockets, pool, host,
+                               session_id=int.from_bytes(sockets.port.to_bytes(2, "big") * 3, "big"))
         return self.media
 
     def _accept_remote(self, sdp: bytes) -> bool:
@@ -489,13 +503,11 @@ class SipTransport:
         try:
             if media.offer is None:
                 raise NegotiationError("no offer was sent")
-            media.negotiated = accept_answer(media.offer, sdpmod.parse(sdp))
+            negotiated = accept_answer(media.offer, sdpmod.parse(sdp))
         except (NegotiationError, sdpmod.SdpError) as exc:
             log.info("sip call %s: unusable SDP answer: %s", self.host.call.id, exc)
             return False
-        if media.leg is not None:
-            negotiated = media.negotiated
-            self.runner.engine.set_remote(media.leg.leg, (negotiated.address, negotiated.port))
+        self._use_stream(negotiated)        # the 200's answer may differ from the 183's
         return True
 
     def _open_leg(self) -> EngineLeg | None:
@@ -518,7 +530,7 @@ class SipTransport:
         if media is None:
             return
         # the leg itself is the call core's to release (it detaches the recording first)
-        self.calls.ports.release(media.sockets)
+        media.pool.release(media.sockets)
 
 
 def sipfrag_status(frag: str) -> int | None:

@@ -4,6 +4,7 @@ These names are part of the contract with operators (the README's table document
 
     [sip]
     addr = "0.0.0.0:5060"        # UDP and TCP; port 0 picks a free one (tests)
+    addr6 = ""                   # also listen on this IPv6 address (e.g. "[::]:5060") when addr is IPv4
     external_ip = ""             # advertised in SDP and Contact when behind NAT ("" = the bound address)
     rtp_ports = [20000, 30000]   # an even RTP port and its RTCP port + 1 per call
     user_agent = "pypbx"
@@ -74,6 +75,7 @@ class Account:
 @dataclass(frozen=True, slots=True)
 class SipConfig:
     addr: str = DEFAULT_SIP_ADDR
+    addr6: str = ""
     external_ip: str = ""
     rtp_ports: tuple[int, int] = (20000, 30000)
     user_agent: str = "pypbx"
@@ -87,6 +89,11 @@ class SipConfig:
     def host_port(self) -> tuple[str, int]:
         return split_host_port(self.addr, "sip.addr")
 
+    @property
+    def host_port6(self) -> tuple[str, int] | None:
+        """The second, IPv6 address to listen on (None: only ``addr``)."""
+        return split_host_port(self.addr6, "sip.addr6") if self.addr6 else None
+
     def trunk_for(self, callee: str) -> Trunk | None:
         return next((t for t in self.trunks if t.takes(callee)), None)
 
@@ -96,6 +103,13 @@ class WebhookConfig:
     url: str = ""
     decision_timeout_secs: float = 30.0
     timeout_secs: float = 5.0
+
+
+def _ip_version(host: str) -> int | None:
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None
 
 
 def split_host_port(addr: str, key: str) -> tuple[str, int]:
@@ -168,11 +182,16 @@ def _account(i: int, raw: Any) -> Account:
 
 
 def sip_config(raw: Any) -> SipConfig:
-    values = _table("sip", raw, {"addr": str, "external_ip": str, "rtp_ports": list, "user_agent": str,
+    values = _table("sip", raw, {"addr": str, "addr6": str, "external_ip": str, "rtp_ports": list, "user_agent": str,
                                  "accept_refer": bool, "refer_mode": str, "rtp_timeout_secs": (int, float),
                                  "trunks": list, "accounts": list})
     if "addr" in values:
         split_host_port(values["addr"], "sip.addr")
+    if values.get("addr6"):
+        host6, _ = split_host_port(values["addr6"], "sip.addr6")
+        host, _ = split_host_port(values.get("addr", DEFAULT_SIP_ADDR), "sip.addr")
+        if _ip_version(host6) != 6 or _ip_version(host) != 4:
+            raise ConfigError("config key 'sip.addr6': an IPv6 address (\"[::]:5060\") beside an IPv4 sip.addr")
     if values.get("external_ip"):
         try:
             ipaddress.ip_address(values["external_ip"])

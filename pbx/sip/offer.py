@@ -352,6 +352,13 @@ def answer_offer(offer: SessionDescription, caps: AudioCapabilities, address: st
     return answer, negotiated
 
 
+def offer_is_ipv6(offer: SessionDescription) -> bool:
+    """Whether the offer's audio stream is reached over IPv6 (``c=IN IP6``): our answer and RTP must be too."""
+    media = next((m for m in offer.media if _usable(m)), None)
+    connection = offer.connection_of(media) if media is not None else offer.connection
+    return connection is not None and connection.ipv6
+
+
 def accept_answer(offer_we_sent: SessionDescription, answer: SessionDescription) -> Negotiated:
     """The stream set up by ``answer`` to our offer ``offer_we_sent``. The answer's payload types are the ones
     to send with (RFC 4317 §2.3: it may renumber a dynamic codec). Raises :class:`NegotiationError` when the

@@ -257,6 +257,7 @@ class UserAgent:
                  timers: TimerConfig | None = None, token: Callable[[], str] = random_token) -> None:
         self.host = host                  # advertised in Via and Contact (external_ip behind NAT)
         self.port = port
+        self.address6: Address | None = None   # a second, IPv6 SIP address (host, port): told to IPv6 peers
         self.transport = transport
         self.user_agent = user_agent
         self.timers = timers or TimerConfig()
@@ -305,12 +306,19 @@ class UserAgent:
     # -- building ------------------------------------------------------------------------------------
     @property
     def contact(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"<sip:pypbx@{host}:{self.port}>"
+        return self.contact_for(None)
 
-    def _via(self, branch: str) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"SIP/2.0/{self.transport} {host}:{self.port};branch={branch};rport"
+    def contact_for(self, peer: Address | None) -> str:
+        """Our Contact as a peer at ``peer`` reaches us (its address family's host and port)."""
+        return f"<sip:pypbx@{self._local(peer)}>"
+
+    def _via(self, branch: str, peer: Address | None = None) -> str:
+        return f"SIP/2.0/{self.transport} {self._local(peer)};branch={branch};rport"
+
+    def _local(self, peer: Address | None) -> str:
+        """Our advertised ``host:port`` for ``peer``: the IPv6 one for an IPv6 peer when we have both."""
+        host, port = self.address6 if peer is not None and ":" in peer[0] and self.address6 else (self.host, self.port)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def _common(self, headers: Headers) -> None:
         headers.add("Max-Forwards", "70")
@@ -324,24 +332,24 @@ class UserAgent:
         SipUri.parse(target)     # SipParseError for a bad target, before anything is sent
         call_id = f"{self._token()}@{self.host}"
         tag = self._token()
-        request = self._new_invite(target, from_uri, to_uri, call_id, tag, 1, sdp, headers or {}, display)
+        request = self._new_invite(target, from_uri, to_uri, call_id, tag, sdp, headers or {}, display, peer)
         session = Session(id=call_id, role=Role.UAC, invite=request, peer=peer, local_sdp=sdp, local_tag=tag,
                           credentials=credentials, headers=dict(headers or {}))
         self._register(session)
         session.transaction = self.layer.send_request(request, peer, now, reliable=session.reliable)
         return session
 
-    def _new_invite(self, target: str, from_uri: str, to_uri: str, call_id: str, tag: str, cseq: int,
-                    sdp: bytes, extra: Mapping[str, str], display: str | None) -> Request:
+    def _new_invite(self, target: str, from_uri: str, to_uri: str, call_id: str, tag: str, sdp: bytes,
+                    extra: Mapping[str, str], display: str | None, peer: Address) -> Request:
         headers = Headers()
-        headers.add("Via", self._via(self.layer.new_branch()))
+        headers.add("Via", self._via(self.layer.new_branch(), peer))
         self._common(headers)
         from_addr = NameAddr(display, SipUri.parse(from_uri), {"tag": tag})
         headers.add("From", str(from_addr))
         headers.add("To", str(NameAddr(None, SipUri.parse(to_uri), {})))
         headers.add("Call-ID", call_id)
-        headers.add("CSeq", f"{cseq} INVITE")
-        headers.add("Contact", self.contact)
+        headers.add("CSeq", "1 INVITE")
+        headers.add("Contact", self.contact_for(peer))
         headers.add("Allow", ALLOW)
         for name, value in extra.items():
             headers.add(name, value)
@@ -381,7 +389,7 @@ class UserAgent:
     def _uas_response(self, session: Session, status: int, reason: str, sdp: bytes) -> Response:
         response = response_to(session.invite, status, reason, to_tag=session.local_tag)
         if status < 300 and status != 100:
-            response.headers.add("Contact", self.contact)
+            response.headers.add("Contact", self.contact_for(session.peer))
             if 200 <= status < 300:
                 response.headers.add("Allow", ALLOW)
         response.headers.add("User-Agent", self.user_agent)
@@ -427,9 +435,9 @@ class UserAgent:
                 or session.reinvite_transaction is not None or session.pending_reinvite is not None \
                 or session.ok is not None:
             return False
-        request = session.dialog.create_request("INVITE", via=self._via(self.layer.new_branch()))
+        request = session.dialog.create_request("INVITE", via=self._via(self.layer.new_branch(), session.peer))
         self._common(request.headers)
-        request.headers.add("Contact", self.contact)
+        request.headers.add("Contact", self.contact_for(session.peer))
         request.headers.add("Allow", ALLOW)
         request.headers.add("Content-Type", "application/sdp")
         request.body = sdp
@@ -448,7 +456,7 @@ class UserAgent:
             self.layer.send_response(response_to(request, 488, "Not Acceptable Here"), now)
             return
         response = response_to(request, 200, "OK")
-        response.headers.add("Contact", self.contact)
+        response.headers.add("Contact", self.contact_for(session.peer))
         response.headers.add("Allow", ALLOW)
         response.headers.add("Content-Type", "application/sdp")
         response.body = sdp
@@ -471,12 +479,12 @@ class UserAgent:
         subscription. Nothing when the dialog is gone."""
         if session.state is not SessionState.CONFIRMED or session.dialog is None:
             return
-        request = session.dialog.create_request("NOTIFY", via=self._via(self.layer.new_branch()))
+        request = session.dialog.create_request("NOTIFY", via=self._via(self.layer.new_branch(), session.peer))
         self._common(request.headers)
         request.headers.add("Event", "refer")
         request.headers.add("Subscription-State",
                             "terminated;reason=noresource" if status >= 200 else "active;expires=60")
-        request.headers.add("Contact", self.contact)
+        request.headers.add("Contact", self.contact_for(session.peer))
         request.headers.add("Content-Type", "message/sipfrag;version=2.0")
         request.body = f"SIP/2.0 {status} {reason}\r\n".encode()
         self.layer.send_request(request, self._target(session), now, reliable=session.reliable)
@@ -492,12 +500,12 @@ class UserAgent:
         if session.state is not SessionState.CONFIRMED or session.dialog is None:
             return False
         SipUri.parse(refer_to)        # SipParseError for a bad target, before anything is sent
-        request = session.dialog.create_request("REFER", via=self._via(self.layer.new_branch()))
+        request = session.dialog.create_request("REFER", via=self._via(self.layer.new_branch(), session.peer))
         self._common(request.headers)
         request.headers.add("Refer-To", f"<{refer_to}>")
         if referred_by:
             request.headers.add("Referred-By", f"<{referred_by}>")
-        request.headers.add("Contact", self.contact)
+        request.headers.add("Contact", self.contact_for(session.peer))
         self.layer.send_request(request, self._target(session), now, reliable=session.reliable)
         return True
 
@@ -510,7 +518,7 @@ class UserAgent:
 
     def _send_request(self, dialog: Dialog, method: str, addr: Address, reliable: bool, now: float,
                       content_type: str = "", body: bytes = b"") -> ClientTransaction:
-        request = dialog.create_request(method, via=self._via(self.layer.new_branch()))
+        request = dialog.create_request(method, via=self._via(self.layer.new_branch(), addr))
         self._common(request.headers)
         if content_type:
             request.headers.add("Content-Type", content_type)
@@ -910,7 +918,7 @@ class UserAgent:
         :class:`Registered` / :class:`RegistrationFailed` say how it went, each time."""
         SipUri.parse(aor)
         SipUri.parse(registrar)
-        registration = Registration(aor=aor, registrar=registrar, peer=peer, contact=self.contact,
+        registration = Registration(aor=aor, registrar=registrar, peer=peer, contact=self.contact_for(peer),
                                     call_id=f"{self._token()}@{self.host}", tag=self._token(), credentials=credentials,
                                     expires=expires, retry_after=retry_after)
         self.registrations[registration.call_id] = registration
@@ -927,7 +935,8 @@ class UserAgent:
             self.registrations.pop(registration.call_id, None)
 
     def _send_register(self, registration: Registration, now: float, expires: int | None = None) -> None:
-        request = registration.request(self._via(self.layer.new_branch()), self.user_agent, expires=expires)
+        via = self._via(self.layer.new_branch(), registration.peer)
+        request = registration.request(via, self.user_agent, expires=expires)
         self.layer.send_request(request, registration.peer, now)
 
     def _registration_answered(self, registration: Registration, request: Request, response: Response | None,
@@ -982,7 +991,7 @@ class UserAgent:
             return
         session.auth_attempts += 1
         request = Request("INVITE", old.uri, old.headers.copy(), old.body)
-        request.headers.set("Via", self._via(self.layer.new_branch()))
+        request.headers.set("Via", self._via(self.layer.new_branch(), session.peer))
         request.headers.set("CSeq", f"{old.cseq.seq + 1} INVITE")
         request.headers.set("Authorization" if response.status == 401 else "Proxy-Authorization", value)
         session.invite = request
@@ -994,7 +1003,7 @@ class UserAgent:
         """Send the ACK of ``response``, a 2xx to ``invite``, and keep it for the 2xx's retransmissions.
         False when the dialog cannot build it (a Route that does not parse); ``strict`` raises that."""
         try:
-            ack = dialog.create_ack(invite, via=self._via(self.layer.new_branch()))
+            ack = dialog.create_ack(invite, via=self._via(self.layer.new_branch(), addr))
         except SipParseError:
             if strict:
                 raise

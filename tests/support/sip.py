@@ -34,16 +34,16 @@ WebhookMode = Literal["ok", "error", "hang"]
 
 
 # -- ports --------------------------------------------------------------------------------------------------
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-def _udp_port_taken(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+def _udp_port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return True
         return False
@@ -190,9 +190,10 @@ class Sipp:
     """One sipp run (``-m 1``) of ``scenario`` against ``127.0.0.1:<sip_port>``."""
 
     def __init__(self, process: asyncio.subprocess.Process, workdir: Path, name: str, timeout_s: float,
-                 port: int | None = None) -> None:
+                 port: int | None = None, host: str = "127.0.0.1") -> None:
         self.process = process
         self.port = port                 # sipp's own SIP port, when it is the callee
+        self.host = host
         self.workdir = workdir
         self.timeout_s = timeout_s
         self.messages = workdir / f"{name}_messages.log"
@@ -225,16 +226,17 @@ class Sipp:
 
     @classmethod
     async def start_callee(cls, scenario: str | Path, workdir: Path, *, timeout_s: float = 15.0,
-                           keys: Mapping[str, str] | None = None, args: Sequence[str] = ()) -> Sipp:
-        """Start sipp as the user agent server on ``scenario`` (UDP, a free loopback port: :attr:`uri`),
-        and wait until it holds that port, so that the server's first INVITE finds it."""
+                           keys: Mapping[str, str] | None = None, args: Sequence[str] = (),
+                           host: str = "127.0.0.1") -> Sipp:
+        """Start sipp as the user agent server on ``scenario`` (UDP, a free loopback port of ``host``:
+        :attr:`uri`), and wait until it holds that port, so that the server's first INVITE finds it."""
         if SIPP is None:
             raise RuntimeError("sipp is not installed (Debian package sip-tester)")
         path = Path(scenario) if Path(scenario).is_absolute() else FIXTURES / scenario
         name = path.stem
         workdir.mkdir(parents=True, exist_ok=True)
-        port = free_udp_port()
-        command = [SIPP, "-sf", str(path), "-i", "127.0.0.1", "-p", str(port), "-mp", str(free_media_port()),
+        port = free_udp_port(host)
+        command = [SIPP, "-sf", str(path), "-i", host, "-p", str(port), "-mp", str(free_media_port()),
                    "-m", "1", "-timeout", f"{timeout_s:g}s", "-timeout_error", "-nostdin",
                    "-trace_err", "-error_file", str(workdir / f"{name}_errors.log"),
                    "-trace_msg", "-message_file", str(workdir / f"{name}_messages.log")]
@@ -245,16 +247,17 @@ class Sipp:
                                                        stdout=asyncio.subprocess.DEVNULL,
                                                        stderr=asyncio.subprocess.PIPE)
         for _ in range(300):          # sipp says nothing when it is ready: wait until the port is taken
-            if process.returncode is not None or _udp_port_taken(port):
+            if process.returncode is not None or _udp_port_taken(port, host):
                 break
             await asyncio.sleep(0.01)
-        return cls(process, workdir, name, timeout_s, port)
+        return cls(process, workdir, name, timeout_s, port, host)
 
     @property
     def uri(self) -> str:
         """The callee to dial, when sipp is the user agent server."""
         assert self.port is not None, "sipp is not the callee"
-        return f"sip:alice@127.0.0.1:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"sip:alice@{host}:{self.port}"
 
     @property
     def pid(self) -> int:
