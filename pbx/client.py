@@ -79,6 +79,7 @@ from pbx.protocol import (
     AcceptCommand,
     CallOption,
     Command,
+    DtmfCommand,
     Event,
     HangupCommand,
     InterruptCommand,
@@ -438,6 +439,10 @@ class CallClient:
 
     async def unmute(self, track_id: str | None = None) -> None:
         await self.send_command(UnmuteCommand(track_id=track_id))
+
+    async def dtmf(self, digits: str) -> None:
+        """Send ``digits`` as RFC 4733 events (our extension; SIP calls only)."""
+        await self.send_command(DtmfCommand(digits=digits))
 
     async def hangup(self, reason: str | None = None, initiator: str | None = None) -> None:
         await self.send_command(HangupCommand(reason=reason, initiator=initiator))

@@ -428,6 +428,14 @@ class UnmuteCommand:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DtmfCommand:
+    """Our extension: send ``digits`` (0-9, *, #, A-D) to the peer as RFC 4733 telephone events."""
+
+    COMMAND: ClassVar[str] = "dtmf"
+    digits: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HangupCommand:
     COMMAND: ClassVar[str] = "hangup"
     reason: str | None = None
@@ -436,7 +444,7 @@ class HangupCommand:
 
 Command: TypeAlias = (
     InviteCommand | AcceptCommand | RejectCommand | RingingCommand | TtsCommand | PlayCommand
-    | InterruptCommand | ReferCommand | MuteCommand | UnmuteCommand | HangupCommand
+    | InterruptCommand | ReferCommand | MuteCommand | UnmuteCommand | HangupCommand | DtmfCommand
 )
 
 
@@ -632,9 +640,10 @@ Event: TypeAlias = (
 
 _OPTIONS: Final = (RecorderOption, TranscriptionOption, SynthesisOption, VADOption, MediaPassOption,
                    SipOption, ReferOption, CallOption, Attendee)
+EXTENSION_COMMANDS: Final = frozenset({"dtmf"})     # ours, beyond the RustPBX spec (the README lists them)
 _COMMANDS: Final[Mapping[str, type[Any]]] = MappingProxyType({cls.COMMAND: cls for cls in (
     InviteCommand, AcceptCommand, RejectCommand, RingingCommand, TtsCommand, PlayCommand,
-    InterruptCommand, ReferCommand, MuteCommand, UnmuteCommand, HangupCommand)})
+    InterruptCommand, ReferCommand, MuteCommand, UnmuteCommand, HangupCommand, DtmfCommand)})
 _EVENTS: Final[Mapping[str, type[Any]]] = MappingProxyType({cls.EVENT: cls for cls in (
     IncomingEvent, AnswerEvent, RejectEvent, RingingEvent, HangupEvent, SpeakingEvent,
     SilenceEvent, AsrFinalEvent, AsrDeltaEvent, TrackStartEvent, TrackEndEvent, InterruptionEvent,

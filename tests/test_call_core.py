@@ -426,3 +426,26 @@ def test_a_ringtone_plays_on_early_media_until_the_answer_and_hangup_names_the_c
     assert hangup.from_ is not None and (hangup.from_.username, hangup.from_.realm) == ("alice", "127.0.0.1")
     assert hangup.to is not None and hangup.to.username == "bot"
     assert hangup.extra is None        # a stream leg carries no RTP figures
+
+
+# -- dtmf (our extension) ----------------------------------------------------------------------------
+def test_dtmf_goes_out_as_rfc_4733_events_and_bad_digits_get_an_error(tmp_path: Path) -> None:
+    bench = CallBench(tmp_path, dtmf_payload_type=101)
+    bench.send(invite(codec="pcmu"))
+    assert bench.send({"command": "dtmf", "digits": "1#"}) == []
+    bench.advance(1500)
+    events = [(packet[12], bool(packet[13] & 0x80)) for packet in bench.frames if packet[1] & 0x7F == 101]
+    assert [code for code, end in events if end][::3] == [1, 11]       # each end is sent three times
+    assert {code for code, _ in events} == {1, 11}
+    for digits, why in (("12x", "is not 1 to 32 of 0-9"), ("", "is not 1 to 32"), ("1" * 33, "is not 1 to 32")):
+        (error,) = bench.send({"command": "dtmf", "digits": digits})
+        assert isinstance(error, ErrorEvent) and why in error.error
+
+
+def test_dtmf_needs_telephone_event_and_an_answered_call(tmp_path: Path) -> None:
+    bench = answered(tmp_path)                  # a stream leg: no telephone-event
+    (error,) = bench.send({"command": "dtmf", "digits": "5"})
+    assert isinstance(error, ErrorEvent) and "telephone-event" in error.error
+    early = CallBench(tmp_path / "new")
+    (error,) = early.send({"command": "dtmf", "digits": "5"})
+    assert isinstance(error, ErrorEvent) and error.error == "dtmf: no call is answered yet"

@@ -320,6 +320,26 @@ def test_we_call_baresip_it_answers_and_hangs_up(tmp_path: Path, codec: str) -> 
     assert_tone(heard, heard_rate, OUR_TONE_HZ, "baresip's dump of what it heard")
 
 
+def test_our_dtmf_command_reaches_baresip_as_rfc_4733_keys(tmp_path: Path) -> None:
+    """``dtmf`` (our extension) sends RFC 4733 events; baresip reports each key it decodes."""
+    async def run() -> list[Event]:
+        async with pypbx(tmp_path) as (_, address), Baresip(tmp_path / "baresip") as peer, \
+                Call.open(address, "pingInterval=0", path="/call/sip") as call:
+            await call.send({"command": "invite", "option": {
+                "callee": f"sip:test@127.0.0.1:{peer.sip_port}", "codec": "pcmu"}})
+            await call.wait_event("answer", timeout=10)
+            await peer.wait_event("CALL_ESTABLISHED")
+            await call.send({"command": "dtmf", "digits": "42*#"})
+            await asyncio.sleep(1.5)          # 4 keys of 100 ms with 60 ms gaps, and margin
+            await call.send({"command": "hangup"})
+            await call.wait_event("hangup")
+            await peer.wait_event("CALL_CLOSED")
+            return peer.events
+
+    events = asyncio.run(run())
+    assert [e.get("param") for e in events if e.get("type") == "CALL_DTMF_START"] == ["4", "2", "*", "#"], events
+
+
 def test_baresip_sends_dtmf_and_holds_then_resumes(tmp_path: Path) -> None:
     """RFC 4733 keys from baresip become ``dtmf`` events; its hold and resume re-INVITEs (a=sendonly, then
     sendrecv) are answered and reported; the call's audio goes on after the resume."""

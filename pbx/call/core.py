@@ -37,6 +37,7 @@ Rules beyond the table:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -88,6 +89,7 @@ from pbx.protocol import (
     AnswerEvent,
     CallOption,
     Command,
+    DtmfCommand,
     DtmfEvent,
     ErrorEvent,
     Event,
@@ -122,6 +124,8 @@ VAD_KINDS = ("webrtc", "silero", "ten")
 NORMAL_CLOSE = (1000, "call ended")
 PING_TIMEOUT_CLOSE = (1011, "ping timeout")
 MISSED_PINGS = 2             # unanswered pings in a row that end the call
+MAX_DTMF_DIGITS = 32         # per command (the engine queues up to 64 per leg)
+DTMF_DIGITS = re.compile(rf"[0-9*#A-D]{{1,{MAX_DTMF_DIGITS}}}")
 
 
 class ProviderNames(Protocol):
@@ -211,7 +215,7 @@ class Call:
             InviteCommand: self._invite, AcceptCommand: self._accept, RingingCommand: self._ringing,
             RejectCommand: self._reject, TtsCommand: self._tts, PlayCommand: self._play,
             InterruptCommand: self._interrupt, MuteCommand: self._mute, UnmuteCommand: self._mute,
-            ReferCommand: self._refer, HangupCommand: self._hangup_command,
+            ReferCommand: self._refer, HangupCommand: self._hangup_command, DtmfCommand: self._dtmf,
         }
 
     # == outputs ======================================================================================
@@ -598,6 +602,20 @@ class Call:
             self.leg.set_inbound_mute(muted)
         if track in (None, self.server_track_id):
             self._playback().mute(muted)
+
+    def _dtmf(self, cmd: DtmfCommand, target: CallState) -> None:
+        digits = cmd.digits.upper()
+        if not DTMF_DIGITS.fullmatch(digits):
+            self.report_error("command", f"dtmf.digits: {cmd.digits[:40]!r} is not 1 to {MAX_DTMF_DIGITS} of "
+                                         "0-9, *, #, A-D")
+            return
+        if self.leg is None:
+            self.report_error("command", "dtmf: the call has no media yet")
+            return
+        try:
+            self.leg.send_dtmf(digits)
+        except ValueError as exc:
+            self.report_error("command", f"dtmf: {exc}")
 
     def _refer(self, cmd: ReferCommand, target: CallState) -> None:
         self.state = target

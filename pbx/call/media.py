@@ -160,6 +160,10 @@ class LegMedia(Protocol):
 
     def mute_playout(self, muted: bool) -> None: ...
 
+    def send_dtmf(self, digits: str) -> None:
+        """Queue RFC 4733 events; ValueError when the stream has no telephone-event or the queue is full."""
+        ...
+
     def quality(self) -> dict[str, Any]:
         """The stream's RTP/RTCP figures for ``hangup.extra`` (empty when the leg carries no RTP)."""
 

@@ -189,6 +189,9 @@ class EngineLeg:
     def mute_playout(self, muted: bool) -> None:
         self.leg.playout.mute_all_tracks(muted)
 
+    def send_dtmf(self, digits: str) -> None:
+        self._engine.send_dtmf(self.leg, digits)
+
     def quality(self) -> dict[str, Any]:
         if self.leg.transport != eng.TRANSPORTS["udp"]:
             return {}

@@ -85,7 +85,7 @@ def _check_sip_option(command: str, option: CallOption) -> None:
 
 SIP_PROFILE = TransportProfile(
     call_type="sip",
-    carries=MEDIA_COMMANDS | {"invite", "accept", "ringing", "reject", "refer"},
+    carries=MEDIA_COMMANDS | {"invite", "accept", "ringing", "reject", "refer", "dtmf"},
     not_carried="{command} is not supported on /call/sip calls",
     check_option=_check_sip_option,
 )

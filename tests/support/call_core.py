@@ -37,7 +37,7 @@ from pbx.server.recording import finish_recording
 
 FRAME_MS = 20
 ALL_COMMANDS = frozenset({"invite", "accept", "ringing", "reject", "tts", "play", "interrupt", "refer", "mute",
-                          "unmute", "hangup"})
+                          "unmute", "hangup", "dtmf"})
 # A transport with every capability, as the SIP transport will have.
 FULL_PROFILE = TransportProfile(call_type="sip", carries=ALL_COMMANDS, not_carried="{command}: not carried")
 
@@ -54,6 +54,7 @@ class CallBench:
     liveness_interval_s: float = 0.0
     invite_timeout_s: float = 0.0
     auto_answer: bool = True             # Connect/Answer answered at once, as /call does
+    dtmf_payload_type: int = -1          # >= 0: the leg is an RTP (PCMU) leg with telephone-event, as a SIP call's
     now: float = 1000.0
     call: Call = field(init=False)
     runner: MediaRunner = field(init=False)
@@ -110,6 +111,8 @@ class CallBench:
 
     def new_leg(self) -> EngineLeg:
         sink = LegSink(self._media_event, self.frames.append, self._asr_audio)
+        if self.dtmf_payload_type >= 0:
+            return self.runner.add_leg(sink, "packets", "pcmu", self.now, dtmf_payload_type=self.dtmf_payload_type)
         return self.runner.add_leg(sink, "stream", "pcm", self.now)
 
     def _media_event(self, event: MediaEvent) -> None:
