@@ -120,7 +120,7 @@ def check_fingerprint(data: bytes) -> bool:
     if len(data) < 28 or struct.unpack_from("!HH", data, len(data) - 8) != (FINGERPRINT, 4):
         return False
     crc = binascii.crc32(data[:-8]) ^ FINGERPRINT_XOR
-    return struct.unpack_from("!I", data, len(data) - 4)[0] == crc
+    return int.from_bytes(data[-4:], "big") == crc
 
 
 def xor_address(address: tuple[str, int], transaction_id: bytes) -> bytes:
