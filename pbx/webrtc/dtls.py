@@ -14,6 +14,7 @@ and :meth:`~DtlsEndpoint.handle_timer` lets OpenSSL resend its last flight.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import hmac
@@ -174,10 +175,8 @@ class DtlsEndpoint:
         """Send close_notify (the peer learns the call's media is over)."""
         if self.connected and not self.closed:
             self.closed = True
-            try:
+            with contextlib.suppress(SSL.Error):
                 self._ssl.shutdown()
-            except SSL.Error:
-                pass
             self._flush()
 
     # -- internals ----------------------------------------------------------------------------------------
