@@ -246,7 +246,7 @@ def _usable(media: MediaDescription) -> bool:
 
 
 def _audio_lines(codecs: list[tuple[Codec, int]], dtmf: list[tuple[int, int]], port: int, ptime: int,
-                 direction: str) -> MediaDescription:
+                 direction: str, profile: str = PROFILE) -> MediaDescription:
     formats: list[int | str] = [*(pt for _, pt in codecs), *(pt for pt, _ in dtmf)]
     attributes: list[tuple[str, str | None]] = []
     for codec, pt in codecs:
@@ -258,7 +258,7 @@ def _audio_lines(codecs: list[tuple[Codec, int]], dtmf: list[tuple[int, int]], p
         attributes.append(("fmtp", f"{pt} {DTMF_EVENTS}"))
     attributes.append(("ptime", str(ptime)))
     attributes.append((direction, None))
-    return MediaDescription("audio", port, PROFILE, formats, attributes=attributes)
+    return MediaDescription("audio", port, profile, formats, attributes=attributes)
 
 
 def _negotiated(codec: Codec, pt: int, dtmf_pt: int, session: SessionDescription, media: MediaDescription,
@@ -319,10 +319,11 @@ def _pick(media: MediaDescription, caps: AudioCapabilities) -> tuple[Codec, int,
 
 
 def answer_offer(offer: SessionDescription, caps: AudioCapabilities, address: str, port: int, session_id: int,
-                 version: int, direction: str = "sendrecv") -> tuple[SessionDescription, Negotiated]:
+                 version: int, direction: str = "sendrecv", *,
+                 profile: str = PROFILE) -> tuple[SessionDescription, Negotiated]:
     """Our answer to ``offer`` and the stream it sets up. ``direction`` limits ours (``sendonly`` or
-    ``inactive`` while we hold the call). Raises :class:`NegotiationError` (488) when no audio stream has
-    a codec we take."""
+    ``inactive`` while we hold the call); ``profile`` is the transport we take (``UDP/TLS/RTP/SAVPF`` for
+    WebRTC). Raises :class:`NegotiationError` (488) when no audio stream has a codec we take."""
     _check_port(port)
     _check_direction(direction)
     answer = _session(address, session_id, version)
@@ -330,9 +331,9 @@ def answer_offer(offer: SessionDescription, caps: AudioCapabilities, address: st
     problem: NegotiationError | None = None
     for index, media in enumerate(offer.media):
         if chosen is None and media.media == "audio" and media.port != 0:
-            if media.proto.upper() != PROFILE:
+            if media.proto.upper() != profile:
                 problem = problem or NegotiationError(
-                    f"the audio stream's profile is {media.proto}, we take {PROFILE}", 302)
+                    f"the audio stream's profile is {media.proto}, we take {profile}", 302)
             else:
                 pick = _pick(media, caps)
                 if pick is not None:
@@ -348,7 +349,7 @@ def answer_offer(offer: SessionDescription, caps: AudioCapabilities, address: st
     media = offer.media[index]
     negotiated = _negotiated(codec, pt, dtmf_pt, offer, media, direction, caps.ptime)
     dtmf = [(dtmf_pt, codec.clock_rate)] if dtmf_pt >= 0 else []
-    answer.media.insert(index, _audio_lines([(codec, pt)], dtmf, port, caps.ptime, negotiated.direction))
+    answer.media.insert(index, _audio_lines([(codec, pt)], dtmf, port, caps.ptime, negotiated.direction, profile))
     return answer, negotiated
 
 
