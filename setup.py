@@ -56,6 +56,7 @@ def stage_tree() -> Path:
 OPUS_CFLAGS = [f[2:] for f in pkg_config("opus", "--cflags-only-I", ["-I/usr/include/opus"])]
 KERNEL_SETTINGS: dict[str, dict[str, list[str]]] = {
     "opus": {"libraries": ["opus"], "include_dirs": OPUS_CFLAGS},
+    "srtp": {"libraries": ["srtp2"]},             # WebRTC's SRTP (Debian libsrtp2-dev; bundled into wheels)
     # the Python oracle must reproduce every delay computation bit for bit: no fused multiply-add
     "jitter": {"extra_compile_args": ["-ffp-contract=off"]},
     # dlopen/dlsym of the optional libten_vad; in libc since glibc 2.34, in libdl before (manylinux)
