@@ -13,6 +13,7 @@ from pbx.core.wav cimport WavWriter
 from pbx.core.silero cimport SileroBatch
 from pbx.core.denoise cimport DenoiseBank
 from pbx.core.ten cimport TenBank
+from pbx.core.srtp cimport SrtpSession, SRTP_TRAILER_MAX
 
 cdef enum:
     ENGINE_RATE = 16000          # internal sample rate of every leg
@@ -142,7 +143,13 @@ cdef class Leg:
     cdef uint8_t relay[CODEC_MAX_PAYLOAD]   # this tick's inbound packet, when it was exactly the frame
     cdef int relay_len                       # 0: nothing a bridged partner can forward as it is
     cdef readonly uint64_t relayed           # frames sent as the bridged partner's payload, not re-encoded
-    cdef uint8_t packet[RTP_PACKET_MAX]
+    cdef uint8_t packet[RTP_PACKET_MAX + SRTP_TRAILER_MAX]
+    # WebRTC (control=True): STUN and DTLS datagrams go up to Python; RTP and RTCP are SRTP, sent only
+    # once the DTLS handshake gave keys (set_srtp)
+    cdef bint control
+    cdef SrtpSession srtp_tx
+    cdef SrtpSession srtp_rx
+    cdef readonly uint64_t rx_control, rx_unkeyed
     # counters
     cdef readonly uint64_t rx_packets, rx_bad, rx_foreign, rx_other_pt, tx_packets, tx_errors
     cdef readonly uint64_t dtmf_digits
@@ -173,12 +180,16 @@ cdef class Engine:
     cdef int32_t* out_legs
     cdef int64_t* out_offsets        # n_out + 1 offsets into out_buf
     cdef Py_ssize_t n_out, out_items_cap
+    cdef list control_in             # (slot, (host, port), bytes) of WebRTC legs' STUN/DTLS, drained by Python
 
     cdef void emit(self, int leg, int kind, int64_t t, int64_t a, int64_t b, int64_t c, int64_t d) noexcept
     cdef int out_append(self, int leg, const uint8_t* data, Py_ssize_t n) except -1
     cdef void receive_udp(self, Leg leg, double now_ms) noexcept
+    cdef Py_ssize_t demux_control(self, Leg leg, const sockaddr_storage* addr, socklen_t alen, uint8_t* data,
+                                  Py_ssize_t n) noexcept
     cdef void receive_foreign(self, Leg leg, const sockaddr_storage* addr, socklen_t alen, const uint8_t* data,
                               Py_ssize_t n, double now_ms) noexcept
+    cdef bint protect(self, Leg leg, uint8_t* packet, Py_ssize_t* size, bint rtcp) noexcept
     cdef void latch_to(self, Leg leg, const sockaddr_storage* addr, socklen_t alen, uint32_t ssrc,
                        double now_ms) noexcept
     cdef void receive_rtcp_socket(self, Leg leg, double now_ms) noexcept

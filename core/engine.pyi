@@ -5,6 +5,7 @@ import numpy.typing as npt
 
 from pbx.core.codec import Codec
 from pbx.core.playout import Playout
+from pbx.core.srtp import SrtpSession
 from pbx.core.wav import WavWriter
 
 SPEAKING: int
@@ -49,6 +50,8 @@ class Leg:
     rtt_ms: float
     stream_skipped: int
     latches: int
+    rx_control: int
+    rx_unkeyed: int
     @property
     def stats(self) -> dict[str, object]: ...
     @property
@@ -76,6 +79,7 @@ class Engine:
         latch: bool = False, jitter_min_ms: float = 20.0, jitter_max_ms: float = 200.0,
         rtp_timeout_ms: float = 0.0, ssrc: int | None = None, stream_silence: bool = False,
         rtcp_interval_ms: float = 0.0, rtcp_fd: int = -1, rtcp_remote: tuple[str, int] | None = None,
+        control: bool = False,
     ) -> Leg: ...
     def remove_leg(self, leg: Leg) -> None: ...
     def leg(self, slot: int) -> Leg | None: ...
@@ -100,6 +104,8 @@ class Engine:
     def set_remote(self, leg: Leg, remote: tuple[str, int], *, rtcp_remote: tuple[str, int] | None = None) -> None: ...
     def set_codec(self, leg: Leg, codec: str, *, rate: int = 0, payload_type: int = -1, dtmf_payload_type: int = -1,
                   ptime_ms: int = 20) -> None: ...
+    def set_srtp(self, leg: Leg, tx: SrtpSession, rx: SrtpSession) -> None: ...
+    def drain_control(self) -> list[tuple[int, tuple[str, int], bytes]]: ...
     def set_rtp_timeout(self, leg: Leg, ms: float) -> None: ...
     def feed(self, leg: Leg, data: bytes | bytearray | memoryview) -> int: ...
     def push_packets(

@@ -280,6 +280,7 @@ cdef class Engine:
             raise MemoryError("engine: cannot allocate event and output buffers")
         self.event_capacity = event_capacity
         self.out_offsets[0] = 0
+        self.control_in = []
 
     def __dealloc__(self):
         free(self.events)
@@ -292,7 +293,7 @@ cdef class Engine:
                 int dtmf_payload_type=-1, int ptime_ms=20, int fd=-1, remote=None, bint latch=False,
                 double jitter_min_ms=20.0, double jitter_max_ms=200.0, double rtp_timeout_ms=0.0,
                 ssrc=None, bint stream_silence=False, double rtcp_interval_ms=0.0, int rtcp_fd=-1,
-                rtcp_remote=None):
+                rtcp_remote=None, bint control=False):
         """Create a leg and return it; ``now_ms`` is its time zero.
 
         ``transport``: "udp" (needs ``fd``, a bound non-blocking UDP socket, and ``remote`` or
@@ -308,6 +309,8 @@ cdef class Engine:
         and sent there; -1 multiplexes RTCP on the RTP socket (RFC 5761). ``rtcp_remote``: where RTCP
         goes from ``rtcp_fd`` (the SDP's a=rtcp); by default the RTP remote with port + 1, following the
         latched address.
+        ``control=True`` (a WebRTC leg, udp only): STUN and DTLS datagrams from any source are queued for
+        :meth:`drain_control`; RTP and RTCP are SRTP, dropped unread and not sent until :meth:`set_srtp`.
         """
         if transport not in TRANSPORTS:
             raise ValueError(f"unknown transport {transport!r}; expected udp, packets or stream")
@@ -316,10 +319,12 @@ cdef class Engine:
         cdef int kind = TRANSPORTS[transport]
         if kind == TRANSPORT_UDP and fd < 0:
             raise ValueError("a udp leg needs the file descriptor of its socket")
-        if kind == TRANSPORT_UDP and remote is None and not latch:
-            raise ValueError("a udp leg needs a remote address or latch=True")
+        if kind == TRANSPORT_UDP and remote is None and not latch and not control:
+            raise ValueError("a udp leg needs a remote address, latch=True or control=True (ICE gives it later)")
         if rtcp_fd >= 0 and kind != TRANSPORT_UDP:
             raise ValueError(f"rtcp_fd is for udp legs, not {transport} legs")
+        if control and (kind != TRANSPORT_UDP or rtcp_fd >= 0):
+            raise ValueError("control (WebRTC) legs are udp legs with RTCP multiplexed (no rtcp_fd)")
         if rtcp_fd >= 0 and rtcp_fd == fd:
             raise ValueError("rtcp_fd must be a second socket, not the RTP socket's fd")
         if rtcp_remote is not None and rtcp_fd < 0:
@@ -355,6 +360,7 @@ cdef class Engine:
         leg.fd = fd
         leg.rtcp_fd = rtcp_fd
         leg.latch = latch
+        leg.control = control
         if remote is not None:
             addr_from_python(remote, &leg.signalled)
             leg.has_signalled = True
@@ -604,6 +610,22 @@ cdef class Engine:
         leg.down = Resampler(ENGINE_RATE, new.audio_rate) if new.audio_rate != ENGINE_RATE else None
         dtmf_sender_init(&leg.dtmf_tx, 8 * 100 * new.clock_rate // 8000, 60 * new.clock_rate // 1000)
         leg.marker_next = True
+
+    def set_srtp(self, Leg leg, SrtpSession tx not None, SrtpSession rx not None):
+        """Key a control (WebRTC) leg: from now on what it sends is protected with ``tx`` and what it
+        receives is authenticated and decrypted with ``rx``."""
+        if not leg.control:
+            raise ValueError("set_srtp is for control (WebRTC) legs")
+        if not tx.outbound or rx.outbound:
+            raise ValueError("tx must be an outbound session and rx an inbound one")
+        leg.srtp_tx = tx
+        leg.srtp_rx = rx
+
+    def drain_control(self):
+        """The STUN and DTLS datagrams control legs received since the last call: a list of
+        ``(slot, (host, port), data)``."""
+        queued, self.control_in = self.control_in, []
+        return queued
 
     def set_rtp_timeout(self, Leg leg, double ms):
         """Change the leg's RTP inactivity timeout (``rtp_timeout_ms``; 0 turns it off), e.g. off while
@@ -981,17 +1003,33 @@ cdef class Engine:
         if leg.transport == TRANSPORT_PACKETS:
             self.out_append(leg.slot, leg.packet, size)
             leg.tx_packets += 1
-        elif leg.has_remote:
+        elif leg.has_remote and self.protect(leg, leg.packet, &size, False):
             if send_datagram(leg.fd, leg.packet, size, &leg.remote) < 0:
                 leg.tx_errors += 1
             else:
                 leg.tx_packets += 1
         return 0
 
+    cdef bint protect(self, Leg leg, uint8_t* packet, Py_ssize_t* size, bint rtcp) noexcept:
+        """Whether the packet may go out: always on a plain leg; on a control (WebRTC) leg only once keyed,
+        SRTP-protected in place (``packet`` has SRTP_TRAILER_MAX bytes of room after ``size``)."""
+        cdef int length
+        if not leg.control:
+            return True
+        if leg.srtp_tx is None:
+            return False
+        length = <int>size[0]
+        if leg.srtp_tx.protect(packet, &length, rtcp) != 0:
+            leg.tx_errors += 1
+            return False
+        size[0] = length
+        return True
+
     cdef void receive_udp(self, Leg leg, double now_ms) noexcept:
         """Everything the leg's socket(s) hold, source-checked (module docstring: symmetric RTP)."""
         cdef RecvBatch rb = self.recv
         cdef int i, n
+        cdef Py_ssize_t length
         cdef socklen_t alen
         while True:
             n = rb.recv_c(leg.fd)
@@ -999,20 +1037,48 @@ cdef class Engine:
                 break
             for i in range(n):
                 alen = rb.msgs[i].msg_hdr.msg_namelen
+                length = rb.length(i)
+                if leg.control:
+                    length = self.demux_control(leg, &rb.addrs[i], alen, <uint8_t*>rb.data(i), length)
+                    if length <= 0:
+                        continue
                 if leg.has_remote and addr_equal(&rb.addrs[i], alen, &leg.remote.sa, leg.remote.len):
-                    if self.receive_packet(leg, rb.data(i), rb.length(i), now_ms) and leg.latch:
+                    if self.receive_packet(leg, rb.data(i), length, now_ms) and leg.latch:
                         if not leg.latched:
                             self.latch_to(leg, &rb.addrs[i], alen, leg.rx_last_ssrc, now_ms)
                         leg.latched_ssrc = leg.rx_last_ssrc
                         leg.cand_count = 0
                 elif leg.latch:
-                    self.receive_foreign(leg, &rb.addrs[i], alen, rb.data(i), rb.length(i), now_ms)
+                    self.receive_foreign(leg, &rb.addrs[i], alen, rb.data(i), length, now_ms)
                 else:
                     leg.rx_foreign += 1
             if n < UDP_BATCH:
                 break
         if leg.rtcp_fd >= 0:
             self.receive_rtcp_socket(leg, now_ms)
+
+    cdef Py_ssize_t demux_control(self, Leg leg, const sockaddr_storage* addr, socklen_t alen, uint8_t* data,
+                                  Py_ssize_t n) noexcept:
+        """A WebRTC leg's datagram (RFC 7983): STUN (first byte 0-3) and DTLS (20-63) are queued for
+        Python (0 returned); SRTP and SRTCP (128-191) are unprotected in place (their plain length
+        returned; -1 when there are no keys yet or they do not authenticate); anything else is dropped."""
+        cdef int length = <int>n
+        cdef uint8_t first = data[0] if n > 0 else 255
+        if first < 4 or 20 <= first < 64:
+            leg.rx_control += 1
+            self.control_in.append((leg.slot, addr_to_python(addr, alen), data[:n]))
+            return 0
+        if not 128 <= first < 192:
+            leg.rx_bad += 1
+            return -1
+        if leg.srtp_rx is None:
+            leg.rx_unkeyed += 1
+            return -1
+        # RFC 5761 §4: payload types 64-95 (second byte 192-223) are RTCP
+        if leg.srtp_rx.unprotect(data, &length, n >= 2 and 192 <= data[1] <= 223) != 0:
+            leg.rx_bad += 1
+            return -1
+        return length
 
     cdef void receive_foreign(self, Leg leg, const sockaddr_storage* addr, socklen_t alen, const uint8_t* data,
                               Py_ssize_t n, double now_ms) noexcept:
@@ -1185,6 +1251,8 @@ cdef class Engine:
         out[pos + 2] = ((i // 4 - 1) >> 8) & 0xFF
         out[pos + 3] = (i // 4 - 1) & 0xFF
         size += i
+        if not self.protect(leg, out, &size, True):
+            return
         if send_datagram(fd, out, size, to) < 0:
             leg.tx_errors += 1
         else:
