@@ -892,6 +892,8 @@ cdef class Engine:
         cdef PlayoutEvent* pe
         cdef int64_t t_event
         cdef bint marker, new_event, relay
+        if leg.control and leg.srtp_tx is None:
+            return 0                 # a WebRTC leg before its keys: prompts wait instead of playing unheard
         played = playout.pull_c(leg.out16, FRAME)
         for i in range(playout.n_events):
             pe = &playout.events[i]
