@@ -17,6 +17,7 @@ from typing import Any
 
 from pbx.errors import ConfigError
 from pbx.sip.config import SipConfig, WebhookConfig, sip_config, webhook_config
+from pbx.webrtc.config import WebRtcConfig, webrtc_config
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class Config:
     dump_retention_days: float = 7.0            # dumps older than this are removed (0: kept)
     sip: SipConfig = field(default_factory=SipConfig)              # [sip] (pbx.sip.config)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)  # [webhook]
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)     # [webrtc] (pbx.webrtc.config)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -99,6 +101,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "play_allow_networks": (list, "networks (CIDR) play may fetch from besides public addresses, e.g. 10.0.0.0/8"),
     "sip": (dict, "[sip] table: addr, external_ip, rtp_ports, user_agent, trunks, accounts (pbx.sip.config)"),
     "webhook": (dict, "[webhook] table: url, decision_timeout_secs, timeout_secs"),
+    "webrtc": (dict, "[webrtc] table: addr, addr6, external_ip, rtp_ports (pbx.webrtc.config)"),
 }
 PATH_KEYS = {"data_dir", "recordings_dir", "dumps_dir", "media_dir"}
 FLOAT_KEYS = {"download_timeout_secs", "play_max_seconds", "liveness_interval_secs", "invite_timeout_secs",
@@ -145,6 +148,8 @@ def _check(key: str, raw: Any) -> Any:
         return sip_config(value)
     if key == "webhook":
         return webhook_config(value)
+    if key == "webrtc":
+        return webrtc_config(value)
     return float(value) if key in FLOAT_KEYS else value
 
 

@@ -436,6 +436,18 @@ class DtmfCommand:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AddIceCandidateCommand:
+    """A browser's trickled ICE candidate, as the upstream server accepts it (``sdpMLineIndex``, also
+    spelt ``sdpMlineIndex``). Our ICE-lite agent needs none: it answers the browser's checks."""
+
+    COMMAND: ClassVar[str] = "addIceCandidate"
+    candidate: str | None = None
+    sdp_mid: str | None = None
+    sdp_m_line_index: int | None = None
+    sdp_mline_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HangupCommand:
     COMMAND: ClassVar[str] = "hangup"
     reason: str | None = None
@@ -445,6 +457,7 @@ class HangupCommand:
 Command: TypeAlias = (
     InviteCommand | AcceptCommand | RejectCommand | RingingCommand | TtsCommand | PlayCommand
     | InterruptCommand | ReferCommand | MuteCommand | UnmuteCommand | HangupCommand | DtmfCommand
+    | AddIceCandidateCommand
 )
 
 
@@ -640,10 +653,12 @@ Event: TypeAlias = (
 
 _OPTIONS: Final = (RecorderOption, TranscriptionOption, SynthesisOption, VADOption, MediaPassOption,
                    SipOption, ReferOption, CallOption, Attendee)
-EXTENSION_COMMANDS: Final = frozenset({"dtmf"})     # ours, beyond the RustPBX spec (the README lists them)
+# beyond the RustPBX spec (the README lists them): dtmf is ours, addIceCandidate the upstream server's
+EXTENSION_COMMANDS: Final = frozenset({"dtmf", "addIceCandidate"})
 _COMMANDS: Final[Mapping[str, type[Any]]] = MappingProxyType({cls.COMMAND: cls for cls in (
     InviteCommand, AcceptCommand, RejectCommand, RingingCommand, TtsCommand, PlayCommand,
-    InterruptCommand, ReferCommand, MuteCommand, UnmuteCommand, HangupCommand, DtmfCommand)})
+    InterruptCommand, ReferCommand, MuteCommand, UnmuteCommand, HangupCommand, DtmfCommand,
+    AddIceCandidateCommand)})
 _EVENTS: Final[Mapping[str, type[Any]]] = MappingProxyType({cls.EVENT: cls for cls in (
     IncomingEvent, AnswerEvent, RejectEvent, RingingEvent, HangupEvent, SpeakingEvent,
     SilenceEvent, AsrFinalEvent, AsrDeltaEvent, TrackStartEvent, TrackEndEvent, InterruptionEvent,

@@ -86,6 +86,7 @@ from pbx.call.transport import TransportProfile
 from pbx.errors import PbxError, ProtocolError
 from pbx.protocol import (
     AcceptCommand,
+    AddIceCandidateCommand,
     AnswerEvent,
     CallOption,
     Command,
@@ -216,6 +217,7 @@ class Call:
             RejectCommand: self._reject, TtsCommand: self._tts, PlayCommand: self._play,
             InterruptCommand: self._interrupt, MuteCommand: self._mute, UnmuteCommand: self._mute,
             ReferCommand: self._refer, HangupCommand: self._hangup_command, DtmfCommand: self._dtmf,
+            AddIceCandidateCommand: self._ice_candidate,
         }
 
     # == outputs ======================================================================================
@@ -602,6 +604,9 @@ class Call:
             self.leg.set_inbound_mute(muted)
         if track in (None, self.server_track_id):
             self._playback().mute(muted)
+
+    def _ice_candidate(self, cmd: AddIceCandidateCommand, target: CallState) -> None:
+        """Taken and not needed: the server is an ICE-lite agent, the browser's checks find its candidate."""
 
     def _dtmf(self, cmd: DtmfCommand, target: CallState) -> None:
         digits = cmd.digits.upper()

@@ -62,7 +62,7 @@ class Signal(enum.Enum):
 
 
 S = CallState
-_MEDIA: Final = ("tts", "play", "interrupt", "mute", "unmute", "dtmf")
+_MEDIA: Final = ("tts", "play", "interrupt", "mute", "unmute", "dtmf", "addIceCandidate")
 _LIVE: Final = (S.NEW, S.CALLING, S.RINGING, S.EARLY_MEDIA, S.ACCEPTING, S.ANSWERED, S.TRANSFERRING)
 
 

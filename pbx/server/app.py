@@ -5,8 +5,8 @@ provider registry, the media loader and the live calls. Each WebSocket connectio
 a :class:`~pbx.server.control.ControlSocket`, a :class:`~pbx.call.core.Call`, the transport of its
 path and the :class:`~pbx.server.driver.CallDriver` that runs them. Paths: ``/call`` (audio over the
 WebSocket), ``/call/sip`` (SIP/RTP through :class:`~pbx.server.sipcalls.SipCalls`, the server's SIP port)
-and ``/call/webrtc`` (its transport comes with later work: commands that need it get an ``error``
-event). REST: see :mod:`pbx.server.rest`.
+and ``/call/webrtc`` (a browser's call: :class:`~pbx.server.webrtctransport.WebRtcTransport`). REST:
+see :mod:`pbx.server.rest`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from pbx.server.media import MediaRunner
 from pbx.server.rest import WEBSOCKET_PATHS, JsonErrorConnection, make_router
 from pbx.server.sipcalls import SipCalls
 from pbx.server.siptransport import SIP_PROFILE, SipTransport
-from pbx.server.transports import WEBSOCKET_PROFILE, NotBuilt, Transport, WebSocketAudio, not_built_profile
+from pbx.server.transports import WEBSOCKET_PROFILE, Transport, WebSocketAudio
+from pbx.server.webrtctransport import WEBRTC_PROFILE, WebRtcNetwork, WebRtcTransport
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class CallServer:
                                   timeout_s=config.download_timeout_secs, max_seconds=config.play_max_seconds,
                                   cache_bytes=config.media_cache_bytes, allow_networks=config.play_allow_networks)
         self.sip = SipCalls(config.sip, config.webhook)
+        self.webrtc = WebRtcNetwork(config.webrtc)
         self.services = CallServices(self.media, self.providers, self.loader, config.directory("recordings"),
                                      self.unregister, self.sip)
         self.sessions: dict[str, CallDriver] = {}
@@ -182,7 +184,7 @@ class CallServer:
             return WEBSOCKET_PROFILE, lambda driver: WebSocketAudio(driver, self.media, control)
         if call_type == "sip":
             return SIP_PROFILE, lambda driver: SipTransport(driver, self.sip, self.media, dialog_id)
-        return not_built_profile(call_type), lambda driver: NotBuilt(driver, call_type)
+        return WEBRTC_PROFILE, lambda driver: WebRtcTransport(driver, self.webrtc, self.media)
 
     def unregister(self, driver: CallDriver) -> None:
         if self.sessions.get(driver.id) is driver:

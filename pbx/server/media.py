@@ -117,11 +117,13 @@ def decode_event(kind: int, t: int, a: int, b: int, c: int, d: int) -> MediaEven
 
 @dataclass(slots=True)
 class LegSink:
-    """Where one leg's output goes: its typed events, its outbound frames (drained legs), its ASR audio."""
+    """Where one leg's output goes: its typed events, its outbound frames (drained legs), its ASR audio,
+    and for a WebRTC leg the STUN and DTLS datagrams it received (with their source)."""
 
     event: Callable[[MediaEvent], None]
     out: Callable[[bytes], None]
     asr: Callable[[Pcm], None]
+    control: Callable[[tuple[str, int], bytes], None] | None = None
 
 
 class EngineLeg:
@@ -290,6 +292,10 @@ class MediaRunner:
                 log.error("leg %d: the media engine reported an event of unknown kind %d", slot, kind)
                 continue
             sink.event(event)
+        for slot, addr, datagram in engine.drain_control():
+            sink = sinks.get(slot)
+            if sink is not None and sink.control is not None:
+                sink.control(addr, datagram)
         slots, offsets, data = engine.drain_out()
         if len(slots):
             view = memoryview(data)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pbx.errors import ProtocolError
 from pbx.media.rtp_ports import RtpPortPool
 from pbx.protocol import CallOption
+from pbx.server.hostaddr import default_route_address
 from pbx.server.sipnet import SipNetwork
 from pbx.server.webhook import WebhookError, post_json
 from pbx.sip.config import Account, SipConfig, WebhookConfig
@@ -94,16 +95,7 @@ def advertised(config: SipConfig, bound_host: str) -> str:
         return config.external_ip
     if not ipaddress.ip_address(bound_host).is_unspecified:
         return bound_host
-    # the source address of the default route: connecting a UDP socket sends nothing, it only asks
-    # the kernel for a route (192.0.2.1 is TEST-NET-1, never a real host)
-    family = socket.AF_INET6 if ":" in bound_host else socket.AF_INET
-    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
-    try:
-        with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.connect((probe, 9))
-            return str(sock.getsockname()[0])
-    except OSError:
-        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    return default_route_address(":" in bound_host)
 
 
 def numeric_host(uri: SipUri) -> str | None:

@@ -8,8 +8,8 @@ Its :class:`~pbx.call.transport.TransportProfile` tells the core which commands 
 
 - :class:`WebSocketAudio` (``/call``): the client is the far end. ``invite`` and ``accept`` answer at
   once with a stream leg; binary messages are fed to the engine, and its 20 ms frames go back.
-- :class:`NotBuilt` (``/call/webrtc`` until its transport exists): the control socket
-  works, the media commands meet the state table, and whatever needs signalling is refused by name.
+- ``/call/sip`` and ``/call/webrtc`` have their own modules (:mod:`pbx.server.siptransport`,
+  :mod:`pbx.server.webrtctransport`).
 """
 
 from __future__ import annotations
@@ -118,32 +118,3 @@ class WebSocketAudio:
             self.host.flush()
             return
         leg.feed(data)
-
-
-# -- /call/sip and /call/webrtc, until their transports are built ---------------------------------------
-def not_built_profile(call_type: str) -> TransportProfile:
-    return TransportProfile(
-        call_type=call_type, carries=MEDIA_COMMANDS,
-        not_carried=f"{{command}} on /call/{call_type} needs the {call_type} transport, which is not built yet")
-
-
-class NotBuilt:
-    def __init__(self, host: CallHost, call_type: str) -> None:
-        self.host = host
-        self.call_type = call_type
-        self.profile = not_built_profile(call_type)
-
-    def start(self) -> None:
-        """Nothing to announce."""
-
-    def refers_itself(self) -> bool:
-        return False
-
-    def carry_out(self, action: SignallingAction) -> None:
-        if not isinstance(action, Disconnect):
-            log.error("the %s transport is not built but was asked to %s", self.call_type, type(action).__name__)
-
-    def on_audio(self, data: bytes) -> None:
-        self.host.call.refuse_audio(f"binary audio is only accepted on /call, not on {self.call_type} calls",
-                                    self.host.now_ms())
-        self.host.flush()
