@@ -244,3 +244,27 @@ def test_add_ice_candidate_is_taken_in_both_spellings(tmp_path: Path) -> None:
 
     events = asyncio.run(run())
     assert [e["event"] for e in events] == ["answer", "hangup"], events
+
+
+def test_enable_ipv6_gives_an_ipv6_host_candidate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``[webrtc] addr6`` and ``enableIpv6``, the answer's candidate is IPv6 and the call runs over it."""
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["::1"])
+
+    async def run() -> tuple[Event, Event, Browser]:
+        config = WebRtcConfig(addr="127.0.0.1", addr6="::1")
+        async with running_server(tmp_path / "data", webrtc=config) as (_, address), \
+                Call.open(address, "pingInterval=0", path="/call/webrtc") as call:
+            browser = Browser.sending(None)
+            try:
+                answer = await connect(call, browser, enableIpv6=True)
+                samples = tone(600, 16000, 0.5, 0.3).astype("<i2").tobytes()
+                await call.send({"command": "tts", "text": base64.b64encode(samples).decode(), "base64": True})
+                await call.wait_event("trackEnd", timeout=10.0)
+                await call.send({"command": "hangup"})
+                return answer, await call.wait_event("hangup"), browser
+            finally:
+                await browser.pc.close()
+
+    answer, hangup, browser = asyncio.run(run())
+    assert "c=IN IP6 ::1" in answer["sdp"] and " ::1 " in answer["sdp"]
+    assert hangup["extra"]["rtp"]["packetsSent"] > 20 and len(browser.audio()) > 0
