@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-APT_PACKAGES := build-essential pkg-config python3-dev python3-venv libopus-dev libsrtp2-dev espeak-ng sox patchelf sip-tester baresip
+APT_PACKAGES := build-essential pkg-config python3-dev python3-venv libopus-dev libsrtp2-dev espeak-ng sox patchelf sip-tester baresip chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps install test test-ten lint serve wheel wheel-test bench bench-sip hostile clean

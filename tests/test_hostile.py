@@ -383,6 +383,23 @@ def test_a_browser_page_from_another_origin_is_refused(tmp_path: Path) -> None:
     assert asyncio.run(run()) == [403, 403, 101, 101]
 
 
+def test_the_server_s_own_page_is_its_own_origin_on_an_address_but_not_on_a_host_name() -> None:
+    """The console's requests carry Origin http://<the Host they went to>; a DNS-rebound host name does
+    not count as the server's own."""
+    from pbx.server.auth import AccessPolicy, same_origin
+    policy = AccessPolicy(None)
+    for origin, host, allowed in (("http://127.0.0.1:8080", "127.0.0.1:8080", True),
+                                  ("https://[::1]:8443", "[::1]:8443", True),
+                                  ("http://localhost:8080", "localhost:8080", True),
+                                  ("http://127.0.0.1:8080", "127.0.0.1:9090", False),     # another port
+                                  ("http://rebound.example:8080", "rebound.example:8080", False),
+                                  ("http://evil.example", "127.0.0.1:8080", False)):
+        assert same_origin(origin, host) is allowed, (origin, host)
+        refusal = policy.refuse("/call", {"Origin": origin, "Host": host})
+        assert (refusal is None) is allowed
+    assert same_origin("http://127.0.0.1:8080", None) is False
+
+
 def test_the_token_rules() -> None:
     from pbx.server.auth import AccessPolicy, choose_token, is_loopback
     assert [is_loopback(h) for h in ("127.0.0.1", "::1", "[::1]", "localhost", "0.0.0.0", "::", "10.1.2.3")] == [

@@ -12,7 +12,10 @@ Rules:
   dumped or listed. A REST request without it gets 401; a WebSocket handshake without it is closed
   at once with 1008, before any call exists.
 - A request with an ``Origin`` header (a browser) must come from an origin in ``allowed_origins``
-  (``"*"`` allows any): otherwise 403, so a web page elsewhere cannot drive the server.
+  (``"*"`` allows any), or be the server's own page (the console, ``GET /console``): its Origin names
+  the Host the request went to, and that host is an IP address or ``localhost`` (a host name could be
+  an attacker's, rebound to this address by DNS). Otherwise 403, so a web page elsewhere cannot drive
+  the server.
 """
 
 from __future__ import annotations
@@ -49,6 +52,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def same_origin(origin: str, host: str | None) -> bool:
+    """Whether ``origin`` is the server's own (http or https on the Host the request was sent to), with
+    that Host an IP address or localhost."""
+    if not host or origin not in (f"http://{host}", f"https://{host}"):
+        return False
+    name = urlsplit(f"//{host}").hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class AccessPolicy:
     token: str | None                      # None: no token required
@@ -57,7 +75,8 @@ class AccessPolicy:
     def refuse(self, target: str, headers: Mapping[str, str]) -> Refusal | None:
         """Why a request (its target: path and query, and headers) is refused, or None."""
         origin = headers.get("Origin")
-        if origin is not None and "*" not in self.allowed_origins and origin not in self.allowed_origins:
+        if origin is not None and "*" not in self.allowed_origins and origin not in self.allowed_origins \
+                and not same_origin(origin, headers.get("Host")):
             return Refusal(403, "this origin may not use the server (allowed_origins)")
         if not self.token_ok(target, headers):
             return Refusal(401, "missing or wrong API token")

@@ -1,4 +1,5 @@
-"""REST endpoints served on the WebSocket port: /call/lists, /call/kill/{id}, /iceservers, /health.
+"""REST endpoints served on the WebSocket port: /call/lists, /call/kill/{id}, /iceservers, /health, and the
+web console (/console: a page that calls the server over WebRTC and drives the call).
 
 Answered from ``websockets``' ``process_request`` hook, before any WebSocket handshake: the access
 policy first (:mod:`pbx.server.auth`), then requests to the WebSocket paths fall through (``None``) to
@@ -8,9 +9,11 @@ the handshake, everything else gets a JSON response.
 from __future__ import annotations
 
 import email.utils
+import functools
 import http
 import json
 from collections.abc import Callable
+from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -37,6 +40,22 @@ def json_response(status: http.HTTPStatus, body: Any, extra: list[tuple[str, str
     headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data))),
                        ("Connection", "close"), *(extra or [])])
     return Response(status.value, status.phrase, headers, data)
+
+
+@functools.cache
+def console_page() -> bytes:
+    """The web console (pbx/server/console.html, shipped in the package)."""
+    return resources.files("pbx.server").joinpath("console.html").read_bytes()
+
+
+def html_response(body: bytes) -> Response:
+    # the page runs only its own script: no inline handlers from elsewhere, no framing by other sites
+    headers = Headers([("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body))),
+                       ("Connection", "close"), ("X-Frame-Options", "DENY"),
+                       ("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; "
+                                                   "style-src 'unsafe-inline'; media-src * blob:; "
+                                                   "connect-src 'self' ws: wss:; frame-ancestors 'none'")])
+    return Response(http.HTTPStatus.OK.value, http.HTTPStatus.OK.phrase, headers, body)
 
 
 def error(status: http.HTTPStatus, message: str, extra: list[tuple[str, str]] | None = None) -> Response:
@@ -95,7 +114,9 @@ def make_router(registry: CallRegistry, policy: AccessPolicy) -> Callable[[Serve
             return json_response(http.HTTPStatus.OK, registry.ice_servers())
         if path == "/health" and method == "GET":
             return json_response(http.HTTPStatus.OK, registry.health())
-        known = {"/call/lists", "/iceservers", "/health"}
+        if path == "/console" and method == "GET":
+            return html_response(console_page())
+        known = {"/call/lists", "/iceservers", "/health", "/console"}
         if path in known or path.startswith("/call/kill/"):
             return error(http.HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed on {path}")
         return error(http.HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
