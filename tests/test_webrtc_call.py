@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,12 +25,13 @@ from aiortc.contrib.media import MediaPlayer
 
 from pbx.server.app import CallServer
 from pbx.webrtc.config import WebRtcConfig
-from support.audio import espeak_speech, tone, write_wav
+from support.audio import espeak_speech, read_wav, tone, write_wav
 from tests.support.calls import Call, Event, running_server
 from tests.test_media import peak_hz
 from tests.test_server_e2e import GRAMMAR, PHRASE
 
 WEBRTC = WebRtcConfig(addr="127.0.0.1")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -268,3 +270,25 @@ def test_enable_ipv6_gives_an_ipv6_host_candidate(tmp_path: Path, monkeypatch: p
     answer, hangup, browser = asyncio.run(run())
     assert "c=IN IP6 ::1" in answer["sdp"] and " ::1 " in answer["sdp"]
     assert hangup["extra"]["rtp"]["packetsSent"] > 20 and len(browser.audio()) > 0
+
+
+def test_the_webrtc_client_example_talks_to_the_server(tmp_path: Path) -> None:
+    """examples/webrtc_client.py: its phrase is recognised, the server's reply is heard and written out."""
+    async def run() -> tuple[int, str, str]:
+        async with webrtc_server(tmp_path) as (_, address):
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROOT / "examples" / "webrtc_client.py"), "--url", f"ws://{address}",
+                "--wav", str(speech_wav(tmp_path)), "--out", str(tmp_path / "heard.wav"), "--loopback",
+                "--duration", "15", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+            out, err = await asyncio.wait_for(process.communicate(), 40)
+            assert process.returncode is not None
+            return process.returncode, out.decode(), err.decode()
+
+    code, out, err = asyncio.run(run())
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "answer" and "speaking" in lines and "trackEnd" in lines and lines[-1].startswith("hangup")
+    assert any(line.startswith("asrFinal:") for line in lines), out
+    heard, rate = read_wav(tmp_path / "heard.wav")
+    mono = heard[:, 0] if heard.ndim > 1 else heard
+    assert len(mono) > rate and np.abs(mono.astype(np.int32)).max() > 3000
