@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import shutil
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -24,9 +25,11 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 
 from pbx.server.app import CallServer
+from pbx.sip.config import SipConfig
 from pbx.webrtc.config import WebRtcConfig
 from support.audio import espeak_speech, read_wav, tone, write_wav
 from tests.support.calls import Call, Event, running_server
+from tests.support.sip import sipp_callee
 from tests.test_media import peak_hz
 from tests.test_server_e2e import GRAMMAR, PHRASE
 
@@ -292,3 +295,32 @@ def test_the_webrtc_client_example_talks_to_the_server(tmp_path: Path) -> None:
     heard, rate = read_wav(tmp_path / "heard.wav")
     mono = heard[:, 0] if heard.ndim > 1 else heard
     assert len(mono) > rate and np.abs(mono.astype(np.int32)).max() > 3000
+
+
+@pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (Debian sip-tester) is not installed")
+def test_refer_bridges_a_browser_call_to_a_phone(tmp_path: Path) -> None:
+    """``refer`` from a WebRTC call: sipp answers the transfer leg and plays speech (g711a.pcap); the
+    bridge carries it to the browser; our hangup ends the phone's leg too (its scenario waits for the BYE)."""
+    async def run() -> tuple[list[Event], Browser]:
+        async with running_server(tmp_path / "data", webrtc=WEBRTC, sip=SipConfig(addr="127.0.0.1:0")) \
+                as (_, address), sipp_callee("callee_answers.xml", tmp_path / "sipp") as phone, \
+                Call.open(address, "pingInterval=0", path="/call/webrtc") as call:
+            browser = Browser.sending(None)
+            try:
+                await connect(call, browser)
+                await asyncio.sleep(0.3)                    # DTLS done: the bridge has keys to send with
+                mark = len(browser.heard)
+                await call.send({"command": "refer", "caller": "sip:bot@127.0.0.1", "callee": phone.uri})
+                await asyncio.sleep(4.0)
+                browser.heard = browser.heard[mark:]
+                await call.send({"command": "hangup"})
+                await call.wait_event("hangup", timeout=5.0)
+                assert (await phone.finish()).rc == 0
+                return call.events(), browser
+            finally:
+                await browser.pc.close()
+
+    events, browser = asyncio.run(run())
+    assert events[-1]["event"] == "hangup", events
+    heard = browser.audio().astype(np.float64)
+    assert len(heard) > browser.rate and np.sqrt(np.mean(heard ** 2)) > 100     # the phone's audio came through
