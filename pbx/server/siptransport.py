@@ -372,33 +372,33 @@ class SipTransport:
     def _referred(self, event: Referred) -> None:
         now = self.host.now_ms()
         try:
-            target = self._referral_target(event.refer_to)
+            target, media, negotiated = self._referral_target(event.refer_to)
         except SipError as exc:
             self.calls.agent.respond_refer(event.session, event.request, False, self.calls.now())
             self.host.call.notice("sip", {"method": "REFER", "referTo": event.refer_to, "accepted": False,
                                           "refused": str(exc)}, now)
             return
-        media = self.media
-        assert media is not None and media.negotiated is not None      # _referral_target checked
         self.calls.agent.respond_refer(event.session, event.request, True, self.calls.now())
         self.host.call.notice("sip", {"method": "REFER", "referTo": event.refer_to, "accepted": True}, now)
         self._transferor_gone = False
         media.version += 1
         self._referral = ReferredCall(
-            self.calls, event.session, target, preferring(media.negotiated.codec, media.negotiated.ptime),
+            self.calls, event.session, target, preferring(negotiated.codec, negotiated.ptime),
             (media.host, media.sockets.port, media.session_id, media.version),
             self._referral_done, referred_by=event.request.headers.get("Referred-By"))
         self._referral.start()
 
-    def _referral_target(self, refer_to: str) -> SipUri:
-        """The URI the peer's REFER asks us to call; SipError saying why we will not."""
+    def _referral_target(self, refer_to: str) -> tuple[SipUri, Media, Negotiated]:
+        """The URI the peer's REFER asks us to call, and the call's media it will take over; SipError
+        saying why we will not."""
         if not self.calls.config.accept_refer:
             raise SipError("[sip] accept_refer is off")
         if self._referral is not None:
             raise SipError("a REFER is being acted on already")
-        if not self.answered or self.media is None or self.media.negotiated is None or self.media.leg is None:
+        media = self.media
+        if not self.answered or media is None or media.negotiated is None or media.leg is None:
             raise SipError("the call is not connected")
-        return refer_target(refer_to)
+        return refer_target(refer_to), media, media.negotiated
 
     def _referral_done(self, outcome: Outcome) -> None:
         referral, self._referral = self._referral, None
