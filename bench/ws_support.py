@@ -335,9 +335,10 @@ class WsClient(asyncio.Protocol):
         self._waiters = []
 
 
-async def open_session(port: int, call_id: str, host: str = "127.0.0.1", query: str = "") -> WsClient:
-    """Connect to ``/call?id=call_id`` and finish the WebSocket handshake."""
-    url = f"ws://{host}:{port}/call?id={call_id}{query}"
+async def open_session(port: int, call_id: str, host: str = "127.0.0.1", query: str = "",
+                       path: str = "/call") -> WsClient:
+    """Connect to ``<path>?id=call_id`` (``/call`` by default) and finish the WebSocket handshake."""
+    url = f"ws://{host}:{port}{path}?id={call_id}{query}"
     loop = asyncio.get_running_loop()
     _, client = await loop.create_connection(lambda: WsClient(url), host, port)
     await asyncio.wait_for(client.opened, 30.0)
