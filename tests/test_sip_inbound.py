@@ -309,17 +309,22 @@ def test_a_pending_invite_is_refused_with_the_status_of_what_happened(
 
 
 # -- 8. mid-call requests ---------------------------------------------------------------------------------------------
+async def accepted_until_hangup(test: Inbound) -> list[Event]:
+    """Accept the announced call (pcma), wait until it ends, and let sipp finish its scenario."""
+    hook = await test.webhook.next_post()
+    async with answer_call(test, hook) as call:
+        await call.wait_event("incoming")
+        await call.send({"command": "accept", "option": {"codec": "pcma"}})
+        await call.wait_event("hangup", timeout=10.0)
+        events = call.events()
+    await test.finish()
+    return events
+
+
 def test_hold_reinvite_and_info_are_other_events_and_info_dtmf_is_a_dtmf_event(tmp_path: Path) -> None:
     async def run() -> list[Event]:
         async with inbound(tmp_path, "caller_midcall.xml") as test:
-            hook = await test.webhook.next_post()
-            async with answer_call(test, hook) as call:
-                await call.wait_event("incoming")
-                await call.send({"command": "accept", "option": {"codec": "pcma"}})
-                await call.wait_event("hangup", timeout=10.0)
-                events = call.events()
-            await test.finish()
-            return events
+            return await accepted_until_hangup(test)
 
     events = asyncio.run(run())
     names = [e["event"] for e in events]

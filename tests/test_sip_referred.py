@@ -18,7 +18,7 @@ from pbx.server.referred import refer_target
 from pbx.sip.errors import SipParseError
 from tests.support.calls import Event
 from tests.support.sip import SIPP, SipMessage, Sipp, sipp_callee
-from tests.test_sip_inbound import answer_call, inbound
+from tests.test_sip_inbound import accepted_until_hangup, answer_call, inbound
 
 ACCEPT = {"sip_options": {"accept_refer": True}}
 
@@ -134,14 +134,7 @@ def test_a_refer_we_do_not_act_on_is_declined_603_and_reported(tmp_path: Path, t
                                                                options: dict[str, Any], why: str) -> None:
     async def run() -> list[Event]:
         async with inbound(tmp_path, "caller_refer_refused.xml", keys={"target": target}, **options) as test:
-            hook = await test.webhook.next_post()
-            async with answer_call(test, hook) as call:
-                await call.wait_event("incoming")
-                await call.send({"command": "accept", "option": {"codec": "pcma"}})
-                await call.wait_event("hangup", timeout=10.0)
-                events = call.events()
-            await test.finish()              # sipp got 603 (its scenario requires it)
-            return events
+            return await accepted_until_hangup(test)          # sipp got 603: its scenario requires it
 
     events = asyncio.run(run())
     (extra,) = other_events(events)

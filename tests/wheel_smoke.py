@@ -64,15 +64,21 @@ def check_wheel_listing(wheel: Path, source_dir: Path | None) -> list[str]:
     grafted = sorted(n for n in names if n.startswith("pypbx.libs/libopus"))
     if not grafted:
         problems.append("libopus is not bundled in pypbx.libs/ (auditwheel did not graft it)")
+    srtp = sorted(n for n in names if n.startswith("pypbx.libs/libsrtp2"))
+    if not srtp:
+        problems.append("libsrtp2 is not bundled in pypbx.libs/ (auditwheel did not graft it)")
+    grafted += srtp
     required = {"pbx/py.typed", "pbx/core/py.typed", "pbx/core/errors.py",
-                "pbx/core/opus.pyi", "pbx/core/opus.pxd", "pbx/core/includes/opus.pxd"}
+                "pbx/core/opus.pyi", "pbx/core/opus.pxd", "pbx/core/includes/opus.pxd",
+                "pbx/server/console.html"}
     if source_dir is not None:
         core = source_dir / "core"
         for pattern in ("*.pyi", "*.pxd", "includes/*.pxd"):
             required |= {f"pbx/core/{p.relative_to(core).as_posix()}" for p in core.glob(pattern)}
     problems += [f"missing from the wheel: {n}" for n in sorted(required - names)]
-    generated = sorted(n for n in names
-                       if n.startswith("pbx/") and n.endswith((".c", ".cpp", ".pyx", ".html")))
+    generated = sorted(n for n in names      # .html: Cython's annotated sources (the console is not one)
+                       if (n.startswith("pbx/core/") and n.endswith((".c", ".cpp", ".pyx", ".html")))
+                       or (n.startswith("pbx/") and n.endswith((".c", ".cpp", ".pyx"))))
     problems += [f"should not be in the wheel: {n}" for n in generated]
     if problems:
         raise SmokeFailure("\n".join(problems))
