@@ -21,7 +21,8 @@ Three processes, as in production:
     length, since sipp's own g711a.pcap lasts 7 s), a pause, BYE. Practical to ~100 calls (Caveats).
   - ``--generator own``: bench/sip_load.py (``SipLoad``), our sans-I/O user agent as the caller over
     one SIP socket, every call's RTP from one shared socket on a precomputed real-time schedule (the
-    same speech, 20 ms PCMA; ``--loss`` and ``--jitter-ms`` impair it), BYE after the same hold. Any N.
+    same speech, 20 ms PCMA; ``--loss`` and ``--jitter-ms`` impair it), BYE after the same hold; under
+    SCHED_FIFO when run as root (it shares its CPU with the application). Any N the machine holds.
 
 Before the load, one priming call (the same path, 1 s) loads what the first call loads (codecs, VAD,
 recorder, the SIP transport's modules): the server's RSS after it is the baseline of RSS per call.
@@ -467,8 +468,9 @@ class OwnCaller:
 
     async def place(self, phase: str, calls: int, rate: float, on_start: Callable[[int], None]) -> dict[str, Any]:
         hold_s = PRIME_HOLD_S if phase == "prime" else self.spec.hold_s
+        # SCHED_FIFO when root: its sends must not wait behind the application, which shares its CPU
         load = await SipLoad.start(LoadSpec("127.0.0.1", self.spec.sip_port, calls, rate, hold_s,
-                                            self.spec.loss, self.spec.jitter_ms))
+                                            self.spec.loss, self.spec.jitter_ms, realtime=os.geteuid() == 0))
         on_start(load.pid)
         try:
             report = await load.finish()
@@ -492,7 +494,8 @@ def generator_figures(report: LoadReport, hold_s: float) -> dict[str, Any]:
         "gen_rx_median": float(np.median(report.rtp_received)),
         "gen_with_audio": sum(1 for n in report.rtp_received if n >= AUDIO_SHARE * expected),
         "gen_drops": report.rtp_drops, "gen_send_errors": report.send_errors, "gen_stray": report.stray_rtp,
-        "gen_late_at": report.late_at,
+        "gen_late_at": report.late_at, "gen_wait_pct": 100.0 * report.wait_s / report.wall_s,
+        "gen_scheduling": report.scheduling, "gen_steal_ms": 1000.0 * report.steal_s,
     }
 
 
@@ -779,7 +782,9 @@ def caller_details(r: dict[str, Any], calls: int) -> list[str]:
                    f"(calls with audio at the generator {r['gen_with_audio']}/{calls}); late sends (> {LATE_MS:g} ms) "
                    f"{r['late']} of {r['packets_sent']} ({100 * r['late_ratio']:.4f} %, VOID above "
                    f"{100 * LATE_LIMIT:g} %), lag p99 {r['lag_p99_ms']:.1f} ms, max {r['lag_max_ms']:.1f} ms; CPU "
-                   f"{r['gen_cpu_pct']:.1f} % of a core over its whole run; kernel drops {r['gen_drops']}, send "
+                   f"{r['gen_cpu_pct']:.1f} % of a core over its whole run, waited for a CPU {r['gen_wait_pct']:.2f} % "
+                   f"of it ({r['gen_scheduling']}), its CPUs stolen by the hypervisor {r['gen_steal_ms']:.0f} ms; "
+                   f"kernel drops {r['gen_drops']}, send "
                    f"errors {r['gen_send_errors']}, stray packets {r['gen_stray']}")
         if r["gen_late_at"]:
             shown = ", ".join(f"{at:.2f} s +{lag:.1f} ms" for at, lag in r["gen_late_at"][:12])
