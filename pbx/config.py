@@ -57,6 +57,8 @@ class Config:
     allowed_origins: list[str] = field(default_factory=list)   # browser Origins allowed; "*": any
     play_allow_networks: list[str] = field(default_factory=list)   # non-public networks play may fetch from
     dump_retention_days: float = 7.0            # dumps older than this are removed (0: kept)
+    endpoint_allow_networks: list[str] = field(default_factory=list)   # non-public networks providers may reach
+    provider_timeout_secs: float = 10.0         # a provider's connect, and how long it may stall
     sip: SipConfig = field(default_factory=SipConfig)              # [sip] (pbx.sip.config)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)  # [webhook]
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)     # [webrtc] (pbx.webrtc.config)
@@ -99,13 +101,16 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "api_token": (str, "the API token (else PYPBX_API_TOKEN, else generated into data_dir/api-token)"),
     "allowed_origins": (list, "Origins a browser may connect from; \"*\" allows any"),
     "play_allow_networks": (list, "networks (CIDR) play may fetch from besides public addresses, e.g. 10.0.0.0/8"),
+    "endpoint_allow_networks": (list, "networks (CIDR) an ASR/TTS endpoint or mediaPass url may reach besides "
+                                      "public addresses, e.g. 127.0.0.0/8 for a speech server on this host"),
+    "provider_timeout_secs": ((int, float), "ASR/TTS/mediaPass connect timeout, and how long a provider may stall"),
     "sip": (dict, "[sip] table: addr, external_ip, rtp_ports, user_agent, trunks, accounts (pbx.sip.config)"),
     "webhook": (dict, "[webhook] table: url, decision_timeout_secs, timeout_secs"),
     "webrtc": (dict, "[webrtc] table: addr, addr6, external_ip, rtp_ports (pbx.webrtc.config)"),
 }
 PATH_KEYS = {"data_dir", "recordings_dir", "dumps_dir", "media_dir"}
-FLOAT_KEYS = {"download_timeout_secs", "play_max_seconds", "liveness_interval_secs", "invite_timeout_secs",
-              "dump_retention_days"}
+FLOAT_KEYS = {"download_timeout_secs", "provider_timeout_secs", "play_max_seconds", "liveness_interval_secs",
+              "invite_timeout_secs", "dump_retention_days"}
 
 
 def _check(key: str, raw: Any) -> Any:
@@ -123,7 +128,8 @@ def _check(key: str, raw: Any) -> Any:
     if key in ("max_calls", "max_connections", "max_message_bytes", "download_max_bytes",
                "media_cache_bytes", "dump_max_bytes", "playout_max_bytes") and value <= 0:
         raise ConfigError(f"config key {key!r}: must be positive, got {value}")
-    if key in ("download_timeout_secs", "play_max_seconds", "liveness_interval_secs") and value <= 0:
+    if key in ("download_timeout_secs", "play_max_seconds", "liveness_interval_secs",
+               "provider_timeout_secs") and value <= 0:
         raise ConfigError(f"config key {key!r}: must be positive, got {value}")
     if key in ("invite_timeout_secs", "dump_retention_days") and value < 0:
         raise ConfigError(f"config key {key!r}: must not be negative, got {value}")
@@ -131,12 +137,12 @@ def _check(key: str, raw: Any) -> Any:
         raise ConfigError(f"config key 'auth': expected auto, token or none, got {value!r}")
     if key == "allowed_origins" and not all(isinstance(o, str) for o in value):
         raise ConfigError("config key 'allowed_origins': expected a list of strings")
-    if key == "play_allow_networks":
+    if key in ("play_allow_networks", "endpoint_allow_networks"):
         for network in value:
             try:
                 ipaddress.ip_network(network, strict=False)
             except (TypeError, ValueError):
-                raise ConfigError(f"config key 'play_allow_networks': {network!r} is not a network such as "
+                raise ConfigError(f"config key {key!r}: {network!r} is not a network such as "
                                   "10.0.0.0/8") from None
     if key == "log_level" and value not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"config key 'log_level': expected debug, info, warning or error, got {value!r}")

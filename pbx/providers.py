@@ -6,7 +6,11 @@ call's whole option (credentials, ``endpoint``, ``extra``). An instance serves e
 same credential set (``appId``, ``secretId``, ``secretKey``, ``endpoint``), never calls with others;
 a provider that takes no credentials (``shared=True``: the local ones) has one instance per server.
 
-Names the spec lists whose providers are not built here yet (tencent, aliyun, deepgram, ...) give a
+Credentials a call leaves out come from the environment (:data:`ENVIRONMENT`: the variables the
+upstream server reads), before the instance is chosen. Every factory also gets the server's
+:class:`~pbx.cloud.ws.ProviderContext` (which addresses an ``endpoint`` may name, timeouts).
+
+Names the spec lists whose providers are not built here (openai, azure, elevenlabs) give a
 :class:`~pbx.errors.ProviderError` that says so; so does an unknown name. Checking a name
 (:meth:`ProviderRegistry.tts_name`) creates nothing, so the call core can refuse a command at once.
 """
@@ -14,19 +18,29 @@ Names the spec lists whose providers are not built here yet (tencent, aliyun, de
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
 
 from pbx.asr.base import AsrOptions, AsrProvider, AsrStream
+from pbx.cloud.ws import ProviderContext
 from pbx.errors import ProviderError
 from pbx.protocol import SynthesisOption, TranscriptionOption
 from pbx.tts.base import TtsProvider
 
 log = logging.getLogger(__name__)
 
-# Providers of the spec that this build does not have yet.
-NOT_BUILT = frozenset({"tencent", "aliyun", "deepgram", "voiceapi", "openai", "azure", "elevenlabs"})
+# Providers named in the spec's examples that this build does not have.
+NOT_BUILT = frozenset({"openai", "azure", "elevenlabs"})
+
+# provider -> option field -> environment variable, read when a call leaves the field out
+ENVIRONMENT: dict[str, dict[str, str]] = {
+    "tencent": {"app_id": "TENCENT_APPID", "secret_id": "TENCENT_SECRET_ID", "secret_key": "TENCENT_SECRET_KEY"},
+    "aliyun": {"secret_key": "DASHSCOPE_API_KEY"},
+    "deepgram": {"secret_key": "DEEPGRAM_API_KEY"},
+    "voiceapi": {"endpoint": "VOICEAPI_ENDPOINT", "speaker": "VOICEAPI_SPEAKER_ID"},
+}
 
 Option = SynthesisOption | TranscriptionOption
 P = TypeVar("P", TtsProvider, AsrProvider)
@@ -37,7 +51,7 @@ PoolKey = tuple[str, str | None, str | None, str | None, str | None]
 @dataclass(frozen=True, slots=True)
 class Entry(Generic[Opt, P]):
     name: str
-    factory: Callable[[Opt], P]
+    factory: Callable[[Opt, ProviderContext], P]
     shared: bool          # takes no credentials: one instance for every call
 
 
@@ -50,13 +64,16 @@ def pool_key(name: str, option: Option, shared: bool) -> PoolKey:
 class _Kind(Generic[Opt, P]):
     """The providers of one kind (``tts`` or ``asr``): names, aliases, live instances."""
 
-    def __init__(self, kind: str, default: str) -> None:
+    def __init__(self, kind: str, default: str, context: ProviderContext, environ: Mapping[str, str]) -> None:
         self.kind = kind
+        self.context = context
+        self.environ = environ
         self.default = default.lower()
         self.entries: dict[str, Entry[Opt, P]] = {}
         self.instances: dict[PoolKey, P] = {}
 
-    def register(self, name: str, factory: Callable[[Opt], P], aliases: tuple[str, ...], shared: bool) -> None:
+    def register(self, name: str, factory: Callable[[Opt, ProviderContext], P], aliases: tuple[str, ...],
+                 shared: bool) -> None:
         entry = Entry(name, factory, shared)
         for key in (name, *aliases):
             self.entries[key.lower()] = entry
@@ -74,12 +91,19 @@ class _Kind(Generic[Opt, P]):
             raise ProviderError(self.kind, f"{self.kind} provider {name!r} is not available in this build")
         raise ProviderError(self.kind, f"unknown {self.kind} provider {name!r}")
 
+    def with_environment(self, option: Opt) -> Opt:
+        """``option`` with the credentials it leaves out taken from the environment."""
+        fields = ENVIRONMENT.get(self.entry(option).name, {})
+        found: dict[str, Any] = {f: self.environ[v] for f, v in fields.items()
+                 if hasattr(option, f) and getattr(option, f) is None and self.environ.get(v)}
+        return replace(option, **found) if found else option
+
     def instance(self, option: Opt) -> P:
         entry = self.entry(option)
         key = pool_key(entry.name, option, entry.shared)
         provider = self.instances.get(key)
         if provider is None:
-            provider = self.instances[key] = entry.factory(option)
+            provider = self.instances[key] = entry.factory(option, self.context)
         return provider
 
     def pop_all(self) -> list[P]:
@@ -89,15 +113,18 @@ class _Kind(Generic[Opt, P]):
 
 
 class ProviderRegistry:
-    def __init__(self, default_tts: str = "espeak", default_asr: str = "pocketsphinx") -> None:
-        self._tts: _Kind[SynthesisOption, TtsProvider] = _Kind("tts", default_tts)
-        self._asr: _Kind[TranscriptionOption, AsrProvider] = _Kind("asr", default_asr)
+    def __init__(self, default_tts: str = "espeak", default_asr: str = "pocketsphinx",
+                 context: ProviderContext | None = None, environ: Mapping[str, str] | None = None) -> None:
+        self.context = context or ProviderContext()
+        environ = os.environ if environ is None else environ
+        self._tts: _Kind[SynthesisOption, TtsProvider] = _Kind("tts", default_tts, self.context, environ)
+        self._asr: _Kind[TranscriptionOption, AsrProvider] = _Kind("asr", default_asr, self.context, environ)
 
-    def register_tts(self, name: str, factory: Callable[[SynthesisOption], TtsProvider], *,
+    def register_tts(self, name: str, factory: Callable[[SynthesisOption, ProviderContext], TtsProvider], *,
                      aliases: tuple[str, ...] = (), shared: bool = False) -> None:
         self._tts.register(name, factory, aliases, shared)
 
-    def register_asr(self, name: str, factory: Callable[[TranscriptionOption], AsrProvider], *,
+    def register_asr(self, name: str, factory: Callable[[TranscriptionOption, ProviderContext], AsrProvider], *,
                      aliases: tuple[str, ...] = (), shared: bool = False) -> None:
         self._asr.register(name, factory, aliases, shared)
 
@@ -108,12 +135,18 @@ class ProviderRegistry:
     def asr_name(self, option: TranscriptionOption) -> str:
         return self._asr.entry(option).name
 
+    def tts_option(self, option: SynthesisOption) -> SynthesisOption:
+        """``option`` with the credentials it leaves out taken from the environment."""
+        return self._tts.with_environment(option)
+
     def tts(self, option: SynthesisOption) -> TtsProvider:
-        """The instance for ``option``'s provider and credential set, created on first use."""
+        """The instance for ``option``'s provider and credential set, created on first use (pass the
+        option through :meth:`tts_option` first)."""
         return self._tts.instance(option)
 
     async def open_asr(self, option: TranscriptionOption) -> AsrStream:
         """A new stream of ``option``'s provider (instance per credential set)."""
+        option = self._asr.with_environment(option)
         return await self._asr.instance(option).open_stream(AsrOptions.from_option(option))
 
     async def close(self) -> None:
@@ -125,19 +158,36 @@ class ProviderRegistry:
                 log.exception("closing provider %s failed", provider.name)
 
 
-def _espeak(option: SynthesisOption) -> TtsProvider:
+def _espeak(option: SynthesisOption, context: ProviderContext) -> TtsProvider:
     from pbx.tts.espeak import EspeakTts
     return EspeakTts()
 
 
-def _pocketsphinx(option: TranscriptionOption) -> AsrProvider:
+def _pocketsphinx(option: TranscriptionOption, context: ProviderContext) -> AsrProvider:
     from pbx.asr.worker import PocketsphinxProcessAsr  # decoding in a worker process: not on our GIL
     return PocketsphinxProcessAsr()
 
 
-def builtin_registry(default_tts: str = "espeak", default_asr: str = "pocketsphinx") -> ProviderRegistry:
+def _cloud(module: str, cls: str) -> Callable[[object, ProviderContext], object]:
+    """A factory that imports ``module`` on first use (a provider's client costs nothing until used)."""
+    def factory(option: object, context: ProviderContext) -> object:
+        import importlib
+        return getattr(importlib.import_module(module), cls)(context)
+    return factory
+
+
+def builtin_registry(default_tts: str = "espeak", default_asr: str = "pocketsphinx",
+                     context: ProviderContext | None = None) -> ProviderRegistry:
     """Every provider of this build, one line each."""
-    registry = ProviderRegistry(default_tts, default_asr)
+    registry = ProviderRegistry(default_tts, default_asr, context)
     registry.register_tts("espeak", _espeak, aliases=("local",), shared=True)
     registry.register_asr("pocketsphinx", _pocketsphinx, aliases=("local",), shared=True)
+    for name, module, asr_class, tts_class in (
+        ("tencent", "tencent", "TencentAsr", "TencentTts"),
+        ("aliyun", "aliyun", "AliyunAsr", "AliyunTts"),
+        ("deepgram", "deepgram", "DeepgramAsr", "DeepgramTts"),
+        ("voiceapi", "voiceapi", "VoiceApiAsr", "VoiceApiTts"),
+    ):
+        registry.register_asr(name, _cloud(f"pbx.asr.{module}", asr_class))   # type: ignore[arg-type]
+        registry.register_tts(name, _cloud(f"pbx.tts.{module}", tts_class))   # type: ignore[arg-type]
     return registry

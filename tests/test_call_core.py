@@ -273,26 +273,49 @@ def test_a_segment_cap_ends_the_utterance_at_once(tmp_path: Path) -> None:
 def test_recognised_text_becomes_delta_final_and_metrics_events_in_media_time(tmp_path: Path) -> None:
     bench = asr_call(tmp_path)
     stream_zero = bench.call.recognition.stream_epoch_ms if bench.call.recognition else 0
-    bench.call.asr_partials([AsrResult("call", False, 200, 500)], bench.now)
+    bench.call.asr_partials([AsrResult("call", False, 200, 500)], bench.now)   # before the onset: no metric
     bench.call.media_event(Speaking(0, 0), bench.now)
+    onset = bench.now
     bench.call.media_event(Silence(100, 0, 500), bench.now)    # already 500 ms: ends at once
     bench.advance(0)
     bench.call.handle_timer(bench.now)
     assert jobs(bench)[-1] is EndUtterance
-    taken = bench.now
     bench.now += 37
     bench.call.asr_final(AsrResult("call stella", True, 200, 900), bench.now)
     bench.call.asr_final(None, bench.now)              # nothing recognised in the next: no event
     bench.collect()
-    delta, final, metrics = bench.of(AsrDeltaEvent)[0], bench.of(AsrFinalEvent)[0], bench.of(MetricsEvent)[0]
+    delta, final = bench.of(AsrDeltaEvent)[0], bench.of(AsrFinalEvent)[0]
     assert (delta.index, delta.text, delta.start_time, delta.end_time) == (1, "call", stream_zero + 200,
                                                                           stream_zero + 500)
     assert (final.index, final.text, final.start_time, final.end_time) == (1, "call stella", stream_zero + 200,
                                                                           stream_zero + 900)
-    assert (metrics.key, metrics.duration, metrics.data) == ("ttfb.asr.pocketsphinx", round(bench.now - taken),
-                                                             {"index": 1, "provider": "pocketsphinx"})
+    took = round(bench.now - onset)
+    assert [(m.key, m.duration, m.data) for m in bench.of(MetricsEvent)] == [
+        ("ttfb.asr.pocketsphinx", took, {"index": 1, "provider": "pocketsphinx"}),
+        ("completed.asr.pocketsphinx", took, {"index": 1, "provider": "pocketsphinx"})]
     assert len(bench.of(AsrFinalEvent)) == 1 and bench.call.recognition is not None
     assert bench.call.recognition.index == 2
+
+
+def test_a_recogniser_that_ends_sentences_itself_gives_finals_with_its_partials(tmp_path: Path) -> None:
+    bench = asr_call(tmp_path)
+    bench.call.media_event(Speaking(0, 0), bench.now)
+    bench.now += 120
+    bench.call.asr_partials([AsrResult("hello", False, 0, 300)], bench.now)
+    bench.now += 200
+    bench.call.asr_partials([AsrResult("hello there", True, 0, 600), AsrResult("how", False, 700, 900)],
+                            bench.now)
+    bench.now += 50
+    bench.call.asr_final(None, bench.now)              # the flush found nothing more
+    bench.call.media_event(Speaking(2000, 2000), bench.now)   # the next utterance: a new onset
+    bench.now += 400
+    bench.call.asr_partials([AsrResult("how are you", True, 700, 1900)], bench.now)
+    bench.collect()
+    assert [(e.index, e.text) for e in bench.of(AsrFinalEvent)] == [(1, "hello there"), (2, "how are you")]
+    assert [(e.index, e.text) for e in bench.of(AsrDeltaEvent)] == [(1, "hello"), (2, "how")]
+    assert [(m.key, m.duration, m.data["index"]) for m in bench.of(MetricsEvent)] == [
+        ("ttfb.asr.pocketsphinx", 120, 1), ("completed.asr.pocketsphinx", 320, 1),
+        ("ttfb.asr.pocketsphinx", 400, 2), ("completed.asr.pocketsphinx", 400, 2)]   # "how" came before its onset
 
 
 def test_the_asr_backlog_is_bounded_and_says_so_once(tmp_path: Path) -> None:
@@ -359,11 +382,13 @@ def test_synthesis_is_an_action_and_its_chunks_play_in_order(tmp_path: Path) -> 
     bench.now += 25
     chunk = np.full(1600, 1000, np.int16)
     bench.call.tts_chunk(synth.item_id, TtsChunk(chunk, (WordMark(0, 0),)), bench.now)
-    bench.call.tts_chunk(synth.item_id, TtsChunk(chunk, (WordMark(0, 1),)), bench.now)
+    bench.call.tts_chunk(synth.item_id, TtsChunk(chunk, (WordMark(1600, 1),)), bench.now)   # from the text's start
+    bench.now += 10
     bench.call.work_done(synth.item_id, None, bench.now)
     bench.collect()
-    (metrics,) = bench.of(MetricsEvent)
-    assert (metrics.key, metrics.duration) == ("ttfb.tts.espeak", 25)
+    assert [(m.key, m.duration, m.data) for m in bench.of(MetricsEvent)] == [
+        ("ttfb.tts.espeak", 25, {"playId": "t", "provider": "espeak"}),
+        ("completed.tts.espeak", 35, {"playId": "t", "provider": "espeak"})]
     bench.advance(400)
     assert [type(e) for e in bench.events if isinstance(e, TrackStartEvent | TrackEndEvent)] == [
         TrackStartEvent, TrackEndEvent]

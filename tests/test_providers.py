@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pbx.asr.base import AsrOptions, AsrProvider, AsrResult, AsrStream
+from pbx.cloud.ws import ProviderContext
 from pbx.errors import ProviderError
 from pbx.protocol import SynthesisOption, TranscriptionOption
 from pbx.providers import ProviderRegistry, builtin_registry
@@ -20,7 +21,7 @@ class RecordingTts(TtsProvider):
 
     name = "echo"
 
-    def __init__(self, option: SynthesisOption) -> None:
+    def __init__(self, option: SynthesisOption, context: ProviderContext) -> None:
         self.option = option
         self.closed = False
 
@@ -48,15 +49,15 @@ class NullStream(AsrStream):
 class NullAsr(AsrProvider):
     name = "null"
 
-    def __init__(self, option: TranscriptionOption) -> None:
+    def __init__(self, option: TranscriptionOption, context: ProviderContext) -> None:
         self.option = option
 
     async def open_stream(self, options: AsrOptions) -> AsrStream:
         return NullStream(options)
 
 
-def registry() -> ProviderRegistry:
-    reg = ProviderRegistry(default_tts="echo", default_asr="null")
+def registry(environ: dict[str, str] | None = None) -> ProviderRegistry:
+    reg = ProviderRegistry(default_tts="echo", default_asr="null", environ=environ or {})
     reg.register_tts("echo", RecordingTts, aliases=("Repeat",))
     reg.register_asr("null", NullAsr)
     return reg
@@ -90,11 +91,29 @@ def test_names_that_are_not_here_say_why() -> None:
     reg = builtin_registry()
     with pytest.raises(ProviderError, match=r"^unknown tts provider 'nope'$"):
         reg.tts_name(SynthesisOption(provider="nope"))
-    with pytest.raises(ProviderError, match=r"^asr provider 'tencent' needs credentials \(secretId/secretKey\), "
+    with pytest.raises(ProviderError, match=r"^asr provider 'azure' needs credentials \(secretId/secretKey\), "
                                             r"and cloud providers are not available in this build$"):
-        reg.asr_name(TranscriptionOption(provider="tencent"))
-    with pytest.raises(ProviderError, match=r"^tts provider 'deepgram' is not available in this build$"):
-        reg.tts(SynthesisOption(provider="deepgram", secret_key="k"))
+        reg.asr_name(TranscriptionOption(provider="azure"))
+    with pytest.raises(ProviderError, match=r"^tts provider 'elevenlabs' is not available in this build$"):
+        reg.tts(SynthesisOption(provider="elevenlabs", secret_key="k"))
+    for name in ("tencent", "aliyun", "deepgram", "voiceapi"):
+        assert reg.tts_name(SynthesisOption(provider=name)) == name
+        assert reg.asr_name(TranscriptionOption(provider=name.upper())) == name
+
+
+def test_credentials_a_call_leaves_out_come_from_the_environment() -> None:
+    environ = {"TENCENT_APPID": "env-app", "TENCENT_SECRET_ID": "env-id", "TENCENT_SECRET_KEY": "env-key",
+               "DEEPGRAM_API_KEY": "dg-key", "VOICEAPI_ENDPOINT": "ws://127.0.0.1:9/", "VOICEAPI_SPEAKER_ID": "7"}
+    reg = ProviderRegistry(environ=environ)
+    for name in ("tencent", "deepgram", "voiceapi"):
+        reg.register_tts(name, RecordingTts)
+    own = reg.tts_option(SynthesisOption(provider="tencent", secret_key="call-key"))
+    assert (own.app_id, own.secret_id, own.secret_key) == ("env-app", "env-id", "call-key")
+    assert reg.tts_option(SynthesisOption(provider="deepgram")).secret_key == "dg-key"
+    voiceapi = reg.tts_option(SynthesisOption(provider="voiceapi"))
+    assert (voiceapi.endpoint, voiceapi.speaker, voiceapi.secret_key) == ("ws://127.0.0.1:9/", "7", None)
+    plain = SynthesisOption(provider="tencent", app_id="a", secret_id="b", secret_key="c")
+    assert reg.tts_option(plain) is plain
 
 
 def test_streams_get_every_option_field_and_close_closes_every_instance() -> None:

@@ -728,7 +728,7 @@ class Call:
     def _on_speaking(self, event: Speaking) -> None:
         self._wait_input_at = None
         if self.recognition is not None:
-            self.recognition.speaking()
+            self.recognition.speaking(self._now)
         if self.vad_events:
             self.emit(SpeakingEvent(track_id=self.id, timestamp=self.epoch_ms(event.at_ms),
                                     start_time=self.epoch_ms(event.start_ms)))

@@ -84,7 +84,8 @@ class Item:
     producing: bool = True                # synthesis / download still running
     working: bool = False                 # a Synthesize or Load action is out for it
     provider: str = ""                    # the TTS provider's name (metrics)
-    requested_ms: float = 0.0             # when the synthesis was asked for (time to first byte)
+    requested_ms: float = 0.0             # when the synthesis was asked for (ttfb and completed metrics)
+    first_audio: bool = False             # ttfb reported
     gain: float = 1.0                     # tts volume as a linear gain
 
 
@@ -211,14 +212,10 @@ class Playback:
         if entry is None or not entry[1].working:
             return
         track, item = entry
-        if item.requested_ms >= 0:
-            self.host.emit(MetricsEvent(
-                timestamp=self.host.epoch_ms(), key=f"ttfb.tts.{item.provider}",
-                duration=round(self.host.now_ms - item.requested_ms),
-                data={"playId": track.play_id, "provider": item.provider}))
-            item.requested_ms = -1.0      # reported once
-        base = item.samples
-        item.marks.extend(WordMark(base + m.sample, m.index) for m in chunk.words)
+        if not item.first_audio:
+            item.first_audio = True
+            self._metric("ttfb", track, item)
+        item.marks.extend(chunk.words)   # offsets from the start of the item's text
         if not self._append(item, apply_gain(chunk.pcm, item.gain), sender="tts"):
             self._cancel(item)            # dropped or full: the rest of its audio is not wanted
             self._complete(item)
@@ -237,8 +234,10 @@ class Playback:
         entry = self._items.get(item_id)
         if entry is None or not entry[1].working:
             return
-        item = entry[1]
+        track, item = entry
         item.working = False
+        if error is None and item.provider:
+            self._metric("completed", track, item)
         if error is not None:
             sender = "play" if not item.provider else "tts"
             if isinstance(error, ProviderError | MediaError):
@@ -248,6 +247,13 @@ class Playback:
             else:   # a provider bug: the shell logged it; the call goes on
                 self.host.report_error(sender, f"{item.provider or 'play'} failed: {error}")
         self._complete(item)
+
+    def _metric(self, kind: str, track: Track, item: Item) -> None:
+        """ttfb: the command to the first audio; completed: to the last."""
+        self.host.emit(MetricsEvent(
+            timestamp=self.host.epoch_ms(), key=f"{kind}.tts.{item.provider}",
+            duration=round(self.host.now_ms - item.requested_ms),
+            data={"playId": track.play_id, "provider": item.provider}))
 
     # -- engine events ----------------------------------------------------------------------------
     def on_play_event(self, event: PlayStarted | PlayEnded | PlayDropped) -> None:

@@ -13,9 +13,14 @@ Rules:
   grows with the utterance).
 - Jobs wait in a queue bounded by :data:`MAX_BACKLOG_MS` of audio. A provider that falls further
   behind loses the oldest audio, with one ``asr`` error event each time it starts to fall behind.
+- Finals come from :class:`EndUtterance` jobs, and also among a feed's results: cloud recognisers
+  end sentences themselves, while the speaker goes on.
 - ``asrFinal`` carries the utterance's index (from 1, one per non-empty final) and, with
-  ``asrDelta``, its start and end as epoch milliseconds of the call's audio; a ``metrics`` event
-  ``ttfb.asr.<provider>`` follows each final with the time the provider took to finish the utterance.
+  ``asrDelta``, its start and end as epoch milliseconds of the call's audio.
+- ``metrics``: ``ttfb.asr.<provider>`` at an utterance's first result (partial or final), and
+  ``completed.asr.<provider>`` after its final, each the time since the speech onset (VAD's
+  ``speaking``: the audio from then on is what the provider works on), ``data`` =
+  ``{provider, index}``. A result before any onset (a recogniser faster than VAD) measures nothing.
 """
 
 from __future__ import annotations
@@ -68,7 +73,9 @@ class Recognition:
         self._jobs: deque[Job] = deque()
         self._queued_samples = 0
         self._behind = False
-        self._ending_since: float | None = None    # when the worker took the current EndUtterance
+        self._onset_ms: float | None = None        # speech onset of the utterance being recognised
+        self._onset_over = False                    # its EndUtterance gave nothing: the next onset is new
+        self._ttfb_sent = False
         self._utterance_samples = 0                 # audio queued since the last EndUtterance
         self.dropped_ms = 0
 
@@ -93,9 +100,11 @@ class Recognition:
             self.host.report_error("asr", f"{self.provider} is more than {MAX_BACKLOG_MS // 1000} s behind the "
                                           "call; the oldest audio was dropped")
 
-    def speaking(self) -> None:
+    def speaking(self, now_ms: float) -> None:
         self.endpoint_at = None       # the speaker went on: same utterance
         self._in_utterance = True
+        if self._onset_ms is None or self._onset_over:
+            self._onset_ms, self._onset_over, self._ttfb_sent = now_ms, False, False
 
     def silence(self, duration_ms: int, now_ms: float) -> None:
         if self._in_utterance and self.endpoint_at is None:
@@ -122,28 +131,48 @@ class Recognition:
         job = self._jobs.popleft()
         if isinstance(job, Feed):
             self._queued_samples -= len(job.pcm)
-        else:
-            self._ending_since = now_ms
         return job
 
     def partials(self, results: list[AsrResult], now_ms: float) -> None:
-        for partial in results:
+        """A feed's results: partials, and the finals of a recogniser that ends sentences itself."""
+        for result in results:
+            if result.final:
+                self._final(result, now_ms)
+                continue
+            self._first_result(now_ms)
             self.host.emit(AsrDeltaEvent(track_id=self.host.track_id, index=self.index,
-                                         timestamp=self.host.epoch_ms(), start_time=self._time(partial.start_ms),
-                                         end_time=self._time(partial.end_ms), text=partial.text))
+                                         timestamp=self.host.epoch_ms(), start_time=self._time(result.start_ms),
+                                         end_time=self._time(result.end_ms), text=result.text))
 
     def final(self, result: AsrResult | None, now_ms: float) -> None:
-        since = self._ending_since if self._ending_since is not None else now_ms
-        self._ending_since = None
+        """The result of an EndUtterance job."""
         if result is None or not result.text:
+            self._onset_over = True
             return
+        self._final(result, now_ms)
+
+    def _final(self, result: AsrResult, now_ms: float) -> None:
+        if not result.text:
+            return
+        self._first_result(now_ms)
         self.host.emit(AsrFinalEvent(track_id=self.host.track_id, timestamp=self.host.epoch_ms(), index=self.index,
                                      start_time=self._time(result.start_ms), end_time=self._time(result.end_ms),
                                      text=result.text))
-        self.host.emit(MetricsEvent(timestamp=self.host.epoch_ms(), key=f"ttfb.asr.{self.provider}",
-                                    duration=round(now_ms - since),
-                                    data={"index": self.index, "provider": self.provider}))
+        self._metric("completed", now_ms)
+        self._onset_ms = None
         self.index += 1
+
+    def _first_result(self, now_ms: float) -> None:
+        if not self._ttfb_sent:
+            self._metric("ttfb", now_ms)
+            self._ttfb_sent = True
+
+    def _metric(self, kind: str, now_ms: float) -> None:
+        if self._onset_ms is None:
+            return
+        self.host.emit(MetricsEvent(timestamp=self.host.epoch_ms(), key=f"{kind}.asr.{self.provider}",
+                                    duration=round(now_ms - self._onset_ms),
+                                    data={"index": self.index, "provider": self.provider}))
 
     @property
     def backlog_ms(self) -> int:

@@ -15,7 +15,6 @@ status also sets ``code``.
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import urllib.parse
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 import h11
 
 from pbx.errors import MediaError
-from pbx.media.netpolicy import AddressPolicy
+from pbx.media.netpolicy import AddressPolicy, AddressRefused, allowed_addresses
 
 USER_AGENT = b"pypbx/0.1"
 READ_SIZE = 65536
@@ -224,18 +223,12 @@ async def _exchange(url: Url, max_bytes: int, connect_timeout_s: float,
 async def _addresses(url: Url, policy: AddressPolicy) -> list[str]:
     """The addresses of the URL's host that the policy allows (resolved once); MediaError if none."""
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)
-    except OSError as exc:  # DNS failure (socket.gaierror)
-        raise MediaError(f"cannot reach {url.host}: {exc.strerror or exc}") from None
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    allowed = [a for a in addresses if policy.refusal(a) is None]
-    if not allowed:
-        first = addresses[0]
-        kind = policy.refusal(first)
-        where = f"{url.host} is" if url.host == first else f"{url.host} resolves to {first},"
-        raise MediaError(f"not fetching {url.text}: {where} a {kind} address, which play may not reach "
-                         "(config play_allow_networks allows networks)")
-    return allowed
+        return await allowed_addresses(url.host, url.port, policy)
+    except AddressRefused as exc:
+        if exc.reason.startswith("cannot reach"):
+            raise MediaError(exc.reason) from None
+        raise MediaError(f"not fetching {url.text}: {exc.reason}, which play may not reach "
+                         "(config play_allow_networks allows networks)") from None
 
 
 async def _connect(url: Url, timeout_s: float, ssl_context: ssl.SSLContext | None, policy: AddressPolicy

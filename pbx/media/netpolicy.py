@@ -11,7 +11,9 @@ resolves a host once per hop, checks, and connects to that address.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
 from collections.abc import Iterable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -54,3 +56,28 @@ class AddressPolicy:
         if any(plain.version == net.version and plain in net for net in self.allow):
             return None
         return kind
+
+
+class AddressRefused(Exception):
+    """No address of a host may be reached: ``reason`` says why (DNS failure, or the kind of address)."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(reason)
+        self.host = host
+        self.reason = reason
+
+
+async def allowed_addresses(host: str, port: int, policy: AddressPolicy) -> list[str]:
+    """The addresses of ``host`` that ``policy`` allows, resolved once: connect to these, not to the name,
+    so that nothing is looked up again between the check and the connect. AddressRefused if none."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:  # DNS failure (socket.gaierror)
+        raise AddressRefused(host, f"cannot reach {host}: {exc.strerror or exc}") from None
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    allowed = [a for a in addresses if policy.refusal(a) is None]
+    if not allowed:
+        first = addresses[0]
+        where = f"{host} is" if host == first else f"{host} resolves to {first},"
+        raise AddressRefused(host, f"{where} a {policy.refusal(first)} address")
+    return allowed

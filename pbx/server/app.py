@@ -27,9 +27,11 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from pbx.call.core import Call
 from pbx.call.transport import TransportProfile
+from pbx.cloud.ws import ProviderContext
 from pbx.config import Config
 from pbx.core.engine import Engine
 from pbx.media.loader import MediaLoader
+from pbx.media.netpolicy import AddressPolicy
 from pbx.protocol import HangupReason, Initiator
 from pbx.providers import builtin_registry
 from pbx.server.auth import TOKEN_FILE, AccessPolicy, choose_token, websockets_logger
@@ -53,7 +55,8 @@ class CallServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.media = MediaRunner(Engine(config.max_calls), config.playout_max_bytes)
-        self.providers = builtin_registry(config.tts_provider, config.asr_provider)
+        self.providers = builtin_registry(config.tts_provider, config.asr_provider, ProviderContext(
+            AddressPolicy(config.endpoint_allow_networks), config.provider_timeout_secs))
         self.loader = MediaLoader(config.directory("media"), max_bytes=config.download_max_bytes,
                                   timeout_s=config.download_timeout_secs, max_seconds=config.play_max_seconds,
                                   cache_bytes=config.media_cache_bytes, allow_networks=config.play_allow_networks)

@@ -58,6 +58,7 @@ from pbx.server.recording import RecordingError, create_recording, finish_record
 from pbx.server.sipcalls import SipCalls
 from pbx.server.transfer import Transfer
 from pbx.server.transports import Transport
+from pbx.tts.base import TtsRequest
 
 log = logging.getLogger(__name__)
 
@@ -361,8 +362,11 @@ class CallDriver:
     async def _run_synthesis(self, action: Synthesize) -> None:
         error: BaseException | None = None
         try:
-            provider = self.services.providers.tts(action.option)
-            async for chunk in provider.synthesize(action.request):
+            providers = self.services.providers
+            option = providers.tts_option(action.option)   # credentials from the environment
+            request = action.request if option is action.option else TtsRequest.from_option(
+                action.request.text, option, action.request.samplerate)
+            async for chunk in providers.tts(option).synthesize(request):
                 self.call.tts_chunk(action.item_id, chunk, self.now_ms())
                 self.flush()
         except asyncio.CancelledError:

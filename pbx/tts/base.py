@@ -58,7 +58,7 @@ class WordMark:
 @dataclass(frozen=True, slots=True)
 class TtsChunk:
     pcm: npt.NDArray[np.int16]        # mono, at TtsRequest.samplerate
-    words: tuple[WordMark, ...] = ()  # words that start inside this chunk
+    words: tuple[WordMark, ...] = ()  # words whose marks arrived with this chunk (offsets from the text's start)
 
 
 class TtsProvider(abc.ABC):
