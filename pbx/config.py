@@ -37,6 +37,7 @@ class Config:
     recordings_dir: Path | None = None          # default: data_dir/recordings
     dumps_dir: Path | None = None               # default: data_dir/dumps
     media_dir: Path | None = None               # default: data_dir/media
+    tts_cache_dir: Path | None = None           # default: data_dir/tts-cache
     max_calls: int = 4096
     max_connections: int = 4096                 # WebSocket connections at once; beyond them HTTP 503
     max_message_bytes: int = 1 << 20            # largest WebSocket message a client may send
@@ -44,6 +45,7 @@ class Config:
     download_timeout_secs: float = 10.0
     play_max_seconds: float = 600.0
     media_cache_bytes: int = 200_000_000
+    tts_cache_bytes: int = 200_000_000          # synthesised speech kept on disk (0: no cache)
     playout_max_bytes: int = 512_000_000        # audio all calls together may hold queued to play
     asr_provider: str = "pocketsphinx"
     tts_provider: str = "espeak"
@@ -69,9 +71,9 @@ class Config:
         return host.strip("[]") or "0.0.0.0", int(port)
 
     def directory(self, name: str) -> Path:
-        """recordings, dumps or media: the configured folder, else one under data_dir."""
+        """recordings, dumps, media or tts_cache: the configured folder, else one under data_dir."""
         value = getattr(self, f"{name}_dir")
-        return Path(value) if value is not None else self.data_dir / name
+        return Path(value) if value is not None else self.data_dir / name.replace("_", "-")
 
 
 # key -> (type check, description); the README documents the same keys with their defaults.
@@ -81,6 +83,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "recordings_dir": (str, "where recorderFile paths are confined (default data_dir/recordings)"),
     "dumps_dir": (str, "where dump=true writes JSON lines (default data_dir/dumps)"),
     "media_dir": (str, "where play may read local files (default data_dir/media)"),
+    "tts_cache_dir": (str, "where synthesised speech is cached (default data_dir/tts-cache)"),
     "max_calls": (int, "concurrent calls (media engine legs)"),
     "max_connections": (int, "WebSocket connections at once; beyond them a handshake gets HTTP 503"),
     "max_message_bytes": (int, "largest WebSocket message accepted from a client"),
@@ -88,6 +91,8 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "download_timeout_secs": ((int, float), "total time limit of a download"),
     "play_max_seconds": ((int, float), "longest audio a play command may load"),
     "media_cache_bytes": (int, "decoded audio kept in the play cache"),
+    "tts_cache_bytes": (int, "synthesised speech of non-streaming tts commands kept on disk, least recently used "
+                             "removed first (0: no cache)"),
     "playout_max_bytes": (int, "audio all calls together may hold queued to play (16 kHz, 2 bytes a sample)"),
     "asr_provider": (str, "ASR provider when a call names none"),
     "tts_provider": (str, "TTS provider when a call names none"),
@@ -108,7 +113,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "webhook": (dict, "[webhook] table: url, decision_timeout_secs, timeout_secs"),
     "webrtc": (dict, "[webrtc] table: addr, addr6, external_ip, rtp_ports (pbx.webrtc.config)"),
 }
-PATH_KEYS = {"data_dir", "recordings_dir", "dumps_dir", "media_dir"}
+PATH_KEYS = {"data_dir", "recordings_dir", "dumps_dir", "media_dir", "tts_cache_dir"}
 FLOAT_KEYS = {"download_timeout_secs", "provider_timeout_secs", "play_max_seconds", "liveness_interval_secs",
               "invite_timeout_secs", "dump_retention_days"}
 
@@ -131,7 +136,7 @@ def _check(key: str, raw: Any) -> Any:
     if key in ("download_timeout_secs", "play_max_seconds", "liveness_interval_secs",
                "provider_timeout_secs") and value <= 0:
         raise ConfigError(f"config key {key!r}: must be positive, got {value}")
-    if key in ("invite_timeout_secs", "dump_retention_days") and value < 0:
+    if key in ("invite_timeout_secs", "dump_retention_days", "tts_cache_bytes") and value < 0:
         raise ConfigError(f"config key {key!r}: must not be negative, got {value}")
     if key == "auth" and value not in ("auto", "token", "none"):
         raise ConfigError(f"config key 'auth': expected auto, token or none, got {value!r}")

@@ -162,7 +162,8 @@ class Playback:
                 item.provider = provider
                 item.requested_ms = self.host.now_ms
                 item.gain = option.volume / 5.0
-                self.host.request(Synthesize(item.item_id, option, TtsRequest.from_option(cmd.text, option, RATE)))
+                request = TtsRequest.from_option(cmd.text, option, RATE, cacheable=not cmd.streaming)
+                self.host.request(Synthesize(item.item_id, option, request))
         self._check_finished(track)
 
     def play(self, cmd: PlayCommand) -> None:

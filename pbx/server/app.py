@@ -45,6 +45,7 @@ from pbx.server.sipcalls import SipCalls
 from pbx.server.siptransport import SIP_PROFILE, SipTransport
 from pbx.server.transports import WEBSOCKET_PROFILE, Transport, WebSocketAudio
 from pbx.server.webrtctransport import WEBRTC_PROFILE, WebRtcNetwork, WebRtcTransport
+from pbx.tts.cache import TtsCache
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,9 @@ class CallServer:
                                   cache_bytes=config.media_cache_bytes, allow_networks=config.play_allow_networks)
         self.sip = SipCalls(config.sip, config.webhook)
         self.webrtc = WebRtcNetwork(config.webrtc)
+        tts_cache = TtsCache(config.directory("tts_cache"), config.tts_cache_bytes) if config.tts_cache_bytes else None
         self.services = CallServices(self.media, self.providers, self.loader, config.directory("recordings"),
-                                     self.unregister, self.sip)
+                                     self.unregister, self.sip, tts_cache)
         self.sessions: dict[str, CallDriver] = {}
         self._servers: list[Server] = []
         self.policy = AccessPolicy(None)

@@ -59,6 +59,7 @@ from pbx.server.sipcalls import SipCalls
 from pbx.server.transfer import Transfer
 from pbx.server.transports import Transport
 from pbx.tts.base import TtsRequest
+from pbx.tts.cache import TtsCache
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class CallServices:
     recordings_dir: Path
     unregister: Callable[[CallDriver], None]
     sip: SipCalls | None = None          # the SIP port, for refer's transfer legs
+    tts_cache: TtsCache | None = None    # non-streaming synthesis, kept on disk
 
 
 MIN_PING_INTERVAL_S = 0.2     # pingInterval is clamped to this range: one client cannot make the
@@ -365,8 +367,11 @@ class CallDriver:
             providers = self.services.providers
             option = providers.tts_option(action.option)   # credentials from the environment
             request = action.request if option is action.option else TtsRequest.from_option(
-                action.request.text, option, action.request.samplerate)
-            async for chunk in providers.tts(option).synthesize(request):
+                action.request.text, option, action.request.samplerate, action.request.cacheable)
+            provider, cache = providers.tts(option), self.services.tts_cache
+            chunks = (cache.synthesize(provider, request) if cache and request.cacheable
+                      else provider.synthesize(request))
+            async for chunk in chunks:
                 self.call.tts_chunk(action.item_id, chunk, self.now_ms())
                 self.flush()
         except asyncio.CancelledError:

@@ -40,13 +40,14 @@ class TtsRequest:
     secret_id: str | None = field(default=None, repr=False)
     secret_key: str | None = field(default=None, repr=False)
     endpoint: str | None = None
+    cacheable: bool = False           # a whole text (not a streamed piece): the server's TTS cache may keep it
 
     @classmethod
-    def from_option(cls, text: str, option: SynthesisOption, samplerate: int) -> TtsRequest:
+    def from_option(cls, text: str, option: SynthesisOption, samplerate: int, cacheable: bool = False) -> TtsRequest:
         """``text`` with ``option``'s fields, the audio wanted at ``samplerate``."""
         return cls(text, option.speaker, option.speed, samplerate, dict(option.extra or {}), option.volume,
                    option.emotion, option.codec, option.subtitle, option.app_id, option.secret_id,
-                   option.secret_key, option.endpoint)
+                   option.secret_key, option.endpoint, cacheable)
 
 
 @dataclass(frozen=True, slots=True)
