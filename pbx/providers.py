@@ -163,6 +163,11 @@ def _espeak(option: SynthesisOption, context: ProviderContext) -> TtsProvider:
     return EspeakTts()
 
 
+def _piper(option: SynthesisOption, context: ProviderContext) -> TtsProvider:
+    from pbx.tts.piper import PiperTts  # an optional extra (GPL): ProviderError if it is not installed
+    return PiperTts()
+
+
 def _pocketsphinx(option: TranscriptionOption, context: ProviderContext) -> AsrProvider:
     from pbx.asr.worker import PocketsphinxProcessAsr  # decoding in a worker process: not on our GIL
     return PocketsphinxProcessAsr()
@@ -181,6 +186,7 @@ def builtin_registry(default_tts: str = "espeak", default_asr: str = "pocketsphi
     """Every provider of this build, one line each."""
     registry = ProviderRegistry(default_tts, default_asr, context)
     registry.register_tts("espeak", _espeak, aliases=("local",), shared=True)
+    registry.register_tts("piper", _piper, shared=True)
     registry.register_asr("pocketsphinx", _pocketsphinx, aliases=("local",), shared=True)
     for name, module, asr_class, tts_class in (
         ("tencent", "tencent", "TencentAsr", "TencentTts"),
