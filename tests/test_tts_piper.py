@@ -110,6 +110,16 @@ def test_a_long_run_without_stops_is_cut_at_a_comma_then_a_space() -> None:
     assert sentences("x" * 45, limit=20) == [Sentence("x" * 20, 0), Sentence("x" * 20, 1), Sentence("x" * 5, 2)]
 
 
+def test_a_long_first_sentence_starts_with_its_first_clause() -> None:
+    text = ("Thank you for calling, your appointment with the dentist is confirmed for Tuesday. "
+            "Bye, see you on Tuesday, and have a nice day until then, with lots of sun.")
+    assert sentences(text) == [
+        Sentence("Thank you for calling,", 0),
+        Sentence("your appointment with the dentist is confirmed for Tuesday.", 4),
+        Sentence("Bye, see you on Tuesday, and have a nice day until then, with lots of sun.", 13)]
+    assert sentences("Hi, this is short. Fine.") == [Sentence("Hi, this is short.", 0), Sentence("Fine.", 4)]
+
+
 def test_pieces_keep_every_word_in_order() -> None:
     text = MANY + " Mr. Brown, at 3 p.m. went home\n\n- again -  ... and again?! Yes."
     pieces = sentences(text, limit=30)

@@ -57,10 +57,12 @@ NOT_INSTALLED = "piper is not installed: pip install 'pypbx[piper]'"
 THREADS = 1                  # onnxruntime intra-op threads: real-time factor ~0.07 on one core of this machine
 MAX_VOICES = 4               # loaded voices kept (a medium voice is ~65 MB of weights)
 MAX_SENTENCE = 400           # characters: a longer run without punctuation is cut at a comma or a space
+FIRST_PIECE = 60             # characters: a longer first sentence starts with its first clause alone
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 PEAK = 0.9                   # piper normalises each sentence to full scale; leave the resampler headroom
 
 _WORD = re.compile(r"\S+")
+_CLAUSE = re.compile(r"[,;:](?=\s)")
 _ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "sr", "jr", "mt", "vs", "etc", "e.g", "i.e", "no"})
 # A sentence: up to a run of terminators (and closing quotes/brackets) followed by a space or the end,
 # or up to a line break.
@@ -73,11 +75,19 @@ class Sentence:
     first_word: int          # index of its first word among the whitespace-separated words of the text
 
 
-def sentences(text: str, limit: int = MAX_SENTENCE) -> list[Sentence]:
-    """``text`` cut into the pieces synthesised one at a time, each with the index of its first word."""
+def sentences(text: str, limit: int = MAX_SENTENCE, first: int = FIRST_PIECE) -> list[Sentence]:
+    """``text`` cut into the pieces synthesised one at a time, each with the index of its first word.
+
+    A first sentence longer than ``first`` characters gives its first clause (up to a comma, semicolon or
+    colon) as a piece of its own: the time to the first audio is the time to synthesise the first piece.
+    """
     out: list[Sentence] = []
     words = 0
     for whole in _joined(m.group().strip() for m in _SENTENCE.finditer(text)):
+        if not out and len(whole) > first and (clause := _CLAUSE.search(whole, 10)) is not None:
+            out.append(Sentence(whole[:clause.end()].strip(), 0))
+            words = len(_WORD.findall(out[0].text))
+            whole = whole[clause.end():].strip()
         for piece in _cut(whole, limit):
             out.append(Sentence(piece, words))
             words += len(_WORD.findall(piece))
