@@ -8,7 +8,8 @@ How it runs:
 - The text is cut into sentences here (:func:`sentences`), and each sentence is one job on the provider's
   single worker thread (onnxruntime releases the GIL; the event loop never waits on a synthesis).  The
   next sentence is queued as soon as the previous one is handed over, so the first audio arrives after
-  the first sentence, not after the whole text, and the rest keeps ahead of playback.
+  the first sentence, not after the whole text, and the rest keeps ahead of playback.  A long first
+  sentence gives its first clause alone (:data:`FIRST_PIECE`), so that the first audio comes sooner still.
 - One worker per provider means one synthesis at a time: calls take turns sentence by sentence, and the
   media engine keeps its core (the ONNX session runs on :data:`THREADS` threads).
 - When the consumer stops iterating (interruption, a cancelled task), the queued sentence is cancelled
