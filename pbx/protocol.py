@@ -289,10 +289,15 @@ class VADOption:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MediaPassOption:
+    EXTENSION_KEYS: ClassVar[frozenset[str]] = frozenset({"protocol"})   # wire keys the spec does not have
+
     url: str
     input_sample_rate: int
     output_sample_rate: int
     packet_size: int = 2560
+    # Our extension (not in the spec): "pcm" (the spec's raw s16le binary messages) or "twilio" (the
+    # Twilio Media Streams JSON messages, mu-law at 8 kHz, whatever the two rates say): docs/mediapass.md
+    protocol: str = "pcm"
     fields_set: frozenset[str] = _fields_set()
 
 

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from pbx.call.media import Recording
-from pbx.protocol import CallOption, RecorderOption, ReferCommand, SynthesisOption, TranscriptionOption
+from pbx.protocol import (
+    CallOption,
+    MediaPassOption,
+    RecorderOption,
+    ReferCommand,
+    SynthesisOption,
+    TranscriptionOption,
+)
 from pbx.tts.base import TtsRequest
 
 
@@ -119,6 +126,29 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenMediaPass:
+    """Connect to the media pass service and stream the caller's audio to it; report
+    ``media_pass_opened`` or ``media_pass_failed``, then what the service sends (``media_pass_audio``,
+    ``media_pass_mark``, ``media_pass_clear``) until ``media_pass_ended``. ``parameters``: the Twilio
+    ``start`` message's customParameters."""
+
+    option: MediaPassOption
+    parameters: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPassMarks:
+    """The audio the service queued before these marks (Twilio mode) has played: send them back."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CloseMediaPass:
+    """Close the media pass connection (Twilio mode: after a ``stop`` message); nothing more is reported."""
+
+
+@dataclass(frozen=True, slots=True)
 class SendPing:
     """A WebSocket ping frame; report ``pong`` when it is answered."""
 
@@ -133,5 +163,5 @@ class Close:
 
 Action: TypeAlias = (
     OpenRecording | CloseRecording | Connect | Answer | Ring | Reject | Refer | Disconnect | OpenAsr | WakeAsr
-    | CloseAsr | Synthesize | Load | Cancel | SendPing | Close
+    | CloseAsr | Synthesize | Load | Cancel | OpenMediaPass | MediaPassMarks | CloseMediaPass | SendPing | Close
 )

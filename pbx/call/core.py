@@ -79,6 +79,7 @@ from pbx.call.media import (
     Silence,
     Speaking,
 )
+from pbx.call.mediapass import MediaPass, check_option
 from pbx.call.playback import Playback
 from pbx.call.speech import Job, Recognition
 from pbx.call.state import CallState, Signal, after_signal, dropped, next_state, refusal
@@ -171,6 +172,7 @@ class Call:
         self.leg: LegMedia | None = None
         self.playback: Playback | None = None
         self.recognition: Recognition | None = None
+        self.media_pass: MediaPass | None = None
         self.vad_events = False
         self.latched_ms: int | None = None
         self.rtcp_bye_ms: int | None = None
@@ -349,6 +351,7 @@ class Call:
         if leg is not None and self.leg is None:
             self._attach_leg(leg)
         self._apply_option()
+        self._start_media_pass()
 
     def connect_failed(self, sender: str, message: str, now_ms: float) -> None:
         """Nothing went out (no capacity, no port): an error, and the call is NEW again."""
@@ -488,6 +491,51 @@ class Call:
         if self.playback is not None:
             self.playback.work_done(item_id, error)
 
+    def media_pass_opened(self, now_ms: float) -> None:
+        """The service is connected: from now on it gets the caller's audio (the engine's tap)."""
+        self._now = now_ms
+        media_pass = self.media_pass
+        if media_pass is None or self.leg is None or not media_pass.active:
+            return
+        media_pass.opened()
+        if self._asr_state != "open":   # the tap runs already for ASR: restarting it would shift ASR's times
+            self.leg.start_asr_tap()
+
+    def media_pass_failed(self, error: BaseException, now_ms: float) -> None:
+        self._now = now_ms
+        if self.media_pass is not None:
+            code = getattr(error, "code", None)
+            self.media_pass.failed(str(error) if isinstance(error, PbxError) else f"mediaPass failed: {error}",
+                                   code if isinstance(code, int) else None)
+
+    def media_pass_audio(self, pcm: Pcm, now_ms: float) -> None:
+        """Audio from the service, at 16 kHz."""
+        self._now = now_ms
+        if self.media_pass is not None:
+            self.media_pass.audio(pcm)
+
+    def media_pass_mark(self, name: str, now_ms: float) -> None:
+        self._now = now_ms
+        if self.media_pass is not None:
+            self.media_pass.mark(name)
+
+    def media_pass_clear(self, now_ms: float) -> None:
+        self._now = now_ms
+        if self.media_pass is not None and self.media_pass.state == "open":
+            self.media_pass.clear()
+
+    def media_pass_refused(self, message: str, now_ms: float) -> None:
+        """A message from the service that could not be used."""
+        self._now = now_ms
+        if self.media_pass is not None:
+            self.media_pass.refused(message)
+
+    def media_pass_ended(self, message: str, now_ms: float) -> None:
+        """The connection ended without us closing it."""
+        self._now = now_ms
+        if self.media_pass is not None:
+            self.media_pass.ended(message)
+
     # == inputs: the media ==============================================================================
     def media_event(self, event: MediaEvent, now_ms: float) -> None:
         self._now = now_ms
@@ -579,11 +627,15 @@ class Call:
         self._end(HangupReason.REJECTED.value, Initiator.USER.value, disconnect=False)
 
     def _tts(self, cmd: TtsCommand, target: CallState) -> None:
+        if self._media_pass_refuses(cmd):
+            return
         _check_wait_input(cmd)
         self._wait_input_at = None
         self._playback().tts(cmd)
 
     def _play(self, cmd: PlayCommand, target: CallState) -> None:
+        if self._media_pass_refuses(cmd):
+            return
         _check_wait_input(cmd)
         self._wait_input_at = None
         self._playback().play(cmd)
@@ -592,6 +644,8 @@ class Call:
         self._wait_input_at = None
         self._auto_hangup_at = None
         self._playback().interrupt(cmd.graceful)
+        if self.media_pass is not None:
+            self.media_pass.clear()
 
     def _mute(self, cmd: MuteCommand | UnmuteCommand, target: CallState) -> None:
         muted = isinstance(cmd, MuteCommand)
@@ -665,6 +719,27 @@ class Call:
             self._recording_error = None
         if option.asr is not None:
             self._start_asr(leg, option.asr, internal_vad=option.vad is None)
+
+    def _start_media_pass(self) -> None:
+        """``option.mediaPass``, once the call is answered: the service gets the caller's audio."""
+        option = self.option.media_pass if self.option is not None else None
+        if option is None or self.leg is None or self.media_pass is not None:
+            return
+        problem = check_option(option)
+        if problem is not None:
+            self.report_error("mediaPass", problem)
+            return
+        extra = self.option.extra if self.option is not None and self.option.extra else {}
+        parameters = {str(k): str(v) for k, v in extra.items() if isinstance(v, str | int | float | bool)}
+        self.media_pass = MediaPass(self, self.leg, option, parameters)
+
+    def _media_pass_refuses(self, cmd: TtsCommand | PlayCommand) -> bool:
+        """True (after an error event) while the media pass service plays to the caller."""
+        if self.media_pass is None or not self.media_pass.active:
+            return False
+        self.report_error(cmd.COMMAND, f"{cmd.COMMAND} refused: the mediaPass service plays to the caller "
+                                       "while it is connected")
+        return True
 
     def _configure_vad(self, leg: LegMedia, vad: VADOption) -> None:
         kind = vad.type.lower()
@@ -749,6 +824,8 @@ class Call:
         self.emit(DtmfEvent(track_id=self.id, timestamp=self.epoch_ms(event.at_ms), digit=event.digit))
 
     def _on_play(self, event: PlayStarted | PlayEnded | PlayDropped) -> None:
+        if self.media_pass is not None and self.media_pass.on_play_event(event):
+            return
         if self.playback is not None:
             self.playback.on_play_event(event)
 
@@ -818,6 +895,8 @@ class Call:
         self._dial = None
         if self.playback is not None:
             self.playback.close()
+        if self.media_pass is not None:
+            self.media_pass.close()
         self.recognition = None
         if disconnect and self._dialled:
             self.request(Disconnect(reason))

@@ -29,11 +29,14 @@ from pbx.call.actions import (
     Cancel,
     Close,
     CloseAsr,
+    CloseMediaPass,
     CloseRecording,
     Connect,
     Disconnect,
     Load,
+    MediaPassMarks,
     OpenAsr,
+    OpenMediaPass,
     OpenRecording,
     Refer,
     Reject,
@@ -54,6 +57,7 @@ from pbx.providers import ProviderRegistry
 from pbx.server.control import ControlSocket
 from pbx.server.deadline import Deadline
 from pbx.server.media import EngineLeg, MediaRunner
+from pbx.server.mediapass import MediaPassLink, framing_for
 from pbx.server.recording import RecordingError, create_recording, finish_recording
 from pbx.server.sipcalls import SipCalls
 from pbx.server.transfer import Transfer
@@ -134,12 +138,15 @@ class CallDriver:
         self._asr_wake = asyncio.Event()
         self._finished = asyncio.Event()
         self._transfer: Transfer | None = None
+        self._media_pass: MediaPassLink | None = None
         self._handlers: dict[type[Any], Callable[[Any], None]] = {
             OpenRecording: self._open_recording, CloseRecording: self._close_recording,
             Connect: self.transport.carry_out, Answer: self.transport.carry_out, Ring: self.transport.carry_out,
             Reject: self.transport.carry_out, Refer: self._refer,
             Disconnect: self.transport.carry_out, OpenAsr: self._open_asr, WakeAsr: self._wake_asr,
             CloseAsr: self._close_asr, Synthesize: self._synthesize, Load: self._load, Cancel: self._cancel,
+            OpenMediaPass: self._open_media_pass, MediaPassMarks: self._media_pass_marks,
+            CloseMediaPass: self._close_media_pass,
             SendPing: self._ping, Close: self._close,
         }
 
@@ -201,7 +208,10 @@ class CallDriver:
         self.flush()
 
     def asr_audio(self, pcm: Pcm) -> None:
+        """The engine's tap of the caller's audio: for ASR and for the media pass service, both."""
         self.call.asr_audio(pcm, self.now_ms())
+        if self._media_pass is not None:
+            self._media_pass.send_audio(pcm)
         self.flush()
 
     # -- outputs --------------------------------------------------------------------------------------------
@@ -411,6 +421,22 @@ class CallDriver:
         task = self._work.pop(action.item_id, None)
         if task is not None:
             task.cancel()
+
+    # -- media pass -------------------------------------------------------------------------------------------------
+    def _open_media_pass(self, action: OpenMediaPass) -> None:
+        link = MediaPassLink(framing_for(action.option, self.id, action.parameters), self.services.providers.context,
+                             self.call, self.now_ms, self.flush)
+        self._media_pass = link
+        self._spawn(link.run())
+
+    def _media_pass_marks(self, action: MediaPassMarks) -> None:
+        if self._media_pass is not None:
+            self._media_pass.send_marks(action.names)
+
+    def _close_media_pass(self, action: CloseMediaPass) -> None:
+        link, self._media_pass = self._media_pass, None
+        if link is not None:
+            link.close()
 
     # -- liveness and the end -------------------------------------------------------------------------------------
     def _ping(self, action: SendPing) -> None:
