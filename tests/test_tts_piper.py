@@ -284,6 +284,20 @@ def test_a_closed_provider_refuses_work() -> None:
         asyncio.run(run())
 
 
+def test_closing_the_provider_ends_a_text_in_progress_with_an_error() -> None:
+    async def run() -> int:
+        p = PiperTts()
+        chunks = p.synthesize(TtsRequest(MANY))
+        got = [await anext(chunks)]
+        await p.close()
+        with pytest.raises(ProviderError, match=r"^piper provider is closed$"):
+            async for chunk in chunks:     # the piece that was running when it closed may still come
+                got.append(chunk)
+        return len(got)
+
+    assert asyncio.run(run()) <= 2
+
+
 def test_without_piper_the_provider_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "piper", None)      # import piper now raises ImportError
     with pytest.raises(ProviderError) as caught:

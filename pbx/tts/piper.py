@@ -210,21 +210,21 @@ class PiperTts(TtsProvider):
         if not (math.isfinite(request.speed) and request.speed > 0):
             raise ValueError(f"speed must be a positive number, got {request.speed}")
         pieces = sentences(request.text)
-        text = await self._run(self._prepare, request)
+        text: _Text = await self._result(self._submit(self._prepare, request))
         pending: asyncio.Future[_Piece] | None = None
         try:
             marks: list[WordMark] = []
             for i, sentence in enumerate(pieces):
                 if pending is None:
                     pending = self._submit(self._speak, text, sentence.text)
-                piece = await pending
+                piece = await self._result(pending)
                 # queue the next sentence before handing this one over: it is made while this one plays
                 pending = self._submit(self._speak, text, pieces[i + 1].text) if i + 1 < len(pieces) else None
                 marks.append(WordMark(piece.start, sentence.first_word))
                 chunk, marks = _chunk(piece.pcm, piece.end, marks)
                 if len(chunk.pcm) or chunk.words:
                     yield chunk
-            tail: _Piece = await self._run(text.flush)
+            tail: _Piece = await self._result(self._submit(text.flush))
             if len(tail.pcm) or marks:
                 yield TtsChunk(tail.pcm, tuple(marks))
         finally:
@@ -247,8 +247,15 @@ class PiperTts(TtsProvider):
         except RuntimeError as exc:     # shut down between the check and the submit
             raise ProviderError("tts", "piper provider is closed") from exc
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await self._submit(fn, *args)
+    async def _result(self, job: asyncio.Future[Any]) -> Any:
+        try:
+            return await job
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed.is_set() and not (task and task.cancelling()):
+                # close() dropped the queued job: the consumer was not cancelled, the provider went away
+                raise ProviderError("tts", "piper provider is closed") from None
+            raise
 
     # ---- on the worker thread ------------------------------------------------------------------
 
