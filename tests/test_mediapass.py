@@ -9,7 +9,10 @@ and tts/play while the service plays; each is an error event and the call goes o
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import json
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -22,6 +25,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
 
+from pbx.core.g711 import ulaw_encode
 from tests.support.calls import FRAME, RATE, Call, Event, probe, running_server, stream_realtime
 
 ALLOW = {"endpoint_allow_networks": ["127.0.0.0/8"], "provider_timeout_secs": 3.0}
@@ -70,6 +74,7 @@ class Service:
     url: str = ""
     paths: list[str] = field(default_factory=list)
     messages: list[bytes | str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # when each message arrived (behaviours that note it)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -275,3 +280,50 @@ async def free_port() -> int:
     server.close()
     await server.wait_closed()
     return port
+
+
+
+async def twilio_marks(svc: Service, ws: ServerConnection) -> None:
+    """A Twilio-mode service: 0.5 s of tone and a mark; when it comes back, 2 s more, a mark, and a clear
+    at once; done when that mark comes back. ``svc.times``: when each message arrived."""
+    def media(seconds: float) -> str:
+        payload = base64.b64encode(ulaw_encode(tone(1000, 8000, seconds))).decode()
+        return json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": payload}})
+
+    def mark(name: str) -> str:
+        return json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": name}})
+
+    await ws.send(media(0.5))
+    await ws.send(mark("short"))
+    async for message in ws:
+        svc.messages.append(message)
+        svc.times.append(time.monotonic())
+        event = json.loads(message)
+        if event["event"] == "mark" and event["mark"]["name"] == "short":
+            await ws.send(media(2.0))
+            await ws.send(mark("long"))
+            await ws.send(json.dumps({"event": "clear", "streamSid": "MZ1"}))
+        elif event["event"] == "mark":
+            return
+
+
+@synchronous
+async def test_twilio_marks_come_back_when_played_or_cleared(tmp_path: Path) -> None:
+    async with (service(twilio_marks) as svc, running_server(tmp_path, **ALLOW) as (_, address),
+                Call.open(address) as call):
+        await answered(call, invite(url=svc.url, inputSampleRate=8000, outputSampleRate=8000, protocol="twilio"))
+        await asyncio.wait_for(svc.connected.wait(), 5)
+        started = time.monotonic()
+        sender = asyncio.create_task(stream_realtime(call, np.zeros(RATE * 2, dtype=np.int16)))
+        await asyncio.wait_for(svc.done.wait(), 5)
+        await sender
+    events = [json.loads(m) for m in svc.messages if isinstance(m, str)]
+    assert [e["event"] for e in events[:2]] == ["connected", "start"]
+    marks = [(e["mark"]["name"], t - started) for e, t in zip(events, svc.times, strict=True) if e["event"] == "mark"]
+    assert [name for name, _ in marks] == ["short", "long"]
+    (_, short_at), (_, long_at) = marks
+    assert 0.4 <= short_at <= 1.0                    # once its 0.5 s had played
+    assert long_at - short_at < 0.3                  # cleared at once, not after 2 s
+    pcm = heard(call)
+    loud = np.array([rms(pcm[i:i + FRAME]) for i in range(0, len(pcm) - FRAME + 1, FRAME)])
+    assert 23 <= int(np.sum(loud > 3000)) <= 30      # the 0.5 s, and little of the cleared 2 s
