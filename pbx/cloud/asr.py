@@ -72,6 +72,13 @@ class AsrProtocol(abc.ABC):
         ``task-started``) says False until :meth:`received` has seen it."""
         return True
 
+    @property
+    def owes_result(self) -> bool:
+        """Whether the provider owes a frame after :meth:`flush` (the stall check waits for one only
+        then): True for a provider that answers every flush; a provider that stays silent after an
+        utterance it heard nothing in, or already ended itself, says whether a sentence is open."""
+        return True
+
     @abc.abstractmethod
     def audio(self, pcm: npt.NDArray[np.int16]) -> list[Message]:
         """Messages carrying ``pcm`` (16 kHz mono). A provider that wants 8 kHz keeps a
@@ -138,7 +145,7 @@ class WebSocketAsrStream(AsrStream):
             if self._ws is not None and not any(r.final for r in self._results):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._final_arrived.wait(), self._protocol.final_wait_s)
-            if self._ws is not None and self._stall_check_at is None:
+            if self._ws is not None and self._stall_check_at is None and self._protocol.owes_result:
                 self._stall_check_at = self._now() + self._context.timeout_s
         self._raise_errors()
         finals = [r for r in self._results if r.final]
@@ -240,8 +247,8 @@ class WebSocketAsrStream(AsrStream):
                                                     f"{_close_reason(exc)}", _close_code(exc)))
             return
         if not self._closed:
-            self._lost(ws, ProviderError("asr", f"{protocol.provider} ended the stream "
-                                                f"({_close_reason(None, ws)})", _close_code(None, ws)))
+            self._lost(ws, ProviderError("asr", f"{protocol.provider} closed the connection: "
+                                                f"{_close_reason(None, ws)}", _close_code(None, ws)))
 
     async def _send(self, messages: list[Message]) -> None:
         ws = self._ws
