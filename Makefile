@@ -18,13 +18,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-# Editable install: the extensions are compiled in place into core/.  The wheel tools
-# come too: tests/test_wheel.py (marker `wheel`) builds and repairs the wheel.
+# Editable install: the extensions are compiled in place into core/.  The wheel tools come
+# too: tests/test_wheel.py (marker `wheel`) builds and repairs the wheel; so does the optional
+# piper extra (GPL, never a default dependency), for tests/test_tts_piper.py.
 install: deps $(VENV)/.installed
 
 # Reinstalled (and the kernels recompiled) only when the build inputs change.
 $(VENV)/.installed: $(PY) pyproject.toml setup.py $(wildcard core/*.pyx core/*.pxd core/includes/*.pxd)
-	$(PIP) install -q -e '.[test,wheel]'
+	$(PIP) install -q -e '.[test,wheel,piper]'
 	touch $@
 
 lint: install

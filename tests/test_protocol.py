@@ -237,7 +237,8 @@ def test_option_tables(spec: dict[str, dict[str, Section]]) -> None:
     for name, section in spec["Options"].items():
         cls = OPTION_CLASSES[name]
         # SynthesisOption's example also shows "emotion", which its table omits.
-        assert _table_keys(section) | set(section.examples[0]) == {f.key for f in p.wire_fields(cls)}
+        extension = getattr(cls, "EXTENSION_KEYS", frozenset())   # our keys beyond the spec (mediaPass.protocol)
+        assert _table_keys(section) | set(section.examples[0]) == {f.key for f in p.wire_fields(cls)} - extension
         for row in section.rows:
             required = {"✓": True, "✗": False}.get(row.get("Required", ""))
             _check_row(cls, row, required)
