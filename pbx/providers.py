@@ -41,6 +41,14 @@ ENVIRONMENT: dict[str, dict[str, str]] = {
     "deepgram": {"secret_key": "DEEPGRAM_API_KEY"},
     "voiceapi": {"endpoint": "VOICEAPI_ENDPOINT", "speaker": "VOICEAPI_SPEAKER_ID"},
 }
+# provider -> option fields it cannot work without (checked before a track or stream exists)
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "tencent": ("app_id", "secret_id", "secret_key"),
+    "aliyun": ("secret_key",),
+    "deepgram": ("secret_key",),
+    "voiceapi": ("endpoint",),
+}
+_CAMEL = {"app_id": "appId", "secret_id": "secretId", "secret_key": "secretKey", "endpoint": "endpoint"}
 
 Option = SynthesisOption | TranscriptionOption
 P = TypeVar("P", TtsProvider, AsrProvider)
@@ -98,6 +106,17 @@ class _Kind(Generic[Opt, P]):
                  if hasattr(option, f) and getattr(option, f) is None and self.environ.get(v)}
         return replace(option, **found) if found else option
 
+    def check(self, option: Opt) -> str:
+        """The provider's name; ProviderError if ``option`` (with the environment) lacks what it needs."""
+        name = self.entry(option).name
+        missing = [f for f in REQUIRED.get(name, ()) if not getattr(self.with_environment(option), f)]
+        if missing:
+            fields = ", ".join(_CAMEL[f] for f in missing)
+            env = ", ".join(ENVIRONMENT[name][f] for f in missing)
+            plural = "s" if len(missing) > 1 else ""
+            raise ProviderError(self.kind, f"{name} needs {fields} (option{plural} {fields} or env {env})")
+        return name
+
     def instance(self, option: Opt) -> P:
         entry = self.entry(option)
         key = pool_key(entry.name, option, entry.shared)
@@ -129,8 +148,9 @@ class ProviderRegistry:
         self._asr.register(name, factory, aliases, shared)
 
     def tts_name(self, option: SynthesisOption) -> str:
-        """The provider ``option`` names (its canonical name); ProviderError if there is none."""
-        return self._tts.entry(option).name
+        """The provider ``option`` names (its canonical name); ProviderError if there is none, or if
+        it lacks credentials the provider needs (taken from the environment too)."""
+        return self._tts.check(option)
 
     def asr_name(self, option: TranscriptionOption) -> str:
         return self._asr.entry(option).name
@@ -146,6 +166,7 @@ class ProviderRegistry:
 
     async def open_asr(self, option: TranscriptionOption) -> AsrStream:
         """A new stream of ``option``'s provider (instance per credential set)."""
+        self._asr.check(option)
         option = self._asr.with_environment(option)
         return await self._asr.instance(option).open_stream(AsrOptions.from_option(option))
 
@@ -182,9 +203,10 @@ def _cloud(module: str, cls: str) -> Callable[[object, ProviderContext], object]
 
 
 def builtin_registry(default_tts: str = "espeak", default_asr: str = "pocketsphinx",
-                     context: ProviderContext | None = None) -> ProviderRegistry:
+                     context: ProviderContext | None = None,
+                     environ: Mapping[str, str] | None = None) -> ProviderRegistry:
     """Every provider of this build, one line each."""
-    registry = ProviderRegistry(default_tts, default_asr, context)
+    registry = ProviderRegistry(default_tts, default_asr, context, environ)
     registry.register_tts("espeak", _espeak, aliases=("local",), shared=True)
     registry.register_tts("piper", _piper, shared=True)
     registry.register_asr("pocketsphinx", _pocketsphinx, aliases=("local",), shared=True)

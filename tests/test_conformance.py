@@ -46,10 +46,8 @@ from tests.support.calls import Call, Event, probe, running_server
 
 SPEC = Path("/work/shared/spec/websocket-api.md")
 CALL_ID = "conformance"
-ASR_TENCENT = ("asr provider 'tencent' needs credentials (secretId/secretKey), "
-               "and cloud providers are not available in this build")
-TTS_TENCENT = ("tts provider 'tencent' needs credentials (secretId/secretKey), "
-               "and cloud providers are not available in this build")
+ASR_TENCENT = TTS_TENCENT = ("tencent needs appId, secretId, secretKey (options appId, secretId, secretKey or env "
+                             "TENCENT_APPID, TENCENT_SECRET_ID, TENCENT_SECRET_KEY)")
 PLAY_URL = "http://example.com/audio.mp3"
 # The fetch fails as this machine allows: no DNS, no route, or a server that answers with no audio.
 PLAY_FAILED = re.compile(r"(cannot reach example\.com|connection .* failed|timed out|HTTP \d+ fetching"

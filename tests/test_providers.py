@@ -97,8 +97,26 @@ def test_names_that_are_not_here_say_why() -> None:
     with pytest.raises(ProviderError, match=r"^tts provider 'elevenlabs' is not available in this build$"):
         reg.tts(SynthesisOption(provider="elevenlabs", secret_key="k"))
     for name in ("tencent", "aliyun", "deepgram", "voiceapi"):
-        assert reg.tts_name(SynthesisOption(provider=name)) == name
         assert reg.asr_name(TranscriptionOption(provider=name.upper())) == name
+
+
+def test_a_cloud_provider_without_its_credentials_is_refused_before_any_track() -> None:
+    reg = ProviderRegistry(environ={"DASHSCOPE_API_KEY": "k"})
+    reg_all = builtin_registry(environ={})
+    for name, message in (
+            ("tencent", "tencent needs appId, secretId, secretKey (options appId, secretId, secretKey or env "
+                        "TENCENT_APPID, TENCENT_SECRET_ID, TENCENT_SECRET_KEY)"),
+            ("deepgram", "deepgram needs secretKey (option secretKey or env DEEPGRAM_API_KEY)"),
+            ("voiceapi", "voiceapi needs endpoint (option endpoint or env VOICEAPI_ENDPOINT)")):
+        with pytest.raises(ProviderError) as info:
+            reg_all.tts_name(SynthesisOption(provider=name))
+        assert (str(info.value), info.value.sender) == (message, "tts")
+    partial = SynthesisOption(provider="tencent", app_id="a", secret_id="b")
+    with pytest.raises(ProviderError, match=r"^tencent needs secretKey \(option secretKey or env "
+                                            r"TENCENT_SECRET_KEY\)$"):
+        reg_all.tts_name(partial)
+    reg.register_tts("aliyun", RecordingTts)
+    assert reg.tts_name(SynthesisOption(provider="aliyun")) == "aliyun"     # the key from the environment
 
 
 def test_credentials_a_call_leaves_out_come_from_the_environment() -> None:
