@@ -89,6 +89,11 @@ def test_the_published_result_frames_read_as_results() -> None:
     assert protocol.ready
     # the published final has end_time null: its last word's end is the sentence's end
     assert protocol.received(frame(PARAFORMER["result_generated"])) == [AsrResult("好\uff0c我知道了", True, 170, 920)]
+    assert not protocol.owes_result                        # a final closes the sentence
+    partial = json.loads(frame(PARAFORMER["result_generated"]))
+    partial["payload"]["output"]["sentence"]["sentence_end"] = False
+    assert protocol.received(json.dumps(partial))[0].final is False
+    assert protocol.owes_result                            # now the end of speech is owed a result
     assert protocol.received(frame(PARAFORMER["task_finished"])) == []
     with pytest.raises(ProviderError) as failed:
         protocol.received(frame(PARAFORMER["task_failed"]))
@@ -340,11 +345,11 @@ def test_asr_task_failed_mid_stream() -> None:
 
 def test_asr_stall_after_end_of_speech() -> None:
     async def scenario() -> ProviderError:
-        async with dashscope_server(scripts=[[(100, "stall")]]) as server:
+        script = [(100, {"text": "half a", "final": False}), (200, "stall")]
+        async with dashscope_server(scripts=[script]) as server:
             stream = await AliyunAsr(LOOPBACK).open_stream(asr_options(server.url))
-            await stream.feed(LOUD)
-            await stream.feed(LOUD)
-            assert await stream.end_utterance() is None        # waited final_wait_s for nothing
+            await feed_until(stream, lambda r: [x.text for x in r] == ["half a"])
+            assert await stream.end_utterance() is None        # waited final_wait_s for the open sentence
             try:
                 for _ in range(20):    # audio goes on in real time (a stall is time passing with nothing)
                     await stream.feed(LOUD)
@@ -356,6 +361,23 @@ def test_asr_stall_after_end_of_speech() -> None:
         raise AssertionError("no error")
 
     assert str(run(scenario())) == "aliyun stalled: no result within 0.5 s of the end of speech"
+
+
+def test_asr_silence_after_a_final_is_not_a_stall() -> None:
+    """Paraformer says nothing after a sentence it has ended: that is no stall."""
+    async def scenario() -> list[AsrResult]:
+        async with dashscope_server(scripts=[[(100, {"text": "done", "final": True})]]) as server:
+            stream = await AliyunAsr(LOOPBACK).open_stream(asr_options(server.url))
+            results = await feed_until(stream, lambda r: bool(r))
+            assert await stream.end_utterance() is None        # the final came with the audio
+            for _ in range(10):    # 1 s of audio in real time, twice the stall timeout
+                results += await stream.feed(LOUD)
+                await asyncio.sleep(CHUNK_MS / 1000)
+            await stream.close()
+            assert len(server.tasks) == 1
+            return results
+
+    assert [r.text for r in run(scenario())] == ["done"]
 
 
 def test_asr_malformed_frame_is_reported_and_the_stream_goes_on() -> None:

@@ -199,6 +199,7 @@ class AliyunAsrProtocol(AsrProtocol):
         self.settings = settings
         self.task_id = task_id or str(uuid.uuid4())
         self._started = False
+        self._open_sentence = False          # a partial came and its final has not
         self._pending = bytearray()          # audio short of a whole packet
         self._carry = np.zeros(0, np.int16)  # an odd sample the 2:1 resampler must wait for
         self._resampler = Resampler(16000, 8000) if settings.rate == 8000 else None
@@ -217,6 +218,12 @@ class AliyunAsrProtocol(AsrProtocol):
     @property
     def ready(self) -> bool:
         return self._started
+
+    @property
+    def owes_result(self) -> bool:
+        """Paraformer sends nothing for silence, nor after a sentence it has ended: only an open
+        sentence makes a result due."""
+        return self._open_sentence
 
     def audio(self, pcm: npt.NDArray[np.int16]) -> list[Message]:
         if self._resampler is not None:
@@ -248,7 +255,10 @@ class AliyunAsrProtocol(AsrProtocol):
             self._started = True
             return []
         if event.event == "result-generated":
-            return _results(event.payload)
+            results = _results(event.payload)
+            if results:
+                self._open_sentence = not results[-1].final
+            return results
         if event.event == "task-finished":
             return []
         raise MalformedFrame(f"unknown event {event.event!r}")
