@@ -26,6 +26,8 @@ from pbx.cloud.asr import MalformedFrame
 from pbx.cloud.ws import ProviderContext
 from pbx.errors import ProviderError
 from pbx.media.netpolicy import AddressPolicy
+from pbx.protocol import SynthesisOption, TranscriptionOption
+from pbx.providers import builtin_registry
 from pbx.tts.aliyun import AliyunTts, CosyVoiceProtocol, TtsSettings
 from pbx.tts.base import TtsChunk, TtsRequest, WordMark
 from support.audio import espeak_speech, tone
@@ -133,7 +135,7 @@ def test_audio_goes_in_packets_of_buffer_size_and_8k_is_resampled() -> None:
 
 
 @pytest.mark.parametrize(("fields", "error"), [
-    ({"secret_key": None}, "aliyun needs an API key (option secretKey or env DASHSCOPE_API_KEY)"),
+    ({"secret_key": None}, "aliyun needs secretKey (option secretKey or env DASHSCOPE_API_KEY)"),
     ({"samplerate": 44100}, "aliyun: samplerate 44100 is not supported (16000 or 8000)"),
     ({"buffer_size": 7}, "aliyun: bufferSize 7 must be an even number of bytes from 2 to 65536"),
     ({"extra": {"heartbeat": "sometimes"}}, "aliyun: extra 'heartbeat' must be true or false, not 'sometimes'"),
@@ -206,7 +208,7 @@ def test_word_marks_are_words_of_the_request_text() -> None:
 
 
 @pytest.mark.parametrize(("fields", "error"), [
-    ({"secret_key": None}, "aliyun needs an API key (option secretKey or env DASHSCOPE_API_KEY)"),
+    ({"secret_key": None}, "aliyun needs secretKey (option secretKey or env DASHSCOPE_API_KEY)"),
     ({"codec": "mp3"}, "aliyun: codec 'mp3' cannot be played: CosyVoice audio is requested as pcm (leave codec "
                        "out or set \"pcm\")"),
     ({"extra": {"seed": 1.5}}, "aliyun: extra 'seed' must be an integer, not 1.5"),
@@ -467,6 +469,25 @@ def test_tts_credentials_refused() -> None:
     with pytest.raises(ProviderError) as caught:
         run(scenario())
     assert (caught.value.code, caught.value.sender) == (401, "tts")
+
+
+def test_the_key_comes_from_dashscope_api_key() -> None:
+    """Through the registry, as a call gets its provider: the key from the environment."""
+    async def scenario() -> tuple[DashScopeServer, list[TtsChunk]]:
+        registry = builtin_registry(context=LOOPBACK, environ={"DASHSCOPE_API_KEY": KEY})
+        async with dashscope_server(scripts=[[(100, {"text": "ok", "final": True})], None]) as server:
+            stream = await registry.open_asr(TranscriptionOption(provider="aliyun", endpoint=server.url))
+            await feed_until(stream, lambda r: bool(r))
+            await stream.close()
+            option = registry.tts_option(SynthesisOption(provider="aliyun", endpoint=server.url))
+            request = TtsRequest.from_option("one", option, 16000)
+            chunks = [c async for c in registry.tts(option).synthesize(request)]
+            await registry.close()
+            return server, chunks
+
+    server, chunks = run(scenario())
+    assert [t.headers["Authorization"] for t in server.tasks] == [f"Bearer {KEY}"] * 2
+    assert sum(len(c.pcm) for c in chunks) == WORD_MS * 16
 
 
 # -- through a call server ----------------------------------------------------------------------------

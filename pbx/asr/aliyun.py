@@ -65,7 +65,7 @@ def connection(sender: str, api_key: str | None, endpoint: str | None,
                app_id: str | None) -> tuple[str, dict[str, str]]:
     """URL and headers of a DashScope WebSocket, or a ProviderError saying what is missing."""
     if not api_key:
-        raise ProviderError(sender, "aliyun needs an API key (option secretKey or env DASHSCOPE_API_KEY)")
+        raise ProviderError(sender, "aliyun needs secretKey (option secretKey or env DASHSCOPE_API_KEY)")
     url = endpoint or DEFAULT_URL
     if not endpoint and app_id:
         if not _WORKSPACE.fullmatch(app_id):
