@@ -38,7 +38,7 @@ CHUNK = RATE // 10                       # the ASR tap's ~100 ms
 PHRASE = "call stella and ask her to bring these things"
 TOKEN = "proxy-secret"
 REFUSED = f"voiceapi refused the credentials: HTTP 401: {REFUSED_BODY}"
-NO_ENDPOINT = "voiceapi needs the server's address (option endpoint or env VOICEAPI_ENDPOINT, e.g. ws://127.0.0.1:8000)"
+NO_ENDPOINT = "voiceapi needs endpoint (option endpoint or env VOICEAPI_ENDPOINT)"     # the registry's format
 QUICK = (Segment(("hello",), "hello world"), Segment(("again",), "hello again"))
 
 
@@ -331,6 +331,22 @@ def test_a_stall_at_the_end_of_an_utterance_is_an_error_then_a_new_connection(
     asyncio.run(run())
 
 
+def test_silence_after_a_final_or_after_nothing_heard_is_no_stall() -> None:
+    async def run() -> None:
+        async with VoiceApiServer() as server:
+            server.script = QUICK
+            stream = await VoiceApiAsr(LOOPBACK).open_stream(asr_options(server))
+            got = await feed_all(stream, tone(0.5))
+            final = await stream.end_utterance()                       # answered: nothing more is owed
+            got += await feed_all(stream, silence(1.0), pace_s=0.1)    # twice the 0.5 s stall timeout
+            nothing = await stream.end_utterance()                     # voiceapi heard nothing: says nothing
+            got += await feed_all(stream, silence(1.0), pace_s=0.1)
+            await stream.close()
+        assert final == AsrResult("hello world", True) and nothing is None
+        assert errors_of(got) == [] and len(server.asrs) == 1
+
+    asyncio.run(run())
+
 def test_malformed_frames_are_errors_and_the_stream_goes_on() -> None:
     async def run() -> None:
         async with VoiceApiServer() as server:
@@ -507,6 +523,33 @@ def test_e2e_recognition_faults_refused_key_missing_endpoint_and_a_drop_then_rec
 
     asyncio.run(run())
 
+
+def test_e2e_a_stall_then_malformed_frames_then_recognition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              speech: np.ndarray) -> None:
+    monkeypatch.setattr(cloud_asr, "BACKOFF_FIRST_S", 0.2)
+    caller = np.concatenate([silence(0.5), speech, silence(3.0), speech, silence(1.2)])
+
+    async def run() -> None:
+        async with VoiceApiServer() as server:
+            server.asr_modes = ["stall", "garbage"]
+            asr = {"provider": "voiceapi", "endpoint": server.endpoint}
+            async with call_with(tmp_path, timeout=0.5, vad={"type": "webrtc"}, asr=asr) as call:
+                await stream_realtime(call, caller)
+                final = await call.wait_event("asrFinal", timeout=5.0)
+                events = call.events()
+        errors = [part for e in events if e["event"] == "error" for part in e["error"].split("; ")]
+        assert {e["sender"] for e in events if e["event"] == "error"} == {"asr"}
+        assert errors == [
+            "voiceapi stalled: no result within 0.5 s of the end of speech",
+            "voiceapi sent a malformed frame: '{not json': Expecting property name enclosed in double quotes: "
+            "line 1 column 2 (char 1)",
+            "voiceapi sent a malformed frame: '{\"text\":\"hello\",\"idx\":0}': a result without finished"]
+        # the stalled connection's partials, then the new one's, and its final as the call's first
+        assert [e["text"] for e in events if e["event"] == "asrDelta"] == list(server.script[0].partials) * 2
+        assert (final["text"], final["index"]) == (server.script[0].final, 1) and len(server.asrs) == 2
+        assert server.violations == []
+
+    asyncio.run(run())
 
 def test_e2e_synthesis_with_the_environment_and_its_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = "Hello, how can I help you today?"

@@ -14,8 +14,9 @@ protocol is its README's and its ``app.py``'s, as upstream RustPBX speaks it
   the current segment's whole text so far (a partial), ``true`` ends segment ``idx``. No times.
 - voiceapi ends segments itself (its endpointer wants trailing silence) and has no "finish now"
   message, so the end of an utterance sends :data:`FLUSH_SILENCE_MS` of silence: the server then
-  ends the segment the call has already ended. voiceapi has no error frames: it closes the connection
-  (the cloud stream reports that and reconnects).
+  ends the segment the call has already ended. A stall is a segment with partials that gets no final
+  after that silence: voiceapi is silent after an utterance it heard nothing in or ended itself.
+  voiceapi has no error frames: it closes the connection (the cloud stream reports that and reconnects).
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 
 
 def needs_endpoint(sender: str) -> ProviderError:
-    return ProviderError(sender, "voiceapi needs the server's address (option endpoint or env VOICEAPI_ENDPOINT, "
-                                 "e.g. ws://127.0.0.1:8000)")
+    # the registry's wording (pbx.providers refuses a call without one before any stream exists)
+    return ProviderError(sender, "voiceapi needs endpoint (option endpoint or env VOICEAPI_ENDPOINT)")
 
 
 def query_value(value: Any) -> str:
@@ -54,7 +55,7 @@ def query_value(value: Any) -> str:
 
 def service_url(endpoint: str, service: str, params: dict[str, Any], extra: dict[str, Any], sender: str) -> str:
     """``<endpoint>/<service>`` with ``params`` then ``extra`` in the query (an ``http(s)://`` endpoint
-    becomes ``ws(s)://``, as upstream does). ``extra`` may not change ``fixed`` parameters."""
+    becomes ``ws(s)://``, as upstream does). ``extra`` may not set the audio format (``samplerate``)."""
     parts = urllib.parse.urlsplit(endpoint.strip())
     scheme = SCHEMES.get(parts.scheme.lower())
     if scheme is None or not parts.netloc:
@@ -99,12 +100,19 @@ class VoiceApiAsrProtocol(AsrProtocol):
         self._step = self._resampler.ratio_down if self._resampler is not None else 1
         self._carry = np.zeros(0, np.int16)        # input samples short of the resampler's step
         self._pending = b""                         # audio short of a bufferSize packet
+        self._open = False                          # a segment has partials and no final yet
 
     def url(self) -> str:
         return self._url
 
     def headers(self) -> dict[str, str]:
         return bearer(self.options.secret_key)
+
+    @property
+    def owes_result(self) -> bool:
+        # voiceapi says nothing for silence, nor for an utterance it heard nothing in or already ended:
+        # only an open segment must end in a final after the flush's silence
+        return self._open
 
     # -- what we send -------------------------------------------------------------------------------
     def audio(self, pcm: npt.NDArray[np.int16]) -> list[Message]:
@@ -150,6 +158,7 @@ class VoiceApiAsrProtocol(AsrProtocol):
         text = text.strip()
         if not text and not finished:
             return []
+        self._open = not finished
         return [AsrResult(text, finished)]
 
 
