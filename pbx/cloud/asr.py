@@ -145,7 +145,9 @@ class WebSocketAsrStream(AsrStream):
             if self._ws is not None and not any(r.final for r in self._results):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._final_arrived.wait(), self._protocol.final_wait_s)
-            if self._ws is not None and self._stall_check_at is None and self._protocol.owes_result:
+            answered = self._final_arrived.is_set()       # the flush was answered: nothing is owed
+            if self._ws is not None and self._stall_check_at is None and self._protocol.owes_result \
+                    and not answered:
                 self._stall_check_at = self._now() + self._context.timeout_s
         self._raise_errors()
         finals = [r for r in self._results if r.final]
