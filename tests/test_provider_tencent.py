@@ -505,7 +505,7 @@ def test_call_asr_credentials_refused_then_the_call_goes_on(tmp_path: Path) -> N
             return error, call.events(start)
 
     error, after = asyncio.run(run())
-    assert error["error"] == "tencent refused the credentials: 鉴权失败 (code 4002)"
+    assert (error["error"], error.get("code")) == ("tencent refused the credentials: 鉴权失败 (code 4002)", 4002)
     assert [e["event"] for e in after if e["event"] in ("trackStart", "trackEnd")] == ["trackStart", "trackEnd"]
 
 
@@ -560,14 +560,15 @@ def test_call_tts_track_and_metrics(tmp_path: Path) -> None:
     assert abs(dominant_hz(heard[:RATE * 3 * MS_PER_WORD // 1000], RATE) - 440) < 3
 
 
-@pytest.mark.parametrize(("mode", "message"), [
-    ("refuse", "tencent: 鉴权失败 (code 10003)"),
-    ("drop", "tencent closed the connection before the audio was complete (no close frame)"),
-    ("stall", "tencent stalled: nothing for 0.5 s"),
+@pytest.mark.parametrize(("mode", "message", "code"), [
+    ("refuse", "tencent: 鉴权失败 (code 10003)", 10003),
+    ("drop", "tencent closed the connection before the audio was complete (no close frame)", None),
+    ("stall", "tencent stalled: nothing for 0.5 s", None),
     ("garbage", "tencent sent a malformed frame: '<html>gateway error</html>': Expecting value: line 1 column 1 "
-                "(char 0)"),
+                "(char 0)", None),
 ])
-def test_call_tts_faults_are_an_error_then_track_end(tmp_path: Path, mode: str, message: str) -> None:
+def test_call_tts_faults_are_an_error_then_track_end(tmp_path: Path, mode: str, message: str,
+                                                     code: int | None) -> None:
     async def run() -> list[Event]:
         async with TencentServer(secret_key="wrong" if mode == "refuse" else SECRET_KEY) as server, \
                 running_server(tmp_path, endpoint_allow_networks=["127.0.0.0/8"],
@@ -583,7 +584,7 @@ def test_call_tts_faults_are_an_error_then_track_end(tmp_path: Path, mode: str, 
 
     events = asyncio.run(run())
     errors = [e for e in events if e["event"] == "error"]
-    assert [(e["sender"], e["error"]) for e in errors] == [("tts", message)]
+    assert [(e["sender"], e["error"], e.get("code")) for e in errors] == [("tts", message, code)]
     order = [e["event"] for e in events if e["event"] in ("error", "trackEnd")]
     assert order == ["error", "trackEnd"]
 
