@@ -300,6 +300,4 @@ class AliyunAsr(AsrProvider):
     async def open_stream(self, options: AsrOptions) -> AsrStream:
         settings = AsrSettings.from_options(options)   # bad options fail here, before any connection
         make: Callable[[], AsrProtocol] = lambda: AliyunAsrProtocol(settings)  # noqa: E731
-        stream = WebSocketAsrStream(make, self._context)
-        await stream.open()
-        return stream
+        return await WebSocketAsrStream.started(make, self._context)

@@ -212,6 +212,4 @@ class DeepgramAsr(AsrProvider):
 
     async def open_stream(self, options: AsrOptions) -> AsrStream:
         # the stream makes its first protocol at once: bad options fail here, before connecting
-        stream = WebSocketAsrStream(lambda: DeepgramAsrProtocol(options), self.context)
-        await stream.open()
-        return stream
+        return await WebSocketAsrStream.started(lambda: DeepgramAsrProtocol(options), self.context)

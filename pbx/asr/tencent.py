@@ -210,6 +210,4 @@ class TencentAsr(AsrProvider):
         self.context = context
 
     async def open_stream(self, options: AsrOptions) -> AsrStream:
-        stream = WebSocketAsrStream(lambda: TencentAsrProtocol(options), self.context)
-        await stream.open()
-        return stream
+        return await WebSocketAsrStream.started(lambda: TencentAsrProtocol(options), self.context)

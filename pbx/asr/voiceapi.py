@@ -172,6 +172,4 @@ class VoiceApiAsr(AsrProvider):
 
     async def open_stream(self, options: AsrOptions) -> AsrStream:
         # the stream makes its first protocol at once: bad options fail here, before connecting
-        stream = WebSocketAsrStream(lambda: VoiceApiAsrProtocol(options), self.context)
-        await stream.open()
-        return stream
+        return await WebSocketAsrStream.started(lambda: VoiceApiAsrProtocol(options), self.context)

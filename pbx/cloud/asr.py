@@ -124,6 +124,13 @@ class WebSocketAsrStream(AsrStream):
         """The first connection; ProviderError if the provider cannot be reached or refuses."""
         await self._connect()
 
+    @classmethod
+    async def started(cls, make_protocol: Callable[[], AsrProtocol], context: ProviderContext) -> WebSocketAsrStream:
+        """A stream with its first connection open: what a provider's ``open_stream`` returns."""
+        stream = cls(make_protocol, context)
+        await stream.open()
+        return stream
+
     # -- AsrStream ---------------------------------------------------------------------------------
     async def feed(self, pcm: npt.NDArray[np.int16]) -> list[AsrResult]:
         ms = len(pcm) * 1000 // RATE
@@ -136,7 +143,7 @@ class WebSocketAsrStream(AsrStream):
             await self._send(self._protocol.audio(pcm))
         self._fed_ms += ms
         self._raise_errors()
-        return self._take(final_too=True)
+        return self._take()
 
     async def end_utterance(self) -> AsrResult | None:
         if self._ws is not None:
@@ -274,9 +281,8 @@ class WebSocketAsrStream(AsrStream):
                                                 f"{self._context.timeout_s:g} s of the end of speech"))
 
     # -- results and errors ----------------------------------------------------------------------------
-    def _take(self, final_too: bool) -> list[AsrResult]:
-        taken = [r for r in self._results if final_too or not r.final]
-        self._results = [r for r in self._results if r not in taken]
+    def _take(self) -> list[AsrResult]:
+        taken, self._results = self._results, []
         return taken
 
     def _raise_errors(self) -> None:
