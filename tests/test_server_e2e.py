@@ -172,13 +172,14 @@ def test_a_call_with_vad_asr_tts_recording_listing_and_dump(tmp_path: Path) -> N
     assert deltas and all(PHRASE.startswith(d["text"]) and d["index"] == 1 for d in deltas)
     assert [e["event"] for e in out["asr"]][-2:] == ["asrFinal", "metrics"]
     assert out["asr"][-1]["key"] == "completed.asr.pocketsphinx"
-    assert [e["key"] for e in out["asr"] if e["event"] == "metrics"][0] == "ttfb.asr.pocketsphinx"
+    assert next(e["key"] for e in out["asr"] if e["event"] == "metrics") == "ttfb.asr.pocketsphinx"
 
     # TTS: the frames of the track add up to its trackEnd duration.
     # (ttfb metrics and trackStart race: the track starts when its item reaches the playout queue's head.)
     assert sorted(e["event"] for e in out["p1_events"]) == ["metrics", "metrics", "trackEnd", "trackStart"]
     assert out["p1_events"][-1]["event"] == "trackEnd"
-    assert [e["key"] for e in out["p1_events"] if e["event"] == "metrics"] == ["ttfb.tts.espeak", "completed.tts.espeak"]
+    assert [e["key"] for e in out["p1_events"] if e["event"] == "metrics"] == ["ttfb.tts.espeak",
+                                                                              "completed.tts.espeak"]
     p1_end = out["p1_end"]
     assert p1_end["trackId"] == "serverSideTrack" and p1_end["playId"] == "answer-1"
     assert all(len(f) == 2 * FRAME for f in out["p1_frames"])
