@@ -61,6 +61,7 @@ class Config:
     dump_retention_days: float = 7.0            # dumps older than this are removed (0: kept)
     endpoint_allow_networks: list[str] = field(default_factory=list)   # non-public networks providers may reach
     provider_timeout_secs: float = 10.0         # a provider's connect, and how long it may stall
+    workers: int = 0                            # server processes (0: one per core; 1: no supervisor)
     sip: SipConfig = field(default_factory=SipConfig)              # [sip] (pbx.sip.config)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)  # [webhook]
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)     # [webrtc] (pbx.webrtc.config)
@@ -69,6 +70,10 @@ class Config:
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.http_addr.rpartition(":")
         return host.strip("[]") or "0.0.0.0", int(port)
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
 
     def directory(self, name: str) -> Path:
         """recordings, dumps, media or tts_cache: the configured folder, else one under data_dir."""
@@ -109,6 +114,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "endpoint_allow_networks": (list, "networks (CIDR) an ASR/TTS endpoint or mediaPass url may reach besides "
                                       "public addresses, e.g. 127.0.0.0/8 for a speech server on this host"),
     "provider_timeout_secs": ((int, float), "ASR/TTS/mediaPass connect timeout, and how long a provider may stall"),
+    "workers": (int, "call-server processes behind one supervisor (0: one per core; 1: a single process)"),
     "sip": (dict, "[sip] table: addr, external_ip, rtp_ports, user_agent, trunks, accounts (pbx.sip.config)"),
     "webhook": (dict, "[webhook] table: url, decision_timeout_secs, timeout_secs"),
     "webrtc": (dict, "[webrtc] table: addr, addr6, external_ip, rtp_ports (pbx.webrtc.config)"),
@@ -136,7 +142,7 @@ def _check(key: str, raw: Any) -> Any:
     if key in ("download_timeout_secs", "play_max_seconds", "liveness_interval_secs",
                "provider_timeout_secs") and value <= 0:
         raise ConfigError(f"config key {key!r}: must be positive, got {value}")
-    if key in ("invite_timeout_secs", "dump_retention_days", "tts_cache_bytes") and value < 0:
+    if key in ("invite_timeout_secs", "dump_retention_days", "tts_cache_bytes", "workers") and value < 0:
         raise ConfigError(f"config key {key!r}: must not be negative, got {value}")
     if key == "auth" and value not in ("auto", "token", "none"):
         raise ConfigError(f"config key 'auth': expected auto, token or none, got {value!r}")

@@ -15,8 +15,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
+import socket
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -40,6 +43,7 @@ from pbx.server.driver import CallDriver, CallServices, settings_from_query
 from pbx.server.dump import CallDump, prune_dumps
 from pbx.server.listener import listeners
 from pbx.server.media import MediaRunner
+from pbx.server.registry import LocalRegistry, Registry
 from pbx.server.rest import WEBSOCKET_PATHS, JsonErrorConnection, make_router
 from pbx.server.sipcalls import SipCalls
 from pbx.server.siptransport import SIP_PROFILE, SipTransport
@@ -53,15 +57,17 @@ DUMP_PRUNE_EVERY_S = 3600.0
 
 
 class CallServer:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, registry: Registry | None = None) -> None:
         self.config = config
+        # the call ids of every worker (pbx.server.supervisor), or of this process alone
+        self.registry: Registry = registry or LocalRegistry(self.collect)
         self.media = MediaRunner(Engine(config.max_calls), config.playout_max_bytes)
         self.providers = builtin_registry(config.tts_provider, config.asr_provider, ProviderContext(
             AddressPolicy(config.endpoint_allow_networks), config.provider_timeout_secs))
         self.loader = MediaLoader(config.directory("media"), max_bytes=config.download_max_bytes,
                                   timeout_s=config.download_timeout_secs, max_seconds=config.play_max_seconds,
                                   cache_bytes=config.media_cache_bytes, allow_networks=config.play_allow_networks)
-        self.sip = SipCalls(config.sip, config.webhook)
+        self.sip = SipCalls(config.sip, config.webhook, self.registry)
         self.webrtc = WebRtcNetwork(config.webrtc)
         tts_cache = TtsCache(config.directory("tts_cache"), config.tts_cache_bytes) if config.tts_cache_bytes else None
         self.services = CallServices(self.media, self.providers, self.loader, config.directory("recordings"),
@@ -71,13 +77,14 @@ class CallServer:
         self.policy = AccessPolicy(None)
         self._janitor: asyncio.Task[None] | None = None
         self.started_at = time.time()
+        self._accepted_factory: Callable[[], asyncio.BaseProtocol] | None = None
+        self._adopting: set[asyncio.Task[Any]] = set()
+        self._private_dir: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self, host: str | None = None, port: int | None = None) -> tuple[str, int]:
         """Listen (``port=0`` picks a free one) and start the media tick; returns the bound address."""
         cfg_host, cfg_port = self.config.host_port
-        for name in ("recordings", "dumps", "media"):
-            os.makedirs(self.config.directory(name), exist_ok=True)
         listen_host = host if host is not None else cfg_host
         listen_port = cfg_port if port is None else port
         try:
@@ -85,23 +92,71 @@ class CallServer:
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen on {listen_host}:{listen_port}: {exc.strerror or exc}") from exc
         self.policy = self._access_policy(listen_host)
+        try:
+            await self._start_calls()
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
+        for sock in sockets:
+            self._servers.append(await self._websocket_server(sock))
+        sockname = sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    async def start_worker(self, token: str | None, sip_sockets: dict[tuple[str, int], socket.socket],
+                           first: bool, call_id_tag: str) -> None:
+        """Start as a worker of :mod:`pbx.server.supervisor`: no listening socket of its own; connections
+        come through :meth:`adopt_http`, SIP over the supervisor's sockets. Only the ``first`` worker
+        registers ``[[sip.accounts]]`` and prunes dumps."""
+        self.policy = AccessPolicy(token, frozenset(self.config.allowed_origins))
+        await self._start_calls(sip_sockets, first, call_id_tag)
+        # websockets serves connections from a listening socket only, and answers 503 while that is not
+        # serving: it listens on a Unix socket in a private folder that nobody connects to, and its
+        # protocol factory serves each connection handed over.
+        self._private_dir = tempfile.mkdtemp(prefix="pypbx-worker-")
+        idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        idle.bind(os.path.join(self._private_dir, "idle"))
+        idle.listen(1)
+        server = await self._websocket_server(idle)
+        self._servers.append(server)
+        self._accepted_factory = server.server._protocol_factory   # type: ignore[attr-defined]
+
+    def adopt_http(self, sock: socket.socket) -> None:
+        """Serve an HTTP connection the supervisor accepted (its request still unread in the socket)."""
+        factory = self._accepted_factory
+        if factory is None:
+            sock.close()
+            return
+        task = asyncio.get_running_loop().create_task(
+            asyncio.get_running_loop().connect_accepted_socket(factory, sock))
+        self._adopting.add(task)
+        task.add_done_callback(self._adopted)
+
+    def _adopted(self, task: asyncio.Task[Any]) -> None:
+        self._adopting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("a connection handed over was lost: %s", task.exception())
+
+    async def _start_calls(self, sip_sockets: dict[tuple[str, int], socket.socket] | None = None,
+                           first: bool = True, call_id_tag: str = "") -> None:
+        for name in ("recordings", "dumps", "media"):
+            os.makedirs(self.config.directory(name), exist_ok=True)
         self.media.start()
         try:
-            await self.sip.start()
+            await self.sip.start(sip_sockets, register=first, call_id_tag=call_id_tag)
         except OSError as exc:
             self.media.stop()
             raise OSError(exc.errno, f"cannot open the SIP port {self.config.sip.addr} ([sip] addr): "
                                      f"{exc.strerror or exc}") from exc
-        if self.config.dump_retention_days > 0:
+        if self.config.dump_retention_days > 0 and first:
             self._janitor = asyncio.get_running_loop().create_task(self._prune_dumps())
-        for sock in sockets:
-            self._servers.append(await serve(
-                self._handle, sock=sock, process_request=make_router(self, self.policy),
-                max_size=self.config.max_message_bytes,
-                ping_interval=None,  # each call pings at its own interval (pbx.call.core)
-                compression=None, logger=websockets_logger(), create_connection=JsonErrorConnection))
-        sockname = sockets[0].getsockname()
-        return sockname[0], sockname[1]
+
+    async def _websocket_server(self, sock: socket.socket) -> Server:
+        return await serve(
+            self._handle, sock=sock, process_request=make_router(self, self.policy),
+            max_size=self.config.max_message_bytes,
+            ping_interval=None,  # each call pings at its own interval (pbx.call.core)
+            compression=None, logger=websockets_logger(), create_connection=JsonErrorConnection)
 
     async def stop(self) -> None:
         drivers = list(self.sessions.values())
@@ -112,6 +167,9 @@ class CallServer:
             server.close()
             await server.wait_closed()
         self._servers.clear()
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            self._private_dir = None
         await self.sip.stop()
         if self._janitor is not None:
             self._janitor.cancel()
@@ -165,18 +223,24 @@ class CallServer:
         call_type = WEBSOCKET_PATHS.get(url.path, "websocket")
         query = dict(parse_qsl(url.query))
         call_id = query.get("id") or str(uuid.uuid4())
-        if call_id in self.sessions:
+        # an inbound SIP call's dialog id was claimed when its INVITE came (before the webhook went out)
+        ours = call_type == "sip" and call_id in self.sip.pending and call_id not in self.sessions
+        if not ours and (call_id in self.sessions or not await self.registry.claim(call_id)):
             await ws.close(1008, f"call id {call_id!r} is already in use")
             return
-        dumping = query.get("dump", "true").lower() not in ("false", "0", "no")
-        dump = CallDump(self.config.directory("dumps"), call_id, self.config.dump_max_bytes) if dumping else None
-        control = ControlSocket(ws, dump)
-        profile, transport = self._transport(call_type, control, query.get("id"))
-        settings = settings_from_query(query, call_id, self.media.epoch_offset_ms,
-                                       liveness_interval_s=self.config.liveness_interval_secs,
-                                       invite_timeout_s=self.config.invite_timeout_secs)
-        call = Call(settings, profile, self.providers, self.media.now_ms())
-        driver = CallDriver(self.services, control, call, transport)
+        try:
+            dumping = query.get("dump", "true").lower() not in ("false", "0", "no")
+            dump = CallDump(self.config.directory("dumps"), call_id, self.config.dump_max_bytes) if dumping else None
+            control = ControlSocket(ws, dump)
+            profile, transport = self._transport(call_type, control, query.get("id"))
+            settings = settings_from_query(query, call_id, self.media.epoch_offset_ms,
+                                           liveness_interval_s=self.config.liveness_interval_secs,
+                                           invite_timeout_s=self.config.invite_timeout_secs)
+            call = Call(settings, profile, self.providers, self.media.now_ms())
+            driver = CallDriver(self.services, control, call, transport)
+        except BaseException:
+            self.registry.release(call_id)      # the call never started: its id is free again
+            raise
         self.sessions[call_id] = driver
         try:
             await driver.run()
@@ -194,10 +258,37 @@ class CallServer:
     def unregister(self, driver: CallDriver) -> None:
         if self.sessions.get(driver.id) is driver:
             del self.sessions[driver.id]
+            self.registry.release(driver.id)
 
     # -- REST (CallRegistry) -------------------------------------------------------------------------
     def list_calls(self) -> list[dict[str, Any]]:
+        """This process's calls."""
         return [driver.listing() for driver in self.sessions.values()]
+
+    async def all_calls(self) -> list[dict[str, Any]]:
+        """Every worker's calls."""
+        return [call for part in await self.registry.gather("calls") for call in part]
+
+    async def all_health(self) -> dict[str, Any]:
+        """This process's health, or with several workers the sums and each worker's own."""
+        parts = [p for p in await self.registry.gather("health") if isinstance(p, dict)]
+        if isinstance(self.registry, LocalRegistry):
+            return parts[0]
+        total: dict[str, Any] = {"status": "ok", "workers": len(parts)}
+        for part in parts:
+            for key, value in part.items():
+                if isinstance(value, int | float) and not isinstance(value, bool) and key != "uptime_seconds":
+                    total[key] = round(total.get(key, 0) + value, 3)
+        total["per_worker"] = parts
+        return total
+
+    def collect(self, what: str) -> Any:
+        """This process's part of a gathered answer (pbx.server.registry)."""
+        if what == "calls":
+            return self.list_calls()
+        if what == "health":
+            return self.health()
+        raise ValueError(f"nothing to collect called {what!r}")
 
     def kill(self, call_id: str) -> bool:
         driver = self.sessions.get(call_id)

@@ -12,7 +12,7 @@ import email.utils
 import functools
 import http
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -29,10 +29,10 @@ WEBSOCKET_PATHS = {"/call": "websocket", "/call/sip": "sip", "/call/webrtc": "we
 
 class CallRegistry(Protocol):
     def refuse_connection(self) -> str | None: ...
-    def list_calls(self) -> list[dict[str, Any]]: ...
+    async def all_calls(self) -> list[dict[str, Any]]: ...
     def kill(self, call_id: str) -> bool: ...
     def ice_servers(self) -> list[dict[str, Any]]: ...
-    def health(self) -> dict[str, Any]: ...
+    async def all_health(self) -> dict[str, Any]: ...
 
 
 def json_response(status: http.HTTPStatus, body: Any, extra: list[tuple[str, str]] | None = None) -> Response:
@@ -78,14 +78,15 @@ class JsonErrorConnection(ServerConnection):
         super().__init__(protocol, *args, **kwargs)
 
 
-def make_router(registry: CallRegistry, policy: AccessPolicy) -> Callable[[ServerConnection, Request], Response | None]:
-    def route(connection: ServerConnection, request: Request) -> Response | None:
+def make_router(registry: CallRegistry, policy: AccessPolicy
+                ) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
+    async def route(connection: ServerConnection, request: Request) -> Response | None:
         try:
-            return answer(request)
+            return await answer(request)
         except MultipleValuesError as exc:   # e.g. two Authorization or Origin headers
             return error(http.HTTPStatus.BAD_REQUEST, f"the {exc.args[0]} header is given more than once")
 
-    def answer(request: Request) -> Response | None:
+    async def answer(request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         method = request.method
         refusal = policy.refuse(request.path, request.headers)
@@ -104,7 +105,7 @@ def make_router(registry: CallRegistry, policy: AccessPolicy) -> Callable[[Serve
                 return error(http.HTTPStatus.SERVICE_UNAVAILABLE, full)
             return None
         if path == "/call/lists" and method == "GET":
-            return json_response(http.HTTPStatus.OK, {"calls": registry.list_calls()})
+            return json_response(http.HTTPStatus.OK, {"calls": await registry.all_calls()})
         if path.startswith("/call/kill/") and method == "POST":
             call_id = unquote(path[len("/call/kill/"):])
             if not registry.kill(call_id):
@@ -113,7 +114,7 @@ def make_router(registry: CallRegistry, policy: AccessPolicy) -> Callable[[Serve
         if path == "/iceservers" and method == "GET":
             return json_response(http.HTTPStatus.OK, registry.ice_servers())
         if path == "/health" and method == "GET":
-            return json_response(http.HTTPStatus.OK, registry.health())
+            return json_response(http.HTTPStatus.OK, await registry.all_health())
         if path == "/console" and method == "GET":
             return html_response(console_page())
         known = {"/call/lists", "/iceservers", "/health", "/console"}

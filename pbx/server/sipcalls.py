@@ -23,7 +23,7 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,6 +31,7 @@ from pbx.errors import ProtocolError
 from pbx.media.rtp_ports import RtpPortPool
 from pbx.protocol import CallOption
 from pbx.server.hostaddr import default_route_address
+from pbx.server.registry import Registry
 from pbx.server.sipnet import SipNetwork
 from pbx.server.webhook import WebhookError, post_json
 from pbx.sip.config import Account, SipConfig, WebhookConfig
@@ -109,9 +110,10 @@ def numeric_host(uri: SipUri) -> str | None:
 
 
 class SipCalls:
-    def __init__(self, config: SipConfig, webhook: WebhookConfig) -> None:
+    def __init__(self, config: SipConfig, webhook: WebhookConfig, registry: Registry | None = None) -> None:
         self.config = config
         self.webhook = webhook
+        self.registry = registry        # an inbound call's dialog id is claimed there before the webhook
         self.ua: UserAgent | None = None
         self.network: SipNetwork | None = None
         self.ports = RtpPortPool(config.rtp_ports[0], config.rtp_ports[1], "0.0.0.0")
@@ -124,17 +126,24 @@ class SipCalls:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._names: dict[tuple[str, bool], str] = {}   # (host name, IPv6) looked up for outbound calls
         self.registrations: list[Registration] = []
+        self._prebound: dict[Address, socket.socket] = {}
 
     @staticmethod
     def now() -> float:
         return time.monotonic()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
-    async def start(self) -> Address:
+    async def start(self, sockets: Mapping[Address, socket.socket] | None = None, *, register: bool = True,
+                    call_id_tag: str = "") -> Address:
+        """Listen on ``[sip] addr`` (and ``addr6``); a worker of pbx.server.supervisor gets the supervisor's
+        ``sockets`` for them instead, by configured address, tags its Call-IDs, and only one worker
+        registers the accounts."""
         host, port = self.config.host_port
         ua = UserAgent(host, port, user_agent=self.config.user_agent)
+        ua.call_id_tag = call_id_tag
         network = SipNetwork(ua, self._on_event)
         self.ua, self.network = ua, network
+        self._prebound = dict(sockets or {})
         side = await self._listen(host, port)
         self.address, self.advertised_host, self.ports, self.ipv6 = side.address, side.advertised, side.ports, side.ipv6
         ua.host, ua.port = side.advertised, side.address[1]
@@ -142,13 +151,14 @@ class SipCalls:
             self.other = await self._listen(*self.config.host_port6)
             ua.address6 = (self.other.advertised, self.other.address[1])
         bound = side.address
-        for account in self.config.accounts:
+        for account in self.config.accounts if register else ():
             self._spawn(self._register(account))
         return bound
 
     async def _listen(self, host: str, port: int) -> Side:
         assert self.network is not None
-        bound = await self.network.start(host, port)
+        prebound = self._prebound.get((host, port))
+        bound = self.network.attach(prebound) if prebound is not None else await self.network.start(host, port)
         ipv6 = ":" in bound[0]
         ports = RtpPortPool(self.config.rtp_ports[0], self.config.rtp_ports[1], "::" if ipv6 else bound[0],
                             ipv6=ipv6)
@@ -375,6 +385,8 @@ class SipCalls:
                    "callee": str(request.to.uri), "event": "invite", "headers": headers,
                    "offer": request.body.decode("utf-8", "replace")}
         try:
+            if self.registry is not None and not await self.registry.claim(pending.session.id):
+                raise WebhookError("the call registry did not take the dialog id")
             await post_json(self.webhook.url, payload, self.webhook.timeout_secs)
         except WebhookError as exc:
             log.warning("sip: call %s refused: %s", pending.session.id, exc)
@@ -403,6 +415,8 @@ class SipCalls:
         if pending.deadline is not None:
             pending.deadline.cancel()
             pending.deadline = None
+        if pending.transport is None and self.registry is not None:
+            self.registry.release(pending.session.id)     # no call took the dialog id
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

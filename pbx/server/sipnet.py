@@ -62,6 +62,48 @@ def _socket(family: int, kind: int) -> socket.socket:
     return sock
 
 
+def bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """A UDP socket and a listening TCP socket on ``host:port`` (0: a free port, the same for both)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(20):
+        udp = _socket(family, socket.SOCK_DGRAM)
+        try:
+            udp.bind((host, port))
+            bound = udp.getsockname()[1]
+            tcp = _socket(family, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                tcp.bind((host, bound))
+            except OSError:
+                tcp.close()
+                udp.close()
+                if port:
+                    raise
+                continue            # port 0: the TCP side of that port was taken; pick again
+        except OSError:
+            udp.close()
+            raise
+        tcp.listen(128)
+        return udp, tcp
+    raise OSError(f"no port free for both UDP and TCP on {host}")
+
+
+class _SendOnly:
+    """The sending side of a UDP socket another process reads (a worker's view of the SIP port)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except OSError as exc:     # a full buffer or an unreachable peer: SIP's retransmissions cover it
+            log.debug("sip udp send to %s:%d: %s", addr[0], addr[1], exc)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, network: SipNetwork) -> None:
         self.network = network
@@ -79,7 +121,7 @@ class SipNetwork:
         self.ua = ua
         self.on_event = on_event
         self.limits = limits or Limits()
-        self._udp: dict[int, asyncio.DatagramTransport] = {}      # by address family
+        self._udp: dict[int, asyncio.DatagramTransport | _SendOnly] = {}      # by address family
         self._tcp: list[asyncio.Server] = []
         self._streams: dict[Address, asyncio.StreamWriter] = {}
         self._deadline = Deadline(self._on_timer)
@@ -92,36 +134,28 @@ class SipNetwork:
     async def start(self, host: str, port: int) -> Address:
         """Bind UDP and TCP on ``host:port`` (0: a free port, the same for both); returns the address.
         Called again with an address of the other family, the server listens on both."""
-        loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         if family in self._udp:
             raise ValueError(f"already listening on an IPv{6 if family == socket.AF_INET6 else 4} address")
-        for _ in range(20):
-            udp = _socket(family, socket.SOCK_DGRAM)
-            try:
-                udp.bind((host, port))
-                bound = udp.getsockname()[1]
-                tcp = _socket(family, socket.SOCK_STREAM)
-                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    tcp.bind((host, bound))
-                except OSError:
-                    tcp.close()
-                    udp.close()
-                    if port:
-                        raise
-                    continue            # port 0: the TCP side of that port was taken; pick again
-            except OSError:
-                udp.close()
-                raise
-            break
-        else:
-            raise OSError(f"no port free for both UDP and TCP on {host}")
+        udp, tcp = bind_pair(host, port)
+        loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp)
         self._udp[family] = transport
-        tcp.listen(128)
         self._tcp.append(await asyncio.start_server(self._serve_stream, sock=tcp))
-        return host, bound
+        return host, tcp.getsockname()[1]
+
+    def attach(self, udp: socket.socket) -> Address:
+        """Worker mode (pbx.server.supervisor): send over ``udp``, a SIP socket the supervisor bound and
+        reads; what comes in reaches :meth:`datagram` from it, TCP connections :meth:`adopt_stream`."""
+        udp.setblocking(False)
+        self._udp[udp.family] = _SendOnly(udp)
+        host, port = udp.getsockname()[:2]
+        return host, port
+
+    async def adopt_stream(self, sock: socket.socket) -> None:
+        """Serve a TCP connection the supervisor accepted."""
+        reader, writer = await asyncio.open_connection(sock=sock)
+        await self._serve_stream(reader, writer)
 
     async def stop(self) -> None:
         self._deadline.arm(None)

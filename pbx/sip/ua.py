@@ -262,6 +262,7 @@ class UserAgent:
         self.user_agent = user_agent
         self.timers = timers or TimerConfig()
         self._token = token
+        self.call_id_tag = ""             # in every Call-ID we make: a worker's number (pbx.server.routing)
         self.layer = TransactionLayer(timers=self.timers, token=token)
         self._events: list[UaEvent | RegistrationEvent] = []
         self._datagrams: list[tuple[bytes, Address]] = []
@@ -330,7 +331,7 @@ class UserAgent:
                display: str | None = None) -> Session:
         """Place a call: INVITE ``target`` (the Request-URI) through ``peer`` (the next hop)."""
         SipUri.parse(target)     # SipParseError for a bad target, before anything is sent
-        call_id = f"{self._token()}@{self.host}"
+        call_id = f"{self._token()}{self.call_id_tag}@{self.host}"
         tag = self._token()
         request = self._new_invite(target, from_uri, to_uri, call_id, tag, sdp, headers or {}, display, peer)
         session = Session(id=call_id, role=Role.UAC, invite=request, peer=peer, local_sdp=sdp, local_tag=tag,
@@ -919,7 +920,8 @@ class UserAgent:
         SipUri.parse(aor)
         SipUri.parse(registrar)
         registration = Registration(aor=aor, registrar=registrar, peer=peer, contact=self.contact_for(peer),
-                                    call_id=f"{self._token()}@{self.host}", tag=self._token(), credentials=credentials,
+                                    call_id=f"{self._token()}{self.call_id_tag}@{self.host}", tag=self._token(),
+                                    credentials=credentials,
                                     expires=expires, retry_after=retry_after)
         self.registrations[registration.call_id] = registration
         self._send_register(registration, now)
