@@ -184,8 +184,9 @@ class Server:
     def __init__(self, data_dir: Path, **config: Any) -> None:
         self.data_dir = data_dir
         self.port = free_port()
+        # one process: the cases read its descriptors and memory
         settings = {"http_addr": f"127.0.0.1:{self.port}", "data_dir": str(data_dir), "log_level": "warning",
-                    **config}
+                    "workers": 1, **config}
         self.config_path = data_dir / "config.toml"
         self.config_path.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in settings.items())
                                     + '[sip]\naddr = "127.0.0.1:0"\n')

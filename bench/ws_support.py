@@ -163,7 +163,7 @@ class ServerProcess:
 
     def __init__(self, kind: str, prompt_seconds: float, log_level: str = "warning",
                  cpus: set[int] | None = None, nice: int = 0,
-                 extra_config: str = '[sip]\naddr = "127.0.0.1:0"\n') -> None:
+                 extra_config: str = '[sip]\naddr = "127.0.0.1:0"\n', workers: int = 1) -> None:
         self.kind = kind
         self.tmp = tempfile.TemporaryDirectory(prefix=f"pypbx-bench-{kind}-")
         self.data_dir = Path(self.tmp.name)
@@ -174,7 +174,9 @@ class ServerProcess:
         self.log_path = self.data_dir / "server.log"
         if kind == "pbx":
             config = self.data_dir / "config.toml"
-            config.write_text(f'data_dir = "{self.data_dir}"\nlog_level = "{log_level}"\n{extra_config}')
+            # workers = 1 by default: the measures below read one process (bench/load.py sums a tree)
+            config.write_text(f'data_dir = "{self.data_dir}"\nlog_level = "{log_level}"\nworkers = {workers}\n'
+                              f'{extra_config}')
             argv = [sys.executable, "-m", "pbx", "serve", "--config", str(config),
                     "--http-addr", f"127.0.0.1:{self.port}"]
         elif kind == "floor":

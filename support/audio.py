@@ -8,6 +8,7 @@ whole-file) to the rate a test asks for.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import wave
@@ -54,7 +55,7 @@ def espeak_speech(rate: int = 16000, text: str = DEFAULT_TEXT, voice: str = "en-
     FIXTURES.mkdir(parents=True, exist_ok=True)
     raw = FIXTURES / f"espeak-{key}.wav"
     if not raw.exists():
-        tmp = raw.with_suffix(".tmp.wav")
+        tmp = raw.with_suffix(f".tmp{os.getpid()}.wav")     # processes making the same file at once
         subprocess.run([exe, "-v", voice, "-w", str(tmp), text], check=True, capture_output=True)
         tmp.rename(raw)
     data, src_rate = read_wav(raw)
