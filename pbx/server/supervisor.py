@@ -221,9 +221,9 @@ class Supervisor:
     def _alive(self) -> list[Worker]:
         return [w for w in self.workers if w.ready.is_set() and w.channel is not None and not w.channel.closed]
 
-    def least_busy(self) -> Worker | None:
+    def least_busy(self, new_call: bool = True) -> Worker | None:
         """The worker with the fewest calls, counting those handed to it in the last :data:`RECENT_S`;
-        ties go round-robin."""
+        ties go round-robin. A ``new_call`` counts against it until claimed."""
         alive = self._alive()
         if not alive:
             return None
@@ -236,7 +236,8 @@ class Supervisor:
 
         self._next += 1
         chosen = min(alive, key=lambda w: (load(w), (w.index - self._next) % self.count))
-        chosen.handed.append(now)
+        if new_call:
+            chosen.handed.append(now)
         return chosen
 
     def _least_busy_index(self) -> int | None:
@@ -349,7 +350,7 @@ class Supervisor:
     def _hand_http(self, sock: socket.socket, target: Target) -> None:
         call_id = target.call_id
         owner = self._by_index(self.directory.owner(call_id)) if call_id else None
-        worker = owner or self.least_busy()
+        worker = owner or self.least_busy(new_call=target.path in ("/call", "/call/sip", "/call/webrtc"))
         if worker is None or worker.channel is None:
             sock.close()
             return
