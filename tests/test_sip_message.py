@@ -731,6 +731,21 @@ def test_stream_parser_bounds_its_buffer() -> None:
         StreamParser().feed((FIXTURES / "rfc4475" / "mcl01.dat").read_bytes())
 
 
+def test_stream_parser_keeps_the_messages_before_an_error() -> None:
+    """A good message and a bad one in one read: the good one comes out, as it does when the bad one comes in
+    a later read, and the error is raised by the next feed (found by fuzz/sip_stream.py)."""
+    bad = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: x\r\n\r\n"
+    parser = StreamParser()
+    assert parser.feed(INVITE + bad) == [parse_message(INVITE)]
+    assert isinstance(parser.error, SipParseError) and str(parser.error) == "bad Content-Length 'x'"
+    with raises(SipParseError, "bad Content-Length 'x'"):
+        parser.feed(b"\r\n")
+    split = StreamParser()
+    assert split.feed(INVITE) == [parse_message(INVITE)] and split.error is None
+    with raises(SipParseError, "bad Content-Length 'x'"):
+        split.feed(bad)
+
+
 def test_stream_parser_keepalives_only() -> None:
     parser = StreamParser()
     assert parser.feed(b"\r\n\r\n") == [] and parser.feed(b"\r\n") == [] and parser.buffered == 0

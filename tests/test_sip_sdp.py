@@ -317,6 +317,15 @@ def test_tolerated_forms() -> None:
                                    b"a=ptime:20.0\r\na=sendrecv\r\n")
 
 
+def test_a_ptime_with_a_control_character_str_strip_takes() -> None:
+    """str.strip() drops \x1c-\x1f, float() does not: the number read is the stripped one (this raised a
+    plain ValueError out of parse; found by fuzz/sdp.py, fuzz/corpus/sdp/crash-maxptime-x1d)."""
+    session = sdp.parse(GOOD_HEAD + "m=audio 5004 RTP/AVP 0\na=maxptime:150\x1d\na=ptime:20\x1f\n")
+    audio = session.media[0]
+    assert (audio.maxptime, audio.ptime) == (150, 20)
+    assert sdp.parse(session.serialize()) == session
+
+
 def test_bytes_that_are_not_utf8_survive_the_round_trip() -> None:
     wire = crlf(ASTERISK).encode().replace(b"s=Asterisk PBX", b"s=Caf\xe9 PBX")
     session = sdp.parse(wire)

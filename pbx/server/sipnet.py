@@ -35,7 +35,7 @@ def error_response(data: bytes, error: SipParseError) -> bytes | None:
     """The response to a request that failed to parse, built from whatever headers can be read;
     None when it is not a request or has no Via to answer to (RFC 3261 §18.2.1: then it is dropped)."""
     head = data.split(b"\r\n\r\n", 1)[0]
-    lines = head.split(b"\r\n")
+    lines = head.splitlines()           # a bare CR or LF ends a line too: a header value may hold neither
     if not lines or b"SIP/2.0" not in lines[0] or lines[0].startswith(b"SIP/2.0"):
         return None
     wanted = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
@@ -214,6 +214,8 @@ class SipNetwork:
                     break
                 for message in messages:
                     self.deliver(message, addr)
+                if parser.error is not None:    # after those messages: the stream cannot be read further
+                    break
         except OSError:
             pass
         finally:

@@ -580,9 +580,10 @@ class _Parser:
             if attr_value is None or _FMTP.fullmatch(attr_value) is None:
                 raise SdpError(f"line {number}: bad a=fmtp value {_show(attr_value or '')}")
         elif name in ("ptime", "maxptime"):
-            if attr_value is None or not _NUMBER.fullmatch(attr_value.strip()) or float(attr_value) <= 0:
+            stripped = (attr_value or "").strip()       # str.strip takes more than float() ignores (\x1c-\x1f)
+            if attr_value is None or not _NUMBER.fullmatch(stripped) or float(stripped) <= 0:
                 raise SdpError(f"line {number}: bad a={name} value {_show(attr_value or '')}")
-            attr_value = attr_value.strip()
+            attr_value = stripped
         elif name == "rtcp" and media is not None and (attr_value is None or _parse_rtcp(attr_value) is None):
             raise SdpError(f"line {number}: bad a=rtcp value {_show(attr_value or '')}")
         attributes.append((name, attr_value))

@@ -10,7 +10,9 @@ a message split across any number of reads comes out the same as when it arrived
   that takes the message past it, is :class:`~pbx.sip.errors.MessageTooLarge` (513) as soon as it is known.
 - Any error (bad framing, bad start line, bad Content-Length, too large) is final: the stream cannot be
   resynchronised, so every later :meth:`~StreamParser.feed` raises it again and the transport should answer
-  (when it can) and close the connection (RFC 4475 §3.1.2.3, §3.3.9).
+  (when it can) and close the connection (RFC 4475 §3.1.2.3, §3.3.9). The messages completed before the
+  error are still returned, as they would have been had the error come in a later read: the call that
+  meets an error after them returns them and sets :attr:`~StreamParser.error`, the next call raises it.
 """
 
 from __future__ import annotations
@@ -42,12 +44,18 @@ class StreamParser:
         self._error: SipParseError | None = None
 
     @property
+    def error(self) -> SipParseError | None:
+        """The error that ended the stream, None while it is good."""
+        return self._error
+
+    @property
     def buffered(self) -> int:
         """Octets received and not yet part of a returned message."""
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[Message]:
-        """The messages ``data`` completes (maybe none). Raises SipParseError, then again on every call."""
+        """The messages ``data`` completes (maybe none). Raises SipParseError, then again on every call;
+        when the error follows messages completed by this call, it returns them and raises next time."""
         if self._error is not None:
             raise self._error
         self._buffer += data
@@ -58,7 +66,8 @@ class StreamParser:
         except SipParseError as exc:
             self._error = exc
             self._buffer.clear()
-            raise
+            if not messages:
+                raise
         return messages
 
     def _next(self) -> Message | None:
