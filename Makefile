@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 APT_PACKAGES := build-essential pkg-config python3-dev python3-venv libopus-dev libsrtp2-dev espeak-ng sox patchelf sip-tester baresip chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps install test test-ten lint serve wheel wheel-test bench bench-sip hostile clean
+.PHONY: deps install test test-ten lint serve wheel wheel-test bench bench-sip hostile fuzz clean
 
 # System packages: skipped when already present, so repeated runs stay fast.
 deps:
@@ -29,7 +29,7 @@ $(VENV)/.installed: $(PY) pyproject.toml setup.py $(wildcard core/*.pyx core/*.p
 	touch $@
 
 lint: install
-	$(VENV)/bin/ruff check --no-cache pbx tests bench examples support
+	$(VENV)/bin/ruff check --no-cache pbx tests bench examples support fuzz
 	$(VENV)/bin/mypy --strict pbx
 
 test: lint
@@ -74,6 +74,14 @@ bench-sip: install
 # RSS and descriptors before and after each case; exits non-zero if a bar fails.
 hostile: install
 	$(PY) bench/hostile.py
+
+# The atheris fuzz targets (fuzz/, docs/fuzzing.md), one after the other, FUZZ_SECONDS each (default 10
+# minutes); FUZZ_TARGETS picks some (default all). Scratch corpora and crashing inputs go to build/fuzz/.
+# `make test` runs each briefly (tests/test_fuzz.py).
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?=
+fuzz: install
+	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf build dist wheelhouse *.egg-info core/*.c core/*.so core/*.html
