@@ -62,6 +62,8 @@ class Config:
     endpoint_allow_networks: list[str] = field(default_factory=list)   # non-public networks providers may reach
     provider_timeout_secs: float = 10.0         # a provider's connect, and how long it may stall
     workers: int = 0                            # server processes (0: one per core; 1: no supervisor)
+    capacity_load: float = 0.8                  # fraction of the event loop calls may take (0: unchecked)
+    drain_secs: float = 30.0                    # on SIGTERM, how long active calls may go on
     sip: SipConfig = field(default_factory=SipConfig)              # [sip] (pbx.sip.config)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)  # [webhook]
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)     # [webrtc] (pbx.webrtc.config)
@@ -115,13 +117,16 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
                                       "public addresses, e.g. 127.0.0.0/8 for a speech server on this host"),
     "provider_timeout_secs": ((int, float), "ASR/TTS/mediaPass connect timeout, and how long a provider may stall"),
     "workers": (int, "call-server processes behind one supervisor (0: one per core; 1: a single process)"),
+    "capacity_load": ((int, float), "fraction of a process's event loop (measured) calls may take; past it new "
+                                    "calls get HTTP/SIP 503 (0: only max_calls limits)"),
+    "drain_secs": ((int, float), "on SIGTERM, how long active calls may go on before they end with shutdown"),
     "sip": (dict, "[sip] table: addr, external_ip, rtp_ports, user_agent, trunks, accounts (pbx.sip.config)"),
     "webhook": (dict, "[webhook] table: url, decision_timeout_secs, timeout_secs"),
     "webrtc": (dict, "[webrtc] table: addr, addr6, external_ip, rtp_ports (pbx.webrtc.config)"),
 }
 PATH_KEYS = {"data_dir", "recordings_dir", "dumps_dir", "media_dir", "tts_cache_dir"}
 FLOAT_KEYS = {"download_timeout_secs", "provider_timeout_secs", "play_max_seconds", "liveness_interval_secs",
-              "invite_timeout_secs", "dump_retention_days"}
+              "invite_timeout_secs", "dump_retention_days", "capacity_load", "drain_secs"}
 
 
 def _check(key: str, raw: Any) -> Any:
@@ -142,7 +147,9 @@ def _check(key: str, raw: Any) -> Any:
     if key in ("download_timeout_secs", "play_max_seconds", "liveness_interval_secs",
                "provider_timeout_secs") and value <= 0:
         raise ConfigError(f"config key {key!r}: must be positive, got {value}")
-    if key in ("invite_timeout_secs", "dump_retention_days", "tts_cache_bytes", "workers") and value < 0:
+    if key == "capacity_load" and not 0 <= value <= 1:
+        raise ConfigError(f"config key 'capacity_load': must be between 0 and 1, got {value}")
+    if key in ("invite_timeout_secs", "dump_retention_days", "tts_cache_bytes", "workers", "drain_secs") and value < 0:
         raise ConfigError(f"config key {key!r}: must not be negative, got {value}")
     if key == "auth" and value not in ("auto", "token", "none"):
         raise ConfigError(f"config key 'auth': expected auto, token or none, got {value!r}")

@@ -37,12 +37,13 @@ from pbx.media.loader import MediaLoader
 from pbx.media.netpolicy import AddressPolicy
 from pbx.protocol import HangupReason, Initiator
 from pbx.providers import builtin_registry
+from pbx.server.admission import Admission
 from pbx.server.auth import TOKEN_FILE, AccessPolicy, choose_token, websockets_logger
 from pbx.server.control import ControlSocket
 from pbx.server.driver import CallDriver, CallServices, settings_from_query
 from pbx.server.dump import CallDump, prune_dumps
 from pbx.server.listener import listeners
-from pbx.server.media import MediaRunner
+from pbx.server.media import TICK_MS, MediaRunner
 from pbx.server.registry import LocalRegistry, Registry
 from pbx.server.rest import WEBSOCKET_PATHS, JsonErrorConnection, make_router
 from pbx.server.sipcalls import SipCalls
@@ -54,6 +55,7 @@ from pbx.tts.cache import TtsCache
 log = logging.getLogger(__name__)
 
 DUMP_PRUNE_EVERY_S = 3600.0
+DRAIN_POLL_S = 0.1
 
 
 class CallServer:
@@ -68,6 +70,9 @@ class CallServer:
                                   timeout_s=config.download_timeout_secs, max_seconds=config.play_max_seconds,
                                   cache_bytes=config.media_cache_bytes, allow_networks=config.play_allow_networks)
         self.sip = SipCalls(config.sip, config.webhook, self.registry)
+        self.admission = Admission(config.capacity_load)
+        self.media.on_load = lambda sample: self.admission.observe(sample, self.media.engine.skipped_frames)
+        self.sip.refusal = self._refusal
         self.webrtc = WebRtcNetwork(config.webrtc)
         tts_cache = TtsCache(config.directory("tts_cache"), config.tts_cache_bytes) if config.tts_cache_bytes else None
         self.services = CallServices(self.media, self.providers, self.loader, config.directory("recordings"),
@@ -197,7 +202,29 @@ class CallServer:
                 log.info("removed %d dumps older than %g days", removed, self.config.dump_retention_days)
             await asyncio.sleep(DUMP_PRUNE_EVERY_S)
 
+    async def drain(self, timeout_s: float | None = None) -> None:
+        """Graceful shutdown: refuse every new call (HTTP and SIP 503), let the active ones go on for up
+        to ``timeout_s`` (default ``drain_secs``), then end those left with hangup reason ``shutdown``
+        (each through its normal end: recording and dump finalised). Inbound INVITEs taken before the
+        drain may still be claimed by their application. Returns once no call is left; :meth:`stop`
+        then closes the server."""
+        self.admission.start_draining()
+        timeout = self.config.drain_secs if timeout_s is None else timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        log.info("draining: no new calls; %d active calls have %g s to end", len(self.sessions), timeout)
+        while (self.sessions or self.sip.pending) and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)   # sessions come (pending INVITEs claimed) and go
+        left = list(self.sessions.values())
+        if left:
+            log.info("draining: the drain time is over; ending %d calls", len(left))
+        for driver in left:
+            driver.end(HangupReason.SHUTDOWN.value, Initiator.SYSTEM.value)
+        await asyncio.gather(*(driver.finished() for driver in left))
+
     async def serve_forever(self) -> None:
+        """Serve until a signal: SIGTERM drains (:meth:`drain`, ``drain_secs``) then stops; SIGINT, or a
+        second SIGTERM during the drain, stops at once (calls end with ``shutdown``)."""
         host, port = await self.start()
         log.info("pypbx listening on %s:%d", host, port)
         if self.sip.address is not None:
@@ -205,12 +232,26 @@ class CallServer:
         if self.sip.other is not None:
             log.info("SIP also on %s:%d (UDP and TCP), advertised as %s", *self.sip.other.address,
                      self.sip.other.advertised)
-        stop = asyncio.Event()
+        stop, drain = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+
+        def on_sigterm() -> None:
+            (stop if drain.is_set() else drain).set()
+
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGINT, stop.set)
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        stopping = loop.create_task(stop.wait())
+        draining = loop.create_task(drain.wait())
+        await asyncio.wait([stopping, draining], return_when=asyncio.FIRST_COMPLETED)
+        if not stopping.done():
+            log.info("SIGTERM: draining for up to %g s (drain_secs; SIGINT or SIGTERM again: stop now)",
+                     self.config.drain_secs)
+            drained = loop.create_task(self.drain())
+            await asyncio.wait([stopping, drained], return_when=asyncio.FIRST_COMPLETED)
+            drained.cancel()
+        stopping.cancel()
+        draining.cancel()
         await self.stop()
 
     # -- WebSocket calls ---------------------------------------------------------------------------
@@ -297,12 +338,28 @@ class CallServer:
         driver.kill()
         return True
 
-    def refuse_connection(self) -> str | None:
-        """Why a new call cannot be taken now (``max_connections``), or None."""
+    def refuse_connection(self, path: str = "/call") -> str | None:
+        """Why the WebSocket call asked for by ``path`` (with its query) cannot be taken now:
+        ``max_connections``, or admission control (draining, overload); None to take it.
+        An application connecting for an inbound INVITE already taken (``/call/sip?id=<dialogId>``)
+        is not a new call."""
         limit = self.config.max_connections
         if len(self.sessions) >= limit:
             return f"the server has its maximum of {limit} connections (max_connections); try again later"
-        return None
+        url = urlsplit(path)
+        if url.path == "/call/sip" and dict(parse_qsl(url.query)).get("id") in self.sip.pending:
+            return None
+        return self._refusal()
+
+    def live_calls(self) -> int:
+        """What admission control counts: engine legs, or calls when more (one still setting up has no
+        leg yet), plus inbound INVITEs waiting for their application."""
+        return max(self.media.engine.leg_count, len(self.sessions)) + len(self.sip.pending)
+
+    def _refusal(self, extra: int = 1) -> str | None:
+        leg_seconds = self.media.tick_stats.leg_seconds
+        return self.admission.refusal(time.monotonic(), self.live_calls(), extra,
+                                      None if leg_seconds is None else leg_seconds * 1000.0 / TICK_MS)
 
     def ice_servers(self) -> list[dict[str, Any]]:
         return [s.to_json() for s in self.config.ice_servers]
@@ -312,4 +369,6 @@ class CallServer:
         return {"status": "ok", "calls": len(self.sessions), "legs": engine.leg_count,
                 "uptime_seconds": round(time.time() - self.started_at, 1),
                 "media_frames": engine.frames, "media_skipped_frames": engine.skipped_frames,
-                "media_tick_cpu_seconds": round(self.media.tick_seconds_total, 3)}
+                "media_tick_cpu_seconds": round(self.media.tick_seconds_total, 3),
+                "loop_busy": round(load.busy, 3) if (load := self.admission.last) is not None else 0.0,
+                "draining": self.admission.draining}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from pbx.call.media import (
 from pbx.core import engine as eng
 from pbx.core.engine import Engine, Leg
 from pbx.core.wav import WavWriter
+from pbx.server.tickstats import LoadSample, TickStats
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ TICK_MS = 20
 ASR_EVERY = 5          # ticks between ASR drains (100 ms of audio per provider call)
 BUDGET_EVERY = 50      # ticks between recounts of the audio legs hold to play
 TICK_SLACK_S = 0.001   # wake this long after a frame is due, so the timer never fires just before it
+SAMPLE_EVERY = 50      # ticks per load window (pbx.server.tickstats): about a second
+TEST_BURN_ENV = "PYPBX_TEST_TICK_BURN_US"   # tests only: CPU burnt per leg per tick, in µs
 
 
 class CapacityError(ValueError):
@@ -225,6 +229,10 @@ class MediaRunner:
         self._ticks = 0
         self.tick_seconds_total = 0.0     # CPU spent in tick + routing, for /health
         self.unknown_events = 0
+        self.tick_stats = TickStats()
+        self.on_load: Callable[[LoadSample], None] | None = None   # each load window (admission control)
+        # tests of admission control make calls expensive with this; never set in production
+        self._test_burn_s = float(os.environ.get(TEST_BURN_ENV, "0") or 0) / 1e6
 
     @staticmethod
     def now_ms() -> float:
@@ -269,7 +277,17 @@ class MediaRunner:
             self.serve(self.now_ms())
         except Exception:  # a bug in one leg's routing must not stop every call's media
             log.exception("media tick failed")
-        self.tick_seconds_total += time.perf_counter() - started
+        if self._test_burn_s:
+            burn_until = started + self._test_burn_s * self.engine.leg_count
+            while time.perf_counter() < burn_until:
+                pass
+        elapsed = time.perf_counter() - started
+        self.tick_seconds_total += elapsed
+        self.tick_stats.record(elapsed, self.engine.leg_count)
+        if self._ticks % SAMPLE_EVERY == 0:
+            sample = self.tick_stats.sample(time.monotonic(), time.thread_time())
+            if sample is not None and self.on_load is not None:
+                self.on_load(sample)
         # Wake just after the engine's next frame is due: a tick on its own grid would sometimes find
         # no frame due and the next one two, doubling that tick's work and jittering output by 20 ms.
         # (loop.time() and the engine clock are both time.monotonic().) After a stall, the engine

@@ -22,13 +22,14 @@ from websockets.datastructures import Headers, MultipleValuesError
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
+from pbx.server.admission import RETRY_AFTER_S
 from pbx.server.auth import AccessPolicy
 
 WEBSOCKET_PATHS = {"/call": "websocket", "/call/sip": "sip", "/call/webrtc": "webrtc"}
 
 
 class CallRegistry(Protocol):
-    def refuse_connection(self) -> str | None: ...
+    def refuse_connection(self, path: str) -> str | None: ...
     async def all_calls(self) -> list[dict[str, Any]]: ...
     def kill(self, call_id: str) -> bool: ...
     def ice_servers(self) -> list[dict[str, Any]]: ...
@@ -100,9 +101,9 @@ def make_router(registry: CallRegistry, policy: AccessPolicy
                 return error(http.HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed on {path}")
             if "upgrade" not in request.headers.get("Connection", "").lower():
                 return error(http.HTTPStatus.UPGRADE_REQUIRED, f"{path} is a WebSocket endpoint")
-            full = registry.refuse_connection()
+            full = registry.refuse_connection(request.path)
             if full is not None:
-                return error(http.HTTPStatus.SERVICE_UNAVAILABLE, full)
+                return error(http.HTTPStatus.SERVICE_UNAVAILABLE, full, [("Retry-After", str(RETRY_AFTER_S))])
             return None
         if path == "/call/lists" and method == "GET":
             return json_response(http.HTTPStatus.OK, {"calls": await registry.all_calls()})

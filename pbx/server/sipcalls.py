@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pbx.errors import ProtocolError
 from pbx.media.rtp_ports import RtpPortPool
 from pbx.protocol import CallOption
+from pbx.server.admission import RETRY_AFTER_S
 from pbx.server.hostaddr import default_route_address
 from pbx.server.registry import Registry
 from pbx.server.sipnet import SipNetwork
@@ -127,6 +128,8 @@ class SipCalls:
         self._names: dict[tuple[str, bool], str] = {}   # (host name, IPv6) looked up for outbound calls
         self.registrations: list[Registration] = []
         self._prebound: dict[Address, socket.socket] = {}
+        # admission control (pbx.server.admission): why ``extra`` more calls are refused now, or None
+        self.refusal: Callable[[int], str | None] = lambda extra: None
 
     @staticmethod
     def now() -> float:
@@ -274,6 +277,10 @@ class SipCalls:
         lookup off the event loop for a host name (``failed`` with why, if it does not resolve); the
         name is looked up for the server's own family, or for IPv6 or IPv4 as ``ipv6`` says. Both
         callbacks must check that their call is still wanted: it may have ended during the lookup."""
+        refused = self.refusal(0)       # the call placing it is counted already
+        if refused is not None:
+            failed(refused)
+            return
         family = self.ipv6 if ipv6 is None else ipv6
         name = self.next_hop_name(callee, family)
         if name is None:
@@ -366,6 +373,14 @@ class SipCalls:
         session = event.session
         created = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         pending = Pending(session, created)
+        refused = self.refusal(1)
+        if refused is not None:         # before the webhook: the application never hears of it
+            warning = refused.replace('"', "'")     # a quoted-string
+            self.agent.reject(session, 503, "Service Unavailable", self.now(),
+                              headers=(("Retry-After", str(RETRY_AFTER_S)), ("Warning", f'399 pypbx "{warning}"')))
+            self.flush()
+            log.info("sip: refused a call from %s: %s", session.invite.from_.uri, refused)
+            return
         if not self.webhook.url:
             self.agent.reject(session, 480, "Temporarily Unavailable", self.now())
             log.info("sip: refused a call from %s: no [webhook] url to ask", session.invite.from_.uri)

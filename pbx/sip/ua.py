@@ -381,10 +381,15 @@ class UserAgent:
         self.layer.send_response(response, now)
         self._retransmit_until_ack(session, response, now)
 
-    def reject(self, session: Session, status: int, reason: str, now: float) -> None:
+    def reject(self, session: Session, status: int, reason: str, now: float,
+               headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """A final error response to an inbound INVITE, with ``headers`` added (e.g. Retry-After)."""
         if session.role is not Role.UAS or session.state not in (SessionState.CALLING, SessionState.EARLY):
             return
-        self.layer.send_response(self._uas_response(session, status, reason, b""), now)
+        response = self._uas_response(session, status, reason, b"")
+        for name, value in headers:
+            response.headers.add(name, value)
+        self.layer.send_response(response, now)
         self._end(session, "local", by_peer=False, report=False)
 
     def _uas_response(self, session: Session, status: int, reason: str, sdp: bytes) -> Response:

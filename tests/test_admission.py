@@ -1,0 +1,192 @@
+"""Admission control and the load it reads, sans-I/O (explicit time, synthetic measurements): a server
+whose calls cost a known share of the loop is ramped at 50 calls a second and must refuse new calls
+before the loop is full; noise with a few calls never refuses; skipped frames and draining refuse."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pbx.server.admission import LATE_HOLD_S, Admission
+from pbx.server.tickstats import LoadSample, TickStats
+
+FRAME_S = 0.020
+
+
+# -- TickStats -----------------------------------------------------------------------------------------------
+def test_tick_durations_fill_the_histogram_buckets_with_the_last_one_for_everything_above() -> None:
+    stats = TickStats((0.001, 0.01))
+    for seconds in (0.0005, 0.001, 0.002, 0.01, 0.5):
+        stats.record(seconds, 3)
+    assert stats.bucket_counts == [2, 2, 1]          # le: bounds are inclusive, as Prometheus has them
+    assert stats.count == 5 and stats.seconds_total == pytest.approx(0.5135)
+    with pytest.raises(ValueError):
+        TickStats((0.01, 0.001))
+
+
+def test_the_per_leg_tick_cost_follows_recent_ticks_and_ignores_ticks_without_legs() -> None:
+    stats = TickStats()
+    stats.record(0.004, 0)
+    assert stats.leg_seconds is None
+    stats.record(0.004, 4)
+    assert stats.leg_seconds == pytest.approx(0.001)
+    for _ in range(500):                              # ten seconds of ticks at twice the cost
+        stats.record(0.008, 4)
+    assert stats.leg_seconds == pytest.approx(0.002, rel=0.01)
+
+
+def test_a_window_is_busy_by_the_loop_threads_cpu_or_the_ticks_wall_time_whichever_is_larger() -> None:
+    stats = TickStats()
+    assert stats.sample(100.0, 5.0) is None           # opens the first window
+    for _ in range(50):
+        stats.record(0.002, 10)                       # 0.1 s of ticks in the window
+    sample = stats.sample(101.0, 5.3)                 # 0.3 s of loop CPU in 1 s
+    assert sample == LoadSample(100.0, 101.0, pytest.approx(0.3), 10.0)
+    for _ in range(50):
+        stats.record(0.010, 20)                       # ticks paused by the kernel: 0.5 s of wall time
+    sample = stats.sample(102.0, 5.5)                 # but only 0.2 s of CPU
+    assert sample is not None and sample.busy == pytest.approx(0.5) and sample.legs == 20.0
+    assert stats.sample(102.0, 5.5) is None           # an empty window
+
+
+# -- Admission: the ramp ------------------------------------------------------------------------------------------
+class Loop:
+    """A synthetic server: each call costs ``per_call`` of the loop and each tick ``tick_share`` of that,
+    plus ``base``; measured every second with noise. Frames are late when the load passes 1."""
+
+    def __init__(self, per_call: float, base: float = 0.02, tick_share: float = 0.6, noise: float = 0.03) -> None:
+        self.per_call, self.base, self.tick_share, self.noise = per_call, base, tick_share, noise
+        self.random = random.Random(7)
+
+    def load(self, calls: int) -> float:
+        return self.base + self.per_call * calls
+
+    def measured(self, calls: int) -> float:
+        return max(self.load(calls) + self.random.uniform(-self.noise, self.noise), 0.0)
+
+
+def ramp(admission: Admission, loop: Loop, seconds: float, rate: float = 50.0, setup_s: float = 0.5,
+         calls: int = 0) -> tuple[int, float, int]:
+    """Offer ``rate`` new calls a second for ``seconds``; each admitted call takes ``setup_s`` before its
+    leg exists (counted live all along). Returns the calls up, the highest true load, the refusals."""
+    now, refused, peak = 0.0, 0, 0.0
+    setting_up: list[float] = []
+    legs = calls
+    next_window, window_legs, window_ticks = 1.0, 0, 0
+    next_offer = 0.0
+    while now < seconds:
+        now += FRAME_S
+        legs += sum(1 for t in setting_up if t <= now)
+        setting_up = [t for t in setting_up if t > now]
+        window_legs += legs
+        window_ticks += 1
+        peak = max(peak, loop.load(legs))
+        while next_offer <= now:
+            next_offer += 1.0 / rate
+            tick = loop.per_call * loop.tick_share
+            if admission.refusal(now, legs + len(setting_up), tick_leg_load=tick) is None:
+                setting_up.append(now + setup_s)
+            else:
+                refused += 1
+        if now >= next_window:
+            mean = window_legs / window_ticks
+            admission.observe(LoadSample(next_window - 1.0, next_window, loop.measured(round(mean)), mean), 0)
+            next_window += 1.0
+            window_legs = window_ticks = 0
+    return legs + len(setting_up), peak, refused
+
+
+@pytest.mark.parametrize("per_call", [0.001, 0.003, 0.01])
+def test_a_fresh_server_ramped_at_50_calls_a_second_refuses_before_the_loop_is_full(per_call: float) -> None:
+    """Up to 1 % of a core a call (a silero call with recording costs 0.31 %): the first window, a second
+    in, finds the ramp in time even with half a second of setup before each leg."""
+    admission = Admission(0.8)
+    loop = Loop(per_call)
+    calls, peak, refused = ramp(admission, loop, seconds=30.0)
+    capacity = (0.8 - loop.base) / per_call        # calls that fit in 80 % of the loop
+    assert peak < 1.0, f"frames would be late: the loop reached {peak:.0%} with {calls} calls"
+    assert refused > 0
+    # it refuses early, not much early: the model charges the fixed part to the calls
+    assert calls >= min(0.85 * capacity, 30 * 50)
+    assert admission.refused["overload"] == refused
+
+
+@pytest.mark.parametrize("per_call", [0.01, 0.05, 0.1])
+def test_a_measured_server_ramped_at_50_calls_a_second_refuses_before_the_loop_is_full(per_call: float) -> None:
+    """Calls of up to 10 % of a core each (Pipecat's is 5 %) once a first window has measured a few."""
+    admission = Admission(0.8)
+    loop = Loop(per_call, noise=0.01)
+    admission.observe(LoadSample(-1.0, 0.0, loop.measured(3), 3.0), 0)
+    calls, peak, refused = ramp(admission, loop, seconds=10.0, calls=3)
+    assert peak < 1.0, f"frames would be late: the loop reached {peak:.0%} with {calls} calls"
+    assert refused > 0 and calls >= 0.8 * (0.8 - loop.base) / per_call
+
+
+def test_calls_that_turn_expensive_at_once_stop_admission_within_a_second_by_the_tick_cost() -> None:
+    admission = Admission(0.8)
+    cheap = Loop(0.002)
+    calls, _, refused = ramp(admission, cheap, seconds=2.0, rate=20.0)
+    assert refused == 0 and calls >= 40
+    assert admission.leg_cost is not None and admission.leg_cost < 0.006   # the fixed 2 % charged to few calls
+    # every call starts something five times dearer: the windows have not seen it yet, the tick has
+    assert admission.refusal(2.0, 100, tick_leg_load=0.002 * 0.6) is None      # by the windows: about 44 %
+    assert admission.refusal(2.0, 100, tick_leg_load=0.010 * 0.6) is None      # the tick alone: 61 %
+    assert admission.refusal(2.0, 150, tick_leg_load=0.010 * 0.6) is not None  # 91 %
+
+
+def test_noise_with_a_few_calls_never_refuses_and_one_busy_window_moves_the_estimate_little() -> None:
+    admission = Admission(0.8)
+    # a model loading on the loop: one second 90 % busy with two legs
+    admission.observe(LoadSample(0.0, 1.0, 0.02, 2.0), 0)
+    admission.observe(LoadSample(1.0, 2.0, 0.90, 2.0), 0)
+    for live in range(5):
+        assert admission.refusal(2.0, live) is None
+    assert admission.leg_cost is not None and admission.leg_cost < 0.1
+    assert admission.refusal(2.0, 6) is None
+
+
+def test_without_any_measurement_nothing_is_refused_and_capacity_load_0_checks_no_load() -> None:
+    assert Admission(0.8).refusal(0.0, 500) is None
+    off = Admission(0.0)
+    off.observe(LoadSample(0.0, 1.0, 0.99, 10.0), 0)
+    assert off.refusal(1.0, 100) is None
+    with pytest.raises(ValueError):
+        Admission(1.5)
+
+
+def test_the_refusal_says_the_load_the_cost_and_the_limit() -> None:
+    admission = Admission(0.8)
+    admission.observe(LoadSample(0.0, 1.0, 0.75, 50.0), 0)
+    assert admission.refusal(1.0, 52) is None                  # 1.5 % each: 53 calls take 79.5 %
+    message = admission.refusal(1.0, 59)
+    assert message == ("the server is at capacity: 60 calls would take 90% of its event loop (1.50% each, "
+                       "measured), above 80% (capacity_load); try again later")
+
+
+def test_an_outbound_leg_of_a_counted_call_is_refused_only_once_the_load_is_over() -> None:
+    admission = Admission(0.8)
+    admission.observe(LoadSample(0.0, 1.0, 0.5, 50.0), 0)      # 1 % a call
+    assert admission.refusal(1.0, 80) is not None               # a new call: 81 %
+    assert admission.refusal(1.0, 80, extra=0) is None          # the 80th placing its leg: 80 %
+    assert admission.refusal(1.0, 81, extra=0) is not None
+
+
+def test_skipped_frames_refuse_new_calls_for_a_while_whatever_the_model_says() -> None:
+    admission = Admission(0.8)
+    admission.observe(LoadSample(0.0, 1.0, 0.1, 10.0), 3)      # skipped before: only the growth counts
+    assert admission.refusal(1.0, 10) is None
+    admission.observe(LoadSample(1.0, 2.0, 0.1, 10.0), 5)
+    message = admission.refusal(2.5, 1)
+    assert message is not None and "missed media frames" in message
+    assert admission.refusal(2.0 + LATE_HOLD_S + 0.1, 10) is None
+    assert admission.refused["late"] == 1
+
+
+def test_draining_refuses_every_new_call_and_outbound_leg() -> None:
+    admission = Admission(0.8)
+    admission.start_draining()
+    for extra in (0, 1):
+        assert admission.refusal(0.0, 0, extra) == \
+            "the server is shutting down and takes no new calls; try another server"
+    assert admission.refused["draining"] == 2
