@@ -36,8 +36,12 @@ from pbx.server.registry import Registry
 from pbx.server.sipnet import SipNetwork
 from pbx.server.webhook import WebhookError, post_json
 from pbx.sip.config import Account, SipConfig, WebhookConfig
+from pbx.sip.dial_allow import dial_refusal
 from pbx.sip.digest import Credentials
+from pbx.sip.guard import SipGuard
 from pbx.sip.headers import SipUri
+from pbx.sip.message import Limits
+from pbx.sip.registrar import InboundAuth, Registrar
 from pbx.sip.registration import Registration
 from pbx.sip.ua import (
     Ended,
@@ -116,6 +120,7 @@ class SipCalls:
         self.webhook = webhook
         self.registry = registry        # an inbound call's dialog id is claimed there before the webhook
         self.ua: UserAgent | None = None
+        self.guard: SipGuard | None = None
         self.network: SipNetwork | None = None
         self.ports = RtpPortPool(config.rtp_ports[0], config.rtp_ports[1], "0.0.0.0")
         self.advertised_host = "127.0.0.1"
@@ -144,7 +149,11 @@ class SipCalls:
         host, port = self.config.host_port
         ua = UserAgent(host, port, user_agent=self.config.user_agent)
         ua.call_id_tag = call_id_tag
-        network = SipNetwork(ua, self._on_event)
+        self.guard = SipGuard(self.config)     # docs/sip-security.md
+        if self.config.users:
+            ua.auth = InboundAuth(self.config.auth_realm, self.config.users, self.guard)
+            ua.registrar = Registrar()
+        network = SipNetwork(ua, self._on_event, Limits(max_size=self.config.max_message_bytes), self.guard)
         self.ua, self.network = ua, network
         self._prebound = dict(sockets or {})
         side = await self._listen(host, port)
@@ -154,6 +163,8 @@ class SipCalls:
             self.other = await self._listen(*self.config.host_port6)
             ua.address6 = (self.other.advertised, self.other.address[1])
         bound = side.address
+        if not self.config.dial_allow and not ipaddress.ip_address(host).is_loopback:
+            log.warning("sip: [sip] dial_allow is empty: invite and refer may dial any callee (docs/sip-security.md)")
         for account in self.config.accounts if register else ():
             self._spawn(self._register(account))
         return bound
@@ -278,6 +289,8 @@ class SipCalls:
         name is looked up for the server's own family, or for IPv6 or IPv4 as ``ipv6`` says. Both
         callbacks must check that their call is still wanted: it may have ended during the lookup."""
         refused = self.refusal(0)       # the call placing it is counted already
+        if refused is None:
+            refused = dial_refusal(self.config.dial_allow, callee)     # before any lookup or packet
         if refused is not None:
             failed(refused)
             return
@@ -322,6 +335,9 @@ class SipCalls:
         name resolved for ``ipv6``, as given to :meth:`when_routable`)."""
         ua = self.agent
         callee = option.callee or ""
+        refused = dial_refusal(self.config.dial_allow, callee)
+        if refused is not None:
+            raise ProtocolError(refused)
         trunk = self.config.trunk_for(callee)
         target = trunk.uri_for(callee) if trunk is not None else callee
         if not target.startswith(("sip:", "sips:")):

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import socket
 import time
 from collections.abc import Callable
 
 from pbx.server.deadline import Deadline
 from pbx.sip.errors import SipParseError
-from pbx.sip.message import Headers, Limits, Request, Response, parse_message
+from pbx.sip.guard import Refused, SipGuard
+from pbx.sip.message import Headers, Limits, Request, Response, parse_message, response_for_error
 from pbx.sip.stream import StreamParser
 from pbx.sip.ua import RegistrationEvent, UaEvent, UserAgent
 
@@ -50,7 +52,20 @@ def error_response(data: bytes, error: SipParseError) -> bytes | None:
         return None
     reason = error.reason.replace("\r", " ").replace("\n", " ")
     headers.add("Warning", f'399 pypbx "{str(error)[:200]}"'.replace("\r", " ").replace("\n", " "))
+    for field_name, field_value in error.headers:       # Allow, Retry-After, ...: ours, one line each
+        headers.add(field_name, field_value)
     return Response(error.status, reason, headers).serialize()
+
+
+def _dialog_opener(message: Request | Response) -> Request | None:
+    """The message if it is a request outside any dialog (no To tag) that the user agent would act on:
+    INVITE, REGISTER, OPTIONS, ...; CANCEL and ACK belong to a transaction that exists already."""
+    if not isinstance(message, Request) or message.method in ("ACK", "CANCEL"):
+        return None
+    try:
+        return message if message.to.tag is None else None
+    except SipParseError:
+        return None                 # the user agent answers the unreadable To itself
 
 
 def _socket(family: int, kind: int) -> socket.socket:
@@ -117,10 +132,11 @@ class _Udp(asyncio.DatagramProtocol):
 
 class SipNetwork:
     def __init__(self, ua: UserAgent, on_event: Callable[[UaEvent | RegistrationEvent], None],
-                 limits: Limits | None = None) -> None:
+                 limits: Limits | None = None, guard: SipGuard | None = None) -> None:
         self.ua = ua
         self.on_event = on_event
         self.limits = limits or Limits()
+        self.guard = guard                  # source ACL, rates, auth blocks (pbx.sip.guard); None: none
         self._udp: dict[int, asyncio.DatagramTransport | _SendOnly] = {}      # by address family
         self._tcp: list[asyncio.Server] = []
         self._streams: dict[Address, asyncio.StreamWriter] = {}
@@ -171,6 +187,10 @@ class SipNetwork:
     def datagram(self, data: bytes, addr: Address, stream: asyncio.StreamWriter | None) -> None:
         if not data.strip(b"\r\n"):
             return                          # a keep-alive (RFC 5626 CRLF ping)
+        if self.guard is not None and (refused := self.guard.inbound(addr[0], self.now(),
+                                                                     request=not data.startswith(b"SIP/"))):
+            self._guard_refused(refused, addr, error_response(data, refused) if refused.answered else None, stream)
+            return
         try:
             message = parse_message(data, self.limits)
         except SipParseError as exc:
@@ -179,6 +199,12 @@ class SipNetwork:
         self.deliver(message, addr)
 
     def deliver(self, message: Request | Response, addr: Address) -> None:
+        if self.guard is not None and (opener := _dialog_opener(message)) is not None and (
+                refused := self.guard.new_request(addr[0], self.now())):
+            answer = response_for_error(opener, refused, "g" + secrets.token_hex(4)) if refused.answered else None
+            self._guard_refused(refused, addr, answer.serialize() if answer is not None else None,
+                                self._streams.get(addr))
+            return
         try:
             self.ua.receive(message, addr, self.now())
         except SipParseError as exc:      # a header the agent needed did not parse
@@ -197,10 +223,23 @@ class SipNetwork:
         else:
             self._send_udp(response, addr)
 
+    def _guard_refused(self, refused: Refused, addr: Address, answer: bytes | None,
+                       stream: asyncio.StreamWriter | None) -> None:
+        """What the guard refused: its one answer (503 with Retry-After, 403), else nothing (dropped)."""
+        if answer is None:
+            log.debug("sip: dropped a message from %s:%d: %s", addr[0], addr[1], refused)
+            return
+        log.info("sip: refused %s:%d: %s", addr[0], addr[1], refused)
+        if stream is not None:
+            stream.write(answer)
+        else:
+            self._send_udp(answer, addr)
+
     async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         addr: Address = (peer[0], peer[1])
-        if len(self._streams) >= MAX_TCP_CONNECTIONS:
+        if len(self._streams) >= MAX_TCP_CONNECTIONS or (
+                self.guard is not None and self.guard.connection(addr[0], self.now()) is not None):
             writer.transport.abort()
             return
         self._streams[addr] = writer

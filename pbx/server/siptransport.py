@@ -40,6 +40,7 @@ from pbx.server.media import CapacityError, EngineLeg, LegSink, MediaRunner
 from pbx.server.referred import Outcome, ReferredCall, refer_target
 from pbx.server.transports import MEDIA_COMMANDS, CallHost, SignallingAction
 from pbx.sip import sdp as sdpmod
+from pbx.sip.dial_allow import dial_refusal
 from pbx.sip.errors import SipError
 from pbx.sip.headers import SipUri
 from pbx.sip.offer import (
@@ -435,6 +436,10 @@ class SipTransport:
         final one finishes the refer (2xx: done, with ``autoHangup`` the call ends; else ``reject``)."""
         now = self.host.now_ms()
         session = self.session
+        refused = dial_refusal(self.calls.config.dial_allow, command.callee)
+        if refused is not None:         # the peer would dial it for us: the same allowlist
+            self.host.call.transfer_done(f"refer: {refused}", False, now)
+            return
         try:
             sent = session is not None and self.calls.agent.refer(session, command.callee, self.calls.now(),
                                                                   referred_by=command.caller or None)
@@ -519,7 +524,8 @@ class SipTransport:
         sink = LegSink(host.media_event, no_out, host.asr_audio)
         try:
             media.leg = add_rtp_leg(self.runner, sink, n, media.sockets, host.now_ms(),
-                                    0.0 if n.on_hold else self.calls.rtp_timeout_ms)
+                                    0.0 if n.on_hold else self.calls.rtp_timeout_ms,
+                                    latch=self.calls.config.rtp_source == "latch")
         except ValueError as exc:
             host.call.connect_failed("media", f"cannot start the call's media: {exc}", host.now_ms())
             return None
@@ -542,12 +548,13 @@ def sipfrag_status(frag: str) -> int | None:
 
 
 def add_rtp_leg(runner: MediaRunner, sink: LegSink, n: Negotiated, sockets: RtpSockets, now_ms: float,
-                rtp_timeout_ms: float) -> EngineLeg:
+                rtp_timeout_ms: float, *, latch: bool = True) -> EngineLeg:
     """The engine UDP leg of a negotiated RTP stream on ``sockets``: symmetric RTP (latching), RTCP on
-    the next port. ValueError (CapacityError) when the engine is full."""
+    the next port; without ``latch`` (``[sip] rtp_source = "sdp"``) RTP is taken only from the SDP's
+    address and port. ValueError (CapacityError) when the engine is full."""
     return runner.add_leg(sink, "udp", n.codec, now_ms, payload_type=n.payload_type,
                           dtmf_payload_type=n.dtmf_payload_type, ptime_ms=n.ptime, fd=sockets.rtp.fileno(),
-                          remote=(n.address, n.port), latch=True, rtp_timeout_ms=rtp_timeout_ms,
+                          remote=(n.address, n.port), latch=latch, rtp_timeout_ms=rtp_timeout_ms,
                           rtcp_interval_ms=RTCP_INTERVAL_MS, rtcp_fd=sockets.rtcp.fileno())
 
 

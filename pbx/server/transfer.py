@@ -144,7 +144,8 @@ class Transfer:
             return f"the transfer callee's SDP answer is unusable: {exc}"
         sink = LegSink(self._media_event, no_out, _no_asr)
         try:
-            self.leg = add_rtp_leg(self.runner, sink, n, self.sockets, self.host.now_ms(), self.calls.rtp_timeout_ms)
+            self.leg = add_rtp_leg(self.runner, sink, n, self.sockets, self.host.now_ms(), self.calls.rtp_timeout_ms,
+                                   latch=self.calls.config.rtp_source == "latch")
         except ValueError as exc:
             return f"cannot start the transfer leg's media: {exc}"
         self.runner.engine.bridge(self.call_leg.leg, self.leg.leg)

@@ -11,6 +11,20 @@ These names are part of the contract with operators (the README's table document
     accept_refer = false         # act on a peer's REFER: call its target, who takes the peer's place (else 603)
     refer_mode = "bridge"        # refer places a new leg and bridges it; "sip" sends a real REFER
     rtp_timeout_secs = 30        # no RTP from the peer this long (not counted on hold): rtp_timeout; 0 = never
+    # defences (docs/sip-security.md; pbx.sip.guard, pbx.sip.registrar, pbx.sip.dial_allow)
+    max_message_bytes = 16384    # a larger SIP message is refused 513
+    max_messages_per_sec = 1000  # per source address, every datagram; over it: 503 once, then dropped; 0 = off
+    max_new_requests_per_sec = 200   # per source address, requests outside a dialog (INVITE, REGISTER, ...)
+    rate_cooloff_secs = 10       # how long a source over its rate stays dropped
+    allow_networks = []          # inbound SIP only from these networks ([] = any); others dropped
+    deny_networks = []           # never from these (checked first)
+    auth_realm = "pypbx"
+    users = {}                   # username = password: inbound INVITE and REGISTER must authenticate (digest)
+    auth_max_failures = 10       # failed digest answers from one address in auth_failure_window_secs ...
+    auth_failure_window_secs = 60
+    auth_block_secs = 300        # ... block it this long (403 once, then dropped)
+    dial_allow = []              # callee patterns (globs) invite/refer may dial ([] = any, warned about)
+    rtp_source = "latch"         # "latch": symmetric RTP; "sdp": only from the SDP's address and port
 
     [[sip.trunks]]               # outbound: a callee that matches goes through this trunk
     name = "carrier"
@@ -84,6 +98,19 @@ class SipConfig:
     rtp_timeout_secs: float = 30.0
     trunks: tuple[Trunk, ...] = ()
     accounts: tuple[Account, ...] = ()
+    max_message_bytes: int = 16384
+    max_messages_per_sec: float = 1000.0
+    max_new_requests_per_sec: float = 200.0
+    rate_cooloff_secs: float = 10.0
+    allow_networks: tuple[str, ...] = ()
+    deny_networks: tuple[str, ...] = ()
+    auth_realm: str = "pypbx"
+    users: dict[str, str] = field(default_factory=dict, repr=False)
+    auth_max_failures: int = 10
+    auth_failure_window_secs: float = 60.0
+    auth_block_secs: float = 300.0
+    dial_allow: tuple[str, ...] = ()
+    rtp_source: str = "latch"
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -184,7 +211,7 @@ def _account(i: int, raw: Any) -> Account:
 def sip_config(raw: Any) -> SipConfig:
     values = _table("sip", raw, {"addr": str, "addr6": str, "external_ip": str, "rtp_ports": list, "user_agent": str,
                                  "accept_refer": bool, "refer_mode": str, "rtp_timeout_secs": (int, float),
-                                 "trunks": list, "accounts": list})
+                                 "trunks": list, "accounts": list, **_DEFENCE_KEYS})
     if "addr" in values:
         split_host_port(values["addr"], "sip.addr")
     if values.get("addr6"):
@@ -214,7 +241,55 @@ def sip_config(raw: Any) -> SipConfig:
         raise ConfigError("config key 'sip.user_agent': must be one line")
     values["trunks"] = tuple(_trunk(i, t) for i, t in enumerate(values.get("trunks", [])))
     values["accounts"] = tuple(_account(i, a) for i, a in enumerate(values.get("accounts", [])))
+    _defences(values)
     return SipConfig(**values)
+
+
+_DEFENCE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "max_message_bytes": int, "max_messages_per_sec": (int, float), "max_new_requests_per_sec": (int, float),
+    "rate_cooloff_secs": (int, float), "allow_networks": list, "deny_networks": list, "auth_realm": str,
+    "users": dict, "auth_max_failures": int, "auth_failure_window_secs": (int, float),
+    "auth_block_secs": (int, float), "dial_allow": list, "rtp_source": str}
+
+
+def _strings(where: str, raw: list[Any]) -> tuple[str, ...]:
+    if not all(isinstance(v, str) and v for v in raw):
+        raise ConfigError(f"config key {where!r}: expected a list of non-empty strings")
+    return tuple(raw)
+
+
+def _defences(values: dict[str, Any]) -> None:
+    """Check and normalise the keys of the SIP defences (docs/sip-security.md), in place."""
+    if not 1024 <= values.get("max_message_bytes", 16384) <= 65535:
+        raise ConfigError("config key 'sip.max_message_bytes': must be between 1024 and 65535")
+    for name, top in (("max_messages_per_sec", 1e6), ("max_new_requests_per_sec", 1e6), ("rate_cooloff_secs", 86400),
+                      ("auth_failure_window_secs", 86400), ("auth_block_secs", 86400)):
+        if name in values:
+            if not 0 <= values[name] <= top:
+                raise ConfigError(f"config key 'sip.{name}': must be between 0 and {top:g}")
+            values[name] = float(values[name])
+    if not 1 <= values.get("auth_max_failures", 10) <= 1000:
+        raise ConfigError("config key 'sip.auth_max_failures': must be between 1 and 1000")
+    for name in ("allow_networks", "deny_networks"):
+        if name in values:
+            values[name] = _strings(f"sip.{name}", values[name])
+            for network in values[name]:
+                try:
+                    ipaddress.ip_network(network, strict=False)
+                except ValueError:
+                    raise ConfigError(f"config key 'sip.{name}': not a network: {network!r}") from None
+    if "dial_allow" in values:
+        values["dial_allow"] = _strings("sip.dial_allow", values["dial_allow"])
+    realm = values.get("auth_realm", "pypbx")
+    if not realm or any(c in realm for c in '"\\\r\n'):
+        raise ConfigError("config key 'sip.auth_realm': must be non-empty, without quotes, backslashes or line breaks")
+    users = values.get("users", {})
+    if not all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in users.items()):
+        raise ConfigError("config key 'sip.users': expected a table of username = \"password\" (non-empty strings)")
+    if any(c in name for name in users for c in '"\\\r\n'):
+        raise ConfigError("config key 'sip.users': a username has a quote, backslash or line break")
+    if values.get("rtp_source", "latch") not in ("latch", "sdp"):
+        raise ConfigError(f"config key 'sip.rtp_source': expected latch or sdp, got {values['rtp_source']!r}")
 
 
 def webhook_config(raw: Any) -> WebhookConfig:

@@ -65,6 +65,7 @@ from pbx.sip.digest import Credentials, DigestError, authorization, best_challen
 from pbx.sip.errors import SipParseError
 from pbx.sip.headers import NameAddr, SipUri
 from pbx.sip.message import Headers, Request, Response, check_request, response_for_error, response_to
+from pbx.sip.registrar import AUTHENTICATED_METHODS, Answer, InboundAuth, Registrar
 from pbx.sip.registration import Registration, RegistrationState
 from pbx.sip.session_timer import MIN_SE, end_at, session_expires, supports_timer
 from pbx.sip.timers import TimerConfig
@@ -272,6 +273,9 @@ class UserAgent:
         self._acks: dict[tuple[str, int, str], tuple[bytes, Address, float]] = {}
         self.dropped = 0                  # peer messages dropped unanswered (unreadable, or no Via)
         self.registrations: dict[str, Registration] = {}        # by Call-ID
+        # [sip] users (pbx.sip.registrar): inbound INVITE/REGISTER must authenticate; REGISTER is served
+        self.auth: InboundAuth | None = None
+        self.registrar: Registrar | None = None
 
     # -- outputs -------------------------------------------------------------------------------------
     def events(self) -> list[UaEvent | RegistrationEvent]:
@@ -557,7 +561,8 @@ class UserAgent:
         if isinstance(message, Request) and message.method != "ACK":
             if error is None:
                 try:
-                    check_request(message, methods=ALLOWED_METHODS)
+                    check_request(message, methods=ALLOWED_METHODS if self.registrar is None
+                                  else (*ALLOWED_METHODS, "REGISTER"))
                 except SipParseError as exc:
                     error = exc
             if error is not None:       # answered before the layer, which needs these fields to match
@@ -648,8 +653,14 @@ class UserAgent:
             self._on_cancel(request, event.cancels, now)
             return
         if to_tag is None:
+            user = self._authenticated(request, event.addr, now)
+            if user is None:
+                return
             if method == "INVITE":
                 self._on_invite(request, event.addr, transaction, now)
+            elif method == "REGISTER" and self.registrar is not None:
+                answer = self.registrar.register(request, user, event.addr, now)
+                self._respond(request, answer.status, answer.reason, now, answer.headers)
             elif method == "OPTIONS":
                 self._respond(request, 200, "OK", now, (("Allow", ALLOW), ("Accept", "application/sdp")))
             else:
@@ -696,6 +707,17 @@ class UserAgent:
                 self.layer.send_response(response, now)
         else:                           # check_request let only ALLOWED_METHODS through; ACK is an event
             self._respond(request, 405, "Method Not Allowed", now, (("Allow", ALLOW),))
+
+    def _authenticated(self, request: Request, addr: Address, now: float) -> str | None:
+        """The user an INVITE or REGISTER authenticated as ("" when none is asked for, or another method);
+        None when it was refused (answered 401, 403 or 400 here)."""
+        if self.auth is None or request.method not in AUTHENTICATED_METHODS:
+            return ""
+        outcome = self.auth.check(request, addr, now)
+        if isinstance(outcome, Answer):
+            self._respond(request, outcome.status, outcome.reason, now, outcome.headers)
+            return None
+        return outcome
 
     def _on_invite(self, request: Request, addr: Address, transaction: ServerTransaction, now: float) -> None:
         if request.call_id in self.sessions:           # §8.2.2.2: merged (or looped) request
