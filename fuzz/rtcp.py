@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import atheris
 
+from harness import main, use_core_build
+
+use_core_build()        # PYPBX_FUZZ_CORE: an AddressSanitizer build of the kernels (docs/fuzzing.md)
+
 with atheris.instrument_imports(include=["pbx"]):
     from pbx.core.errors import MalformedPacket
     from pbx.core.rtp import build_rtcp, is_rtcp, parse_rtcp
 
-from harness import main
 
 TYPES = (200, 201, 202, 203, 204, 205, 206, 0, 255)
 

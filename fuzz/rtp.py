@@ -31,6 +31,10 @@ from __future__ import annotations
 
 import atheris
 
+from harness import main, use_core_build
+
+use_core_build()        # PYPBX_FUZZ_CORE: an AddressSanitizer build of the kernels (docs/fuzzing.md)
+
 with atheris.instrument_imports(include=["pbx"]):
     from pbx.core.errors import MalformedPacket
     from pbx.core.rtp import (
@@ -42,7 +46,6 @@ with atheris.instrument_imports(include=["pbx"]):
         parse_telephone_events,
     )
 
-from harness import main
 
 PROFILES = (0xBEDE, 0x1000, 0x100F, 0x0000, 0xFFFF)
 
