@@ -1,15 +1,30 @@
 """Admission control and the load it reads, sans-I/O (explicit time, synthetic measurements): a server
 whose calls cost a known share of the loop is ramped at 50 calls a second and must refuse new calls
-before the loop is full; noise with a few calls never refuses; skipped frames and draining refuse."""
+before the loop is full; noise with a few calls never refuses; skipped frames and draining refuse.
+Then a real server process whose calls are made expensive (a test-only CPU burn per leg per tick)
+refuses the call past capacity, by HTTP and by SIP, while its calls skip no frame."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import random
+import re
+import time
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from pbx.server.admission import LATE_HOLD_S, Admission
+from pbx.server.media import TEST_BURN_ENV
 from pbx.server.tickstats import LoadSample, TickStats
+from tests.support.calls import Call
+from tests.support.sip import SIPP, sipp
+from tests.test_drain import refused_websocket, served
+from tests.test_server_e2e import tts_pcm
 
 FRAME_S = 0.020
 
@@ -190,3 +205,60 @@ def test_draining_refuses_every_new_call_and_outbound_leg() -> None:
         assert admission.refusal(0.0, 0, extra) == \
             "the server is shutting down and takes no new calls; try another server"
     assert admission.refused["draining"] == 2
+
+
+# -- a real server whose calls are made expensive ------------------------------------------------------------------
+BURN_US = 2500          # per leg per tick: each call takes 12.5 % of the loop
+
+
+@pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
+def test_an_overloaded_server_refuses_new_calls_both_ways_while_its_calls_skip_no_frame(tmp_path: Path) -> None:
+    """With ``PYPBX_TEST_TICK_BURN_US`` each leg burns 2.5 ms of every tick: five calls take 62 % of the
+    loop; with ``capacity_load = 0.6`` the sixth is refused (HTTP 503, SIP 503) before any call skips a
+    frame, the five go on at full rate, and when one ends a new call is taken again."""
+    env = {**os.environ, TEST_BURN_ENV: str(BURN_US)}
+
+    async def run() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with served(tmp_path, "capacity_load = 0.6", env=env) as server, contextlib.AsyncExitStack() as stack:
+            calls = []
+            for i in range(5):
+                call = await stack.enter_async_context(Call.open(server.address, f"id=c{i}&pingInterval=0"))
+                await call.send({"command": "invite", "option": {"codec": "pcm"}})
+                await call.wait_event("answer")
+                calls.append(call)
+            await asyncio.sleep(2.5)            # two load windows with five legs
+            out["refused_ws"] = await refused_websocket(server.address)
+            async with sipp("caller_refused.xml", server.sip_port, tmp_path / "sipp") as newcomer:
+                result = await newcomer.finish(timeout=10)
+                assert result.rc == 0, result.logs
+                out["refused_sip"] = [m for m in newcomer.received() if m.status is not None and m.status >= 200]
+            # an established call plays two seconds of audio, frame by frame, on time
+            mark = calls[0].mark()
+            started = time.monotonic()
+            await calls[0].send(tts_pcm(np.full(2 * 16000, 1000, np.int16), "two-seconds"))
+            await calls[0].wait_event("trackEnd", since=mark, playId="two-seconds")
+            out["played"] = (len(calls[0].frames(mark)), time.monotonic() - started)
+            out["health"] = await server.health()
+            await calls[4].send({"command": "hangup"})
+            await calls[4].wait_event("hangup")
+            await asyncio.sleep(0.5)
+            async with Call.open(server.address, "id=again&pingInterval=0") as again:
+                await again.send({"command": "invite", "option": {"codec": "pcm"}})
+                out["again"] = await again.wait_event("answer")
+        return out
+
+    out = asyncio.run(run())
+    status, headers, body = out["refused_ws"]
+    assert (status, headers.get("retry-after")) == (503, "5")
+    assert re.fullmatch(r"the server is at capacity: 6 calls would take \d+% of its event loop \(\d+\.\d+% each, "
+                        r"measured\), above 60% \(capacity_load\); try again later", body["error"]), body
+    [refusal] = out["refused_sip"]
+    assert refusal.status == 503 and refusal.headers.get("Retry-After") == "5"
+    assert "at capacity" in refusal.headers.get("Warning", ""), refusal.headers
+    health = out["health"]
+    assert health["media_skipped_frames"] == 0
+    assert 0.5 <= health["loop_busy"] < 1.0, health
+    frames, seconds = out["played"]
+    assert 98 <= frames <= 100 and 1.9 <= seconds <= 2.5, out["played"]   # the last may follow trackEnd
+    assert out["again"]["event"] == "answer"
