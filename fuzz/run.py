@@ -24,6 +24,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
 TARGETS = tuple(sorted(p.name for p in CORPUS.iterdir() if p.is_dir() and (HERE / f"{p.name}.py").exists()))
+# libFuzzer dictionaries (fuzz/dict/): the tokens of each format, spliced into inputs
+DICTIONARIES = {"sip_message": "sip", "sip_stream": "sip", "sdp": "sdp", "webrtc_offer": "sdp", "command": "json"}
 
 
 @dataclass
@@ -65,6 +67,8 @@ def run(target: str, work: Path, *, seconds: int | None = None, runs: int | None
         flags.append(f"-max_total_time={seconds}")
     if runs is not None:
         flags.append(f"-runs={runs}")
+    if target in DICTIONARIES:
+        flags.append(f"-dict={HERE / 'dict' / DICTIONARIES[target]}.dict")
     command = [sys.executable, str(HERE / f"{target}.py"), *flags, *extra, str(scratch), str(CORPUS / target)]
     start = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, errors="replace", cwd=HERE)
