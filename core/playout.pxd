@@ -1,4 +1,5 @@
 # Per-leg playout queue: PCM items (TTS results, files, streamed audio) played one after another.
+from cpython.ref cimport PyObject
 from libc.stdint cimport int16_t, int32_t, int64_t
 
 cdef enum:
@@ -14,9 +15,10 @@ cdef enum PlayoutEventKind:
 cdef struct PlayItem:
     int64_t item_id
     int32_t track
-    int16_t* pcm
+    int16_t* pcm             # owned (malloc'd), or read-only memory of ``owner``
+    PyObject* owner          # a shared immutable buffer this item plays (a reference held), or NULL
     Py_ssize_t length        # samples held
-    Py_ssize_t capacity
+    Py_ssize_t capacity      # 0 for a shared buffer
     Py_ssize_t pos           # samples played (audio, muted or not)
     Py_ssize_t elapsed       # samples of playout time since it started, including underruns
     bint complete            # no more audio will be appended
@@ -41,10 +43,11 @@ cdef class Playout:
     cdef int n_muted
     cdef bint mute_all
     cdef Py_ssize_t max_samples  # bound on samples queued over all items
-    cdef Py_ssize_t queued       # samples held over all items
+    cdef Py_ssize_t queued       # samples held over all items, in buffers of their own
     cdef PlayoutEvent events[PLAYOUT_MAX_EVENTS]
     cdef int n_events
     cdef Py_ssize_t lost_events
+    cdef Py_ssize_t shared       # samples of shared buffers the items refer to (held elsewhere)
 
     cdef PlayItem* _item(self, int i) noexcept nogil
     cdef void _pop_head(self) noexcept nogil
@@ -57,3 +60,4 @@ cdef class Playout:
     cdef Py_ssize_t pull_c(self, int16_t* out, Py_ssize_t n) noexcept nogil
     cdef bint active_c(self) noexcept nogil
     cdef void interrupt_c(self, bint graceful, Py_ssize_t offset) noexcept nogil
+    cdef void _free_item(self, PlayItem* it) noexcept nogil

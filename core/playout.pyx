@@ -17,7 +17,12 @@ Rules:
 - A muted track plays silence in place of its audio; its position and clocks advance as if unmuted.
 - Samples queued over all items are bounded (``max_samples``): appending past it raises ValueError and
   leaves the item as it was.
+- :meth:`Playout.share` gives an item an immutable buffer (a decoded file) that other queues may play
+  too: the item holds a reference to it instead of a copy, so N calls playing one prompt cost one
+  buffer. Its samples count in ``shared_samples``, not against ``max_samples`` (the server bounds the
+  distinct shared buffers: pbx.server.media.AudioBudget); the reference goes when the item ends.
 """
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.stdint cimport int16_t, int32_t, int64_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memset
@@ -41,6 +46,7 @@ cdef class Playout:
         self.mute_all = False
         self.graceful_stop = False
         self.queued = 0
+        self.shared = 0
 
     def __dealloc__(self):
         while self.count:
@@ -52,12 +58,21 @@ cdef class Playout:
 
     cdef void _pop_head(self) noexcept nogil:
         cdef PlayItem* it = self.items[self.head]
-        self.queued -= it.length
-        free(it.pcm)
-        free(it)
         self.items[self.head] = NULL
         self.head = (self.head + 1) % PLAYOUT_MAX_ITEMS
         self.count -= 1
+        self._free_item(it)
+
+    cdef void _free_item(self, PlayItem* it) noexcept nogil:
+        if it.owner != NULL:
+            self.shared -= it.length
+            # Once per item end, not per frame; the engine calls in holding the GIL, so this is cheap.
+            with gil:
+                Py_XDECREF(it.owner)
+        else:
+            self.queued -= it.length
+            free(it.pcm)
+        free(it)
 
     cdef void _emit(self, int kind, PlayItem* it, Py_ssize_t offset, bint interrupted) noexcept nogil:
         cdef PlayoutEvent* e
@@ -186,9 +201,7 @@ cdef class Playout:
             if pcm is not None:
                 self._append_pcm(it, np.ascontiguousarray(pcm, dtype=np.int16))
         except BaseException:
-            self.queued -= it.length
-            free(it.pcm)
-            free(it)
+            self._free_item(it)
             raise
         it.complete = complete
         self.items[(self.head + self.count) % PLAYOUT_MAX_ITEMS] = it
@@ -204,6 +217,35 @@ cdef class Playout:
         self._append_pcm(it, np.ascontiguousarray(pcm, dtype=np.int16))
         if complete:
             it.complete = True
+
+    def share(self, int64_t item_id, pcm):
+        """The whole audio of a queued, incomplete item is ``pcm``, a read-only C-contiguous int16 array
+        that other queues may play too: the item keeps a reference to it (no copy) and is complete.
+        An item that already holds audio gets ``pcm`` copied after it instead (then completes)."""
+        cdef PlayItem* it = self._find(item_id)
+        cdef const int16_t[::1] view
+        if it == NULL:
+            raise KeyError(item_id)
+        if it.complete:
+            raise ValueError(f"playout item {item_id} is already complete")
+        if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1 \
+                or not pcm.flags.c_contiguous or pcm.flags.writeable:
+            raise ValueError("shared playout audio must be a read-only contiguous 1-D int16 array")
+        if it.length or not len(pcm):
+            self._append_pcm(it, pcm)
+        else:
+            view = pcm
+            Py_INCREF(pcm)
+            it.owner = <PyObject*>pcm
+            it.pcm = <int16_t*>&view[0]    # never written through: a shared item takes no appends
+            it.length = view.shape[0]
+            self.shared += it.length
+        it.complete = True
+
+    def shared_buffers(self):
+        """The shared buffers the queued items refer to (one entry per item)."""
+        cdef int i
+        return [<object>self._item(i).owner for i in range(self.count) if self._item(i).owner != NULL]
 
     def complete(self, int64_t item_id):
         """Mark an item complete: it ends once its queued audio has played."""
@@ -263,7 +305,13 @@ cdef class Playout:
 
     @property
     def queued_samples(self):
+        """Samples the items hold in buffers of their own (shared buffers not included)."""
         return self.queued
+
+    @property
+    def shared_samples(self):
+        """Samples of the shared buffers the items refer to."""
+        return self.shared
 
     @property
     def lost_events(self):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -143,3 +145,84 @@ def test_complete_empty_item_starts_and_ends_at_once() -> None:
     p.complete(1)
     p.pull(FRAME)
     assert [e[0] for e in p.drain_events()] == [PLAY_STARTED_, PLAY_ENDED_]
+
+
+# -- shared buffers (a decoded file several calls play) ---------------------------------------------
+def shared(n: int, start: int = 1) -> np.ndarray:
+    pcm = ramp(n, start)
+    pcm.flags.writeable = False
+    return pcm
+
+
+def playing(pcm: np.ndarray) -> Playout:
+    q = Playout()
+    q.enqueue(1, track=1, pcm=None, complete=False)
+    q.share(1, pcm)
+    return q
+
+
+def test_shared_buffer_plays_by_reference_in_many_queues_and_is_released_at_the_end() -> None:
+    pcm = shared(3 * FRAME + 100)
+    base = sys.getrefcount(pcm)
+    queues = [playing(pcm) for _ in range(3)]
+    assert sys.getrefcount(pcm) == base + 3       # a reference per queue, no copy
+    assert [q.queued_samples for q in queues] == [0, 0, 0]
+    assert [q.shared_samples for q in queues] == [len(pcm)] * 3
+    assert all(q.shared_buffers()[0] is pcm for q in queues)
+    queues[1].pull(FRAME)                          # the queues play it at their own pace
+    played = np.concatenate([queues[0].pull(FRAME) for _ in range(4)])
+    assert np.array_equal(played[:len(pcm)], pcm) and not played[len(pcm):].any()
+    assert queues[0].drain_events()[-1] == (PLAY_ENDED_, 1, 1, 100, len(pcm), len(pcm), len(pcm), False)
+    assert sys.getrefcount(pcm) == base + 2 and queues[0].shared_samples == 0 and not queues[0].shared_buffers()
+    queues[1].interrupt(graceful=False)            # cut mid-item
+    assert queues[1].drain_events()[-1] == (PLAY_ENDED_, 1, 1, 0, FRAME, FRAME, len(pcm), True)
+    assert sys.getrefcount(pcm) == base + 1
+    del queues[2]                                  # a leg removed with the item queued
+    assert sys.getrefcount(pcm) == base
+
+
+def test_shared_item_keeps_order_mute_and_graceful_interrupt() -> None:
+    p = Playout()
+    p.enqueue(1, track=1, pcm=ramp(100))
+    p.enqueue(2, track=1, pcm=None, complete=False)
+    p.enqueue(3, track=1, pcm=ramp(50))
+    p.share(2, shared(FRAME))
+    first = p.pull(FRAME)
+    assert np.array_equal(first[:100], ramp(100)) and np.array_equal(first[100:], shared(FRAME)[:220])
+    p.interrupt(graceful=True)                     # item 2 plays to its end, item 3 is dropped
+    p.mute_all_tracks(True)
+    second = p.pull(FRAME)
+    assert not second.any()                        # muted: silence, the shared buffer untouched
+    assert p.drain_events()[-2:] == [(PLAY_ENDED_, 2, 1, 100, FRAME, FRAME, FRAME, False),
+                                     (PLAY_DROPPED_, 3, 1, 100, 0, 0, 50, True)]
+    assert not p.active and p.shared_samples == 0
+
+
+def test_share_errors_leave_the_item_as_it_was() -> None:
+    p = Playout(max_samples=1000)
+    with pytest.raises(KeyError):
+        p.share(9, shared(10))
+    p.enqueue(1, track=0, pcm=None, complete=False)
+    with pytest.raises(ValueError, match="shared playout audio must be a read-only contiguous 1-D int16 array"):
+        p.share(1, ramp(10))                       # writeable: could change while it plays
+    with pytest.raises(ValueError, match="read-only contiguous"):
+        p.share(1, shared(20)[::2])
+    p.share(1, shared(5000))                       # not counted against the queue's own max_samples
+    assert (p.queued_samples, p.shared_samples) == (0, 5000)
+    with pytest.raises(ValueError, match="playout item 1 is already complete"):
+        p.share(1, shared(10))
+    with pytest.raises(ValueError, match="already complete"):
+        p.append(1, ramp(10))
+
+
+def test_share_into_an_item_with_audio_copies_and_an_empty_buffer_completes() -> None:
+    p = Playout()
+    p.enqueue(1, track=0, pcm=ramp(10), complete=False)
+    p.share(1, shared(20, start=500))
+    assert (p.queued_samples, p.shared_samples, p.shared_buffers()) == (30, 0, [])
+    out = p.pull(FRAME)
+    assert np.array_equal(out[:30], np.concatenate([ramp(10), shared(20, start=500)]))
+    p.enqueue(2, track=0, pcm=None, complete=False)
+    p.share(2, shared(0))
+    p.pull(FRAME)
+    assert [e[:2] for e in p.drain_events()][-2:] == [(PLAY_STARTED_, 2), (PLAY_ENDED_, 2)]

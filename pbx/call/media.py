@@ -152,6 +152,10 @@ class LegMedia(Protocol):
     def append(self, item_id: int, pcm: Pcm) -> None:
         """More audio for an item; ``KeyError`` if it was dropped, ``ValueError`` when the queue is full."""
 
+    def share(self, item_id: int, pcm: Pcm) -> None:
+        """The item's whole audio is ``pcm``, read-only and possibly played by other legs too (a decoded
+        file): held by reference, not copied; the item is complete. Errors as :meth:`append`."""
+
     def complete(self, item_id: int) -> None:
         """No more audio will come for the item; ``KeyError`` if it was dropped."""
 

@@ -227,7 +227,7 @@ class Playback:
             return
         item = entry[1]
         item.working = False
-        self._append(item, pcm, sender="play")
+        self._share(item, pcm)
         self._complete(item)
 
     def work_done(self, item_id: int, error: BaseException | None) -> None:
@@ -324,6 +324,24 @@ class Playback:
             return False
         item.samples += len(pcm)
         return True
+
+    def _share(self, item: Item, pcm: npt.NDArray[np.int16]) -> None:
+        """A decoded file (read-only, the loader's cache hands the same array to every call): the queue
+        keeps a reference, so calls playing one prompt share its buffer. A writeable array could change
+        while it plays: it is copied in, as TTS audio is."""
+        if pcm.flags.writeable:
+            self._append(item, pcm, sender="play")
+            return
+        if item.ended or self._closed:
+            return
+        try:
+            self.leg.share(item.item_id, pcm)
+        except KeyError:
+            return   # dropped (interrupt) while the file was loading
+        except ValueError as exc:   # the server's audio limit
+            self.host.report_error("play", str(exc))
+            return
+        item.samples += len(pcm)
 
     def _complete(self, item: Item) -> None:
         item.producing = False

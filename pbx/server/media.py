@@ -64,31 +64,52 @@ class AudioBudget:
     minutes of audio. Legs drain their queues in the engine without telling Python, so the count
     per leg is refreshed when that leg appends and for every leg once a second (:meth:`recount`):
     between refreshes it can only be too high, never too low, so the limit is never overrun.
+    A shared buffer (a decoded file, :meth:`EngineLeg.share`) counts once however many legs play it;
+    it is held here (so its identity stays unique) until a recount finds no leg playing it.
     """
 
     def __init__(self, max_samples: int) -> None:
         self.max_samples = max_samples
         self.total = 0
         self._per_leg: dict[int, int] = {}
+        self._shared: dict[int, Pcm] = {}    # id -> buffer
 
     def take(self, leg: Leg, samples: int) -> None:
         """Count ``samples`` more for ``leg``; ValueError (the queue-full error) past the limit."""
-        now = leg.playout.queued_samples
-        self.total += now - self._per_leg.get(leg.slot, 0)
+        now = self._refresh(leg)
         if self.total + samples > self.max_samples:
-            self._per_leg[leg.slot] = now
-            raise ValueError(f"the server holds its maximum of {self.max_samples * 2 / 1e6:g} MB of audio "
-                             "to play (playout_max_bytes); try again when some has played")
+            raise self._full()
         self._per_leg[leg.slot] = now + samples
         self.total += samples
+
+    def take_shared(self, leg: Leg, pcm: Pcm) -> None:
+        """Count a shared buffer ``leg`` is to play, unless it is counted already; ValueError past the limit."""
+        self._refresh(leg)
+        if id(pcm) in self._shared:
+            return
+        if self.total + len(pcm) > self.max_samples:
+            raise self._full()
+        self._shared[id(pcm)] = pcm
+        self.total += len(pcm)
+
+    def _refresh(self, leg: Leg) -> int:
+        now = leg.playout.queued_samples
+        self.total += now - self._per_leg.get(leg.slot, 0)
+        self._per_leg[leg.slot] = now
+        return now
+
+    def _full(self) -> ValueError:
+        return ValueError(f"the server holds its maximum of {self.max_samples * 2 / 1e6:g} MB of audio "
+                          "to play (playout_max_bytes); try again when some has played")
 
     def forget(self, leg: Leg) -> None:
         self.total -= self._per_leg.pop(leg.slot, 0)
 
     def recount(self, engine: Engine) -> None:
-        self._per_leg = {slot: leg.playout.queued_samples for slot in self._per_leg
-                         if (leg := engine.leg(slot)) is not None}
-        self.total = sum(self._per_leg.values())
+        legs = [leg for slot in self._per_leg if (leg := engine.leg(slot)) is not None]
+        self._per_leg = {leg.slot: leg.playout.queued_samples for leg in legs}
+        self._shared = {id(pcm): pcm for leg in legs for pcm in leg.playout.shared_buffers()}
+        self.total = sum(self._per_leg.values()) + sum(len(pcm) for pcm in self._shared.values())
 
 
 class UnknownMediaEvent(Exception):
@@ -185,6 +206,10 @@ class EngineLeg:
     def append(self, item_id: int, pcm: Pcm) -> None:
         self._budget.take(self.leg, len(pcm))
         self.leg.playout.append(item_id, pcm, complete=False)
+
+    def share(self, item_id: int, pcm: Pcm) -> None:
+        self._budget.take_shared(self.leg, pcm)
+        self.leg.playout.share(item_id, pcm)
 
     def complete(self, item_id: int) -> None:
         self.leg.playout.complete(item_id)
