@@ -188,10 +188,12 @@ def test_sigterm_refuses_new_calls_both_ways_lets_calls_finish_and_ends_the_rest
     assert last["event"]["event"] == "hangup" and last["event"]["reason"] == "shutdown"
 
 
-def test_a_second_sigterm_during_the_drain_stops_at_once(tmp_path: Path) -> None:
+def test_a_second_sigterm_during_the_drain_stops_at_once_and_an_outbound_invite_meanwhile_is_refused(
+        tmp_path: Path) -> None:
     async def run() -> tuple[Any, float, int]:
         async with served(tmp_path, "drain_secs = 60") as server, \
-                Call.open(server.address, "id=long&pingInterval=0") as call:
+                Call.open(server.address, "id=long&pingInterval=0") as call, \
+                Call.open(server.address, "id=dialer&pingInterval=0", path="/call/sip") as dialer:
             await call.send({"command": "invite", "option": {"codec": "pcm"}})
             await call.wait_event("answer")
             server.process.send_signal(signal.SIGTERM)
@@ -200,6 +202,11 @@ def test_a_second_sigterm_during_the_drain_stops_at_once(tmp_path: Path) -> None
                     break
                 await asyncio.sleep(0.05)
             assert (await server.health())["draining"] is True
+            # an application connected before the drain cannot place a new call during it
+            await dialer.send({"command": "invite", "option": {"callee": "sip:alice@127.0.0.1:9", "codec": "pcmu"}})
+            error = await dialer.wait_event("error")
+            assert error["error"] == ("cannot place the call: the server is shutting down and takes no new calls; "
+                                      "try another server"), error
             started = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             hangup = await call.wait_event("hangup", timeout=10)
