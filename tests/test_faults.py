@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import socket
 import struct
 import time
@@ -260,8 +261,13 @@ def test_the_asr_provider_dying_mid_stream_is_an_error_and_recognition_resumes_w
             events = call.events(killed, call.position(final) + 1)
             assert lost["error"] == "deepgram closed the connection: no close frame", lost
             assert final["text"].startswith("one two"), final
+            # while it is down, each reconnection is refused, an error, and the wait doubles (the first
+            # wait, 0.2 s here, came after the loss)
             retries = errors(events)[1:]
-            assert retries and all(sender == "asr" and "trying again in" in error for sender, error in retries), retries
+            assert retries and all(sender == "asr" for sender, _ in retries), retries
+            waits = [float(re.fullmatch(r"deepgram: .*; trying again in ([0-9.]+) s", error).group(1))  # type: ignore[union-attr]
+                     for _, error in retries]
+            assert waits == [0.2 * 2 ** (i + 1) for i in range(len(waits))], retries
             assert [e["event"] for e in call.events() if e["event"] in ("hangup", "answer")] == ["answer"]
             assert len(deepgram.listens) == 2 and deepgram.violations == []
             await check_unaffected(b)
@@ -287,7 +293,12 @@ def test_the_tts_provider_dying_mid_synthesis_ends_the_track_with_an_error_and_t
             cut = app.events(mark, app.position(end) + 1)
             assert errors(cut) == [("tts", "deepgram closed the connection before the audio was complete "
                                            "(no close frame)")], cut
-            # the call goes on: its phone still hears RTP, and a synthesis once the provider is back plays
+            # the call goes on: a synthesis while the provider is down fails alone, one once it is back plays
+            mark = app.mark()
+            await app.send({"command": "tts", "text": "Are you there?", "playId": "down"})
+            end = await app.wait_event("trackEnd", mark, playId="down", timeout=5.0)
+            down = errors(app.events(mark, app.position(end) + 1))
+            assert [sender for sender, _ in down] == ["tts"] and "deepgram" in down[0][1], down
             await deepgram.revive()
             mark = app.mark()
             await app.send({"command": "tts", "text": "Thank you.", "playId": "again"})
@@ -350,7 +361,9 @@ def test_an_application_reset_mid_tts_finalises_the_recording_and_hangs_up_the_p
                 gone = time.monotonic()
                 await asyncio.wait_for(leg.ended.wait(), 5.0)
                 assert leg.end_reason == "bye"
-            await wait_until(lambda: "reset" not in server.sessions, what="the call ended")
+                (bye,) = phone._heard("BYE")
+                assert bye - gone < 1.0, f"the BYE came {bye - gone:.2f} s after the reset"
+            await wait_until(lambda: "reset" not in server.sessions, timeout=1.0, what="the call ended")
             assert await listed(address) == ["bystander-sip", "bystander-ws"]
             assert server.sip.ports.in_use == 1
             await check_unaffected(b)
@@ -369,7 +382,7 @@ def test_an_application_reset_mid_tts_finalises_the_recording_and_hangs_up_the_p
 
 
 # -- 6. a full disk under the recordings ---------------------------------------------------------------------------
-@pytest.mark.skipif(not can_mount(), reason="mounting a small tmpfs needs root")
+@pytest.mark.skipif(not can_mount(), reason="mounting a small tmpfs needs root (CAP_SYS_ADMIN)")
 def test_a_full_disk_stops_the_recording_with_an_error_and_the_call_goes_on(tmp_path: Path) -> None:
     with small_disk(tmp_path / "disk", 1 << 20) as disk:
         fill(disk, 96 * 1024)
