@@ -262,3 +262,25 @@ def test_an_overloaded_server_refuses_new_calls_both_ways_while_its_calls_skip_n
     frames, seconds = out["played"]
     assert 98 <= frames <= 100 and 1.9 <= seconds <= 2.5, out["played"]   # the last may follow trackEnd
     assert out["again"]["event"] == "answer"
+
+
+def test_the_same_calls_past_capacity_without_admission_control_skip_frames(tmp_path: Path) -> None:
+    """The control for the test above: with ``capacity_load = 0`` nothing refuses the calls, and nine of
+    them (22.5 ms of work per 20 ms frame) make every call late until the engine skips frames."""
+    env = {**os.environ, TEST_BURN_ENV: str(BURN_US)}
+
+    async def run() -> dict[str, Any]:
+        async with served(tmp_path, "capacity_load = 0", env=env) as server, contextlib.AsyncExitStack() as stack:
+            for i in range(9):
+                call = await stack.enter_async_context(Call.open(server.address, f"id=c{i}&pingInterval=0"))
+                await call.send({"command": "invite", "option": {"codec": "pcm"}})
+                await call.wait_event("answer", timeout=10)
+            for _ in range(40):
+                health = await server.health()
+                if health["media_skipped_frames"]:
+                    break
+                await asyncio.sleep(0.25)
+            return health
+
+    health = asyncio.run(run())
+    assert health["calls"] == 9 and health["media_skipped_frames"] > 0, health

@@ -298,12 +298,13 @@ class MediaRunner:
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        frames = self.engine.frames
         try:
             self.serve(self.now_ms())
         except Exception:  # a bug in one leg's routing must not stop every call's media
             log.exception("media tick failed")
         if self._test_burn_s:
-            burn_until = started + self._test_burn_s * self.engine.leg_count
+            burn_until = started + self._test_burn_s * self.engine.leg_count * (self.engine.frames - frames)
             while time.perf_counter() < burn_until:
                 pass
         elapsed = time.perf_counter() - started
