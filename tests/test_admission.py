@@ -129,11 +129,11 @@ def test_a_fresh_server_ramped_at_50_calls_a_second_refuses_before_the_loop_is_f
 
 @pytest.mark.parametrize("per_call", [0.01, 0.05, 0.1])
 def test_a_measured_server_ramped_at_50_calls_a_second_refuses_before_the_loop_is_full(per_call: float) -> None:
-    """Calls of up to 10 % of a core each (Pipecat's is 5 %) once a first window has measured a few."""
+    """Calls of up to 10 % of a core each (Pipecat's is 5 %) once a first window has measured five."""
     admission = Admission(0.8)
     loop = Loop(per_call, noise=0.01)
-    admission.observe(LoadSample(-1.0, 0.0, loop.measured(3), 3.0), 0)
-    calls, peak, refused = ramp(admission, loop, seconds=10.0, calls=3)
+    admission.observe(LoadSample(-1.0, 0.0, loop.measured(5), 5.0), 0)
+    calls, peak, refused = ramp(admission, loop, seconds=10.0, calls=5)
     assert peak < 1.0, f"frames would be late: the loop reached {peak:.0%} with {calls} calls"
     assert refused > 0 and calls >= 0.8 * (0.8 - loop.base) / per_call
 
@@ -152,13 +152,18 @@ def test_calls_that_turn_expensive_at_once_stop_admission_within_a_second_by_the
 
 def test_noise_with_a_few_calls_never_refuses_and_one_busy_window_moves_the_estimate_little() -> None:
     admission = Admission(0.8)
-    # a model loading on the loop: one second 90 % busy with two legs
-    admission.observe(LoadSample(0.0, 1.0, 0.02, 2.0), 0)
-    admission.observe(LoadSample(1.0, 2.0, 0.90, 2.0), 0)
+    # a model loading on the loop of a fresh server: one second 90 % busy with one leg
+    admission.observe(LoadSample(0.0, 1.0, 0.90, 1.0), 0)
+    assert admission.leg_cost is None
+    for live in range(12):
+        assert admission.refusal(1.0, live) is None
+    admission.observe(LoadSample(1.0, 2.0, 0.05, 10.0), 0)       # 0.5 % a call
+    # the same with two legs later: the estimate moves by a tenth of the way
+    admission.observe(LoadSample(2.0, 3.0, 0.90, 2.0), 0)
     for live in range(5):
-        assert admission.refusal(2.0, live) is None
-    assert admission.leg_cost is not None and admission.leg_cost < 0.1
-    assert admission.refusal(2.0, 6) is None
+        assert admission.refusal(3.0, live) is None
+    assert admission.leg_cost == pytest.approx(0.005 + 0.12 * (0.45 - 0.005))
+    assert admission.refusal(3.0, 12) is None
 
 
 def test_without_any_measurement_nothing_is_refused_and_capacity_load_0_checks_no_load() -> None:

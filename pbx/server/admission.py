@@ -9,7 +9,8 @@ the loop can carry, every established call starts losing frames at once, so a ne
   fraction and the mean number of legs the tick served; their ratio is the cost of one leg in loop
   time, which folds in everything a call makes the loop do (its tick work, its WebSocket or SIP
   messages, its events). That per-leg cost is smoothed (EWMA); a window with few legs counts for
-  less, since its ratio is mostly noise and fixed overhead;
+  less (and none before a first one with ``min_calls``), since its ratio is mostly noise and fixed
+  overhead;
 - the tick's own cost per leg (EWMA over ticks, a share of the 20 ms frame) is a lower bound of that
   cost that follows within a second: before the first window (a fresh server taking 50 calls a
   second) and when calls turn expensive all at once, the larger of the two counts;
@@ -65,11 +66,12 @@ class Admission:
         if sample.legs < 1.0:
             return                  # nothing to divide by: the last estimate stands
         cost = sample.busy / sample.legs
+        weight = min(1.0, sample.legs / max(self.min_calls, 1))
         if self.leg_cost is None:
-            self.leg_cost = cost
+            if weight == 1.0:       # a first estimate from a window with few legs would be mostly noise
+                self.leg_cost = cost
         else:
-            weight = COST_ALPHA * min(1.0, sample.legs / max(self.min_calls, 1))
-            self.leg_cost += weight * (cost - self.leg_cost)
+            self.leg_cost += COST_ALPHA * weight * (cost - self.leg_cost)
 
     def cost(self, tick_leg_load: float | None = None) -> float | None:
         """The loop fraction one call takes: the measured per-leg cost, or the tick's share per leg
