@@ -11,7 +11,12 @@ call had an ``error`` or a ``hangup``, the engine skipped no frame, and both the
 
 The faults: a phone that stops sending RTP, a phone that vanishes (no RTP, no SIP answer), the ASR and
 the TTS provider dying (a local Deepgram killed mid-stream), the webhook down, the application's
-WebSocket reset mid-TTS, and a full disk under the recordings.
+WebSocket reset mid-TTS (and before it decided on an inbound INVITE), and a full disk under the
+recordings. The call that took the fault must give back what it held: RTP ports, its engine leg, its
+place in ``/call/lists``, its asyncio tasks.
+
+SIP's Timer F (64*T1, the BYE to a vanished phone) has no config key: that test shortens T1 on the
+server's transaction layer (``SHORT_T1``), so the BYE gives up after 3.2 s instead of 32 s.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from support.audio import espeak_speech, read_wav
 from tests.support.calls import RATE, Call, Event, http, running_server, stream_realtime
 from tests.support.deepgram_server import KEY, Step
 from tests.support.faults import KillableDeepgram, PeerCall, SipPeer, can_mount, fill, free_bytes, small_disk
+from tests.support.sip import WebhookReceiver
 
 CALLER = "sip:bot@127.0.0.1"
 RTP_TIMEOUT_S = 1.0
@@ -193,33 +199,41 @@ def test_a_phone_that_vanishes_is_hung_up_and_its_resources_freed_while_the_bye_
         async with fault_server(tmp_path) as (server, address):
             assert server.sip.ua is not None
             server.sip.ua.layer.timers = SHORT_T1       # the BYE gives up after 3.2 s, not 32
-            async with bystanders(server, address) as b, SipPeer.running() as phone, \
-                    sip_call(address, phone, "gone") as (app, leg):
-                ports, legs = server.sip.ports.in_use, server.media.engine.leg_count
-                assert (ports, legs) == (2, 3)
-                phone.vanish()
-                hangup = await app.wait_event("hangup", timeout=5.0)
-                assert (hangup["reason"], hangup["initiator"]) == ("rtp_timeout", "system"), hangup
-                # at once: its RTP ports back in the pool, its leg out of the engine, off the list
-                await wait_until(lambda: server.sip.ports.in_use == 1 and server.media.engine.leg_count == 2,
-                                 what="the vanished call's ports and leg freed")
-                assert await listed(address) == ["bystander-sip", "bystander-ws"]
-                call_id = leg.session.call_id if leg.session is not None else ""
-                # the BYE is sent again and again, unanswered, then given up (Timer F)
-                byes = await phone.wait_heard("BYE", count=4, timeout=3.0)
-                await wait_until(lambda: not [t for t in server.sip.ua.layer.client_transactions
-                                              if t.request.call_id == call_id], timeout=5.0,
-                                 what="the BYE transaction timed out")
-                sent = len(phone._heard("BYE"))
-                await asyncio.sleep(0.5)
-                assert len(phone._heard("BYE")) == sent, "BYE still sent after its transaction timed out"
-                assert phone._heard("BYE")[-1] - byes[0] > 2.0       # retransmitted until Timer F (3.2 s)
-                assert call_id not in server.sip.ua.sessions
+            async with bystanders(server, address) as b:
+                tasks = len(asyncio.all_tasks())
+                async with SipPeer.running() as phone, sip_call(address, phone, "gone") as (app, leg):
+                    await vanish_and_time_out(server, address, phone, app, leg)
+                await wait_until(lambda: len(asyncio.all_tasks()) <= tasks, what="the call's tasks ended")
                 await check_unaffected(b)
             await wait_until(lambda: server.sip.ports.in_use == 0 and server.media.engine.leg_count == 0,
                              what="every port and leg back")
             assert await listed(address) == [] and not server.sip.pending
     asyncio.run(run())
+
+
+async def vanish_and_time_out(server: CallServer, address: str, phone: SipPeer, app: Call, leg: PeerCall) -> None:
+    """The phone vanishes: its call ends (rtp_timeout) and gives everything back at once; the BYE is sent
+    again and again, unanswered, until its transaction times out (Timer F)."""
+    assert server.sip.ua is not None
+    ports, legs = server.sip.ports.in_use, server.media.engine.leg_count
+    assert (ports, legs) == (2, 3)
+    phone.vanish()
+    hangup = await app.wait_event("hangup", timeout=5.0)
+    assert (hangup["reason"], hangup["initiator"]) == ("rtp_timeout", "system"), hangup
+    # at once: its RTP ports back in the pool, its leg out of the engine, off the list
+    await wait_until(lambda: server.sip.ports.in_use == 1 and server.media.engine.leg_count == 2,
+                     what="the vanished call's ports and leg freed")
+    assert await listed(address) == ["bystander-sip", "bystander-ws"]
+    call_id = leg.session.call_id if leg.session is not None else ""
+    byes = await phone.wait_heard("BYE", count=4, timeout=3.0)
+    await wait_until(lambda: not [t for t in server.sip.ua.layer.client_transactions
+                                  if t.request.call_id == call_id], timeout=5.0,
+                     what="the BYE transaction timed out")
+    sent = len(phone.times_of("BYE"))
+    await asyncio.sleep(0.5)
+    assert len(phone.times_of("BYE")) == sent, "BYE still sent after its transaction timed out"
+    assert phone.times_of("BYE")[-1] - byes[0] > 2.0       # retransmitted until Timer F (3.2 s)
+    assert call_id not in server.sip.ua.sessions
 
 
 # -- 3. the ASR and TTS providers die -----------------------------------------------------------------------------
@@ -348,9 +362,10 @@ def reset(call: Call) -> None:
 
 def test_an_application_reset_mid_tts_finalises_the_recording_and_hangs_up_the_phone(tmp_path: Path) -> None:
     async def run() -> tuple[float, Path]:
-        async with fault_server(tmp_path) as (server, address), bystanders(server, address) as b, \
-                SipPeer.running() as phone:
-            async with sip_call(address, phone, "reset", recorder={"recorderFile": "reset.wav"}) as (app, leg):
+        async with fault_server(tmp_path) as (server, address), bystanders(server, address) as b:
+            tasks = len(asyncio.all_tasks())
+            async with SipPeer.running() as phone, \
+                    sip_call(address, phone, "reset", recorder={"recorderFile": "reset.wav"}) as (app, leg):
                 answered = time.monotonic()
                 mark = app.mark()
                 await app.send({"command": "tts", "text": "Thank you for calling. Your order number is four seven "
@@ -361,11 +376,12 @@ def test_an_application_reset_mid_tts_finalises_the_recording_and_hangs_up_the_p
                 gone = time.monotonic()
                 await asyncio.wait_for(leg.ended.wait(), 5.0)
                 assert leg.end_reason == "bye"
-                (bye,) = phone._heard("BYE")
+                (bye,) = phone.times_of("BYE")
                 assert bye - gone < 1.0, f"the BYE came {bye - gone:.2f} s after the reset"
-            await wait_until(lambda: "reset" not in server.sessions, timeout=1.0, what="the call ended")
-            assert await listed(address) == ["bystander-sip", "bystander-ws"]
-            assert server.sip.ports.in_use == 1
+                await wait_until(lambda: "reset" not in server.sessions, timeout=1.0, what="the call ended")
+                assert await listed(address) == ["bystander-sip", "bystander-ws"]
+                assert server.sip.ports.in_use == 1
+            await wait_until(lambda: len(asyncio.all_tasks()) <= tasks, what="the call's tasks ended")
             await check_unaffected(b)
             return gone - answered, tmp_path / "data" / "recordings" / "reset.wav"
 
@@ -379,6 +395,36 @@ def test_an_application_reset_mid_tts_finalises_the_recording_and_hangs_up_the_p
     caller, ours = pcm[:, 0].astype(float), pcm[:, 1].astype(float)
     assert np.sqrt(np.mean(caller ** 2)) > 1000            # the phone's tone
     assert np.sqrt(np.mean(ours[-rate // 2:] ** 2)) > 100  # our speech, up to the reset
+
+
+@pytest.mark.parametrize("stage", ["incoming", "ringing", "early media"])
+def test_an_application_reset_before_it_decides_declines_the_invite_and_frees_it(tmp_path: Path, stage: str) -> None:
+    async def run() -> None:
+        async with WebhookReceiver.running() as hook, \
+                fault_server(tmp_path, webhook=WebhookConfig(url=hook.url)) as (server, address), \
+                bystanders(server, address) as b:
+            assert server.sip.address is not None
+            tasks = len(asyncio.all_tasks())
+            async with SipPeer.running() as caller:
+                call = await caller.call(server.sip.address[1])
+                post = await hook.next_post()
+                async with Call.open(address, f"id={post['dialogId']}&pingInterval=0&dump=false",
+                                     path="/call/sip") as app:
+                    await app.wait_event("incoming")
+                    if stage != "incoming":
+                        await app.send({"command": "ringing", "option": {"codec": "pcmu"},
+                                        "earlyMedia": stage == "early media"})
+                        await caller.wait_heard("SIP/2.0 183" if stage == "early media" else "SIP/2.0 180")
+                    reset(app)
+                    gone = time.monotonic()
+                await asyncio.wait_for(call.ended.wait(), 5.0)
+                assert call.failed == 603 and time.monotonic() - gone < 1.0, (call.failed, time.monotonic() - gone)
+                await wait_until(lambda: post["dialogId"] not in server.sessions, timeout=1.0, what="the call ended")
+                assert not server.sip.pending and await listed(address) == ["bystander-sip", "bystander-ws"]
+                assert (server.sip.ports.in_use, server.media.engine.leg_count) == (1, 2)
+            await wait_until(lambda: len(asyncio.all_tasks()) <= tasks, what="the call's tasks ended")
+            await check_unaffected(b)
+    asyncio.run(run())
 
 
 # -- 6. a full disk under the recordings ---------------------------------------------------------------------------

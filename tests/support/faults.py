@@ -240,11 +240,12 @@ class SipPeer:
         """The times of the first ``count`` SIP messages whose start line begins with ``what``."""
         async def until() -> list[float]:
             async with self._changed:
-                await self._changed.wait_for(lambda: len(self._heard(what)) >= count)
-                return self._heard(what)
+                await self._changed.wait_for(lambda: len(self.times_of(what)) >= count)
+                return self.times_of(what)
         return await asyncio.wait_for(until(), timeout)
 
-    def _heard(self, what: str) -> list[float]:
+    def times_of(self, what: str) -> list[float]:
+        """When each SIP message whose start line begins with ``what`` came."""
         return [t for line, t in self.heard if line.startswith(what)]
 
     async def _notify(self) -> None:
