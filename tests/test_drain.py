@@ -24,7 +24,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.support.calls import Call, http, probe, stream_realtime
+from pbx.sip.config import WebhookConfig
+from tests.support.calls import Call, http, probe, running_server, stream_realtime
 from tests.support.sip import SIPP, WebhookReceiver, sipp
 
 RATE = 16000
@@ -216,3 +217,40 @@ def test_a_second_sigterm_during_the_drain_stops_at_once_and_an_outbound_invite_
     hangup, took_s, rc = asyncio.run(run())
     assert rc == 0 and took_s < 10
     assert (hangup["reason"], hangup["initiator"]) == ("shutdown", "system")
+
+
+@pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
+def test_drain_lets_an_invite_taken_before_it_be_answered_and_returns_when_the_last_call_ends(
+        tmp_path: Path) -> None:
+    """``CallServer.drain`` called directly (as a supervisor would): the INVITE that came before it is
+    still answered by its application, which connects during the drain; drain returns when that call
+    ends, well before its time is up."""
+    async def run() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with WebhookReceiver.running() as webhook, \
+                running_server(tmp_path, webhook=WebhookConfig(url=webhook.url)) as (server, address), \
+                sipp("caller_waits_for_bye.xml", server.sip.address[1] if server.sip.address else 0,
+                     tmp_path / "sipp") as phone:
+            dialog = (await webhook.next_post(0))["dialogId"]
+            started = time.monotonic()
+            draining = asyncio.create_task(server.drain(20.0))
+            await asyncio.sleep(0.1)
+            out["refused"] = await refused_websocket(address, "/call/sip")
+            async with Call.open(address, f"id={dialog}&pingInterval=0", path="/call/sip") as app:
+                await app.wait_event("incoming")
+                await app.send({"command": "accept", "option": {"codec": "pcma"}})
+                out["answer"] = await app.wait_event("answer")
+                await asyncio.sleep(0.5)
+                assert not draining.done()
+                await app.send({"command": "hangup"})
+                await app.wait_event("hangup")
+            await asyncio.wait_for(draining, 5)
+            out["drained_after_s"] = time.monotonic() - started
+            result = await phone.finish(timeout=10)
+            assert result.rc == 0, result.logs
+        return out
+
+    out = asyncio.run(run())
+    assert out["refused"][0] == 503
+    assert out["answer"]["event"] == "answer"
+    assert out["drained_after_s"] < 5
