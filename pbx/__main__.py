@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     config_args = [*(["--config", args.config] if args.config else []),
                    *(["--http-addr", args.http_addr] if args.http_addr else [])]
     who = f"worker {os.getpid()} " if args.command == "worker" else ""
-    logging.basicConfig(level=config.log_level.upper(),
-                        format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s")
+    from pbx.server.logcontext import configure as configure_logging
+    configure_logging(config.log_level, config.log_format, who)   # every record with its call id
     # websockets logs every connection's open and close at INFO: a line per call, thousands on a busy host
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
     from pbx.server.listener import DESCRIPTORS_PER_CONNECTION, raise_descriptor_limit

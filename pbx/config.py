@@ -64,6 +64,9 @@ class Config:
     workers: int = 0                            # server processes (0: one per core; 1: no supervisor)
     capacity_load: float = 0.8                  # fraction of the event loop calls may take (0: unchecked)
     drain_secs: float = 30.0                    # on SIGTERM, how long active calls may go on
+    metrics_public: bool = False                # GET /metrics without the token from loopback peers
+    log_format: str = "text"                    # "text" or "json" (one object a line), with the call id
+    cdr: bool = True                            # a <call id>.cdr.json record per call (pbx.server.cdr)
     sip: SipConfig = field(default_factory=SipConfig)              # [sip] (pbx.sip.config)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)  # [webhook]
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)     # [webrtc] (pbx.webrtc.config)
@@ -120,6 +123,11 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "capacity_load": ((int, float), "fraction of a process's event loop (measured) calls may take; past it new "
                                     "calls get HTTP/SIP 503 (0: only max_calls limits)"),
     "drain_secs": ((int, float), "on SIGTERM, how long active calls may go on before they end with shutdown"),
+    "metrics_public": (bool, "true: GET /metrics needs no API token from a loopback peer (a local Prometheus "
+                             "agent); others still need it"),
+    "log_format": (str, "text, or json: one object a line (ts, level, logger, message, call_id, pid, exception)"),
+    "cdr": (bool, "write a call record <call id>.cdr.json next to each call's recording (else in the "
+                  "recordings folder)"),
     "sip": (dict, "[sip] table: addr, external_ip, rtp_ports, user_agent, trunks, accounts (pbx.sip.config)"),
     "webhook": (dict, "[webhook] table: url, decision_timeout_secs, timeout_secs"),
     "webrtc": (dict, "[webrtc] table: addr, addr6, external_ip, rtp_ports (pbx.webrtc.config)"),
@@ -131,7 +139,7 @@ FLOAT_KEYS = {"download_timeout_secs", "provider_timeout_secs", "play_max_second
 
 def _check(key: str, raw: Any) -> Any:
     expected, _ = KEYS[key]
-    if isinstance(raw, bool) or not isinstance(raw, expected):
+    if (isinstance(raw, bool) and expected is not bool) or not isinstance(raw, expected):
         names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
         raise ConfigError(f"config key {key!r}: expected {names}, got {type(raw).__name__}")
     value: Any = raw  # isinstance against a runtime tuple narrows to object; the table guarantees the type
@@ -162,6 +170,8 @@ def _check(key: str, raw: Any) -> Any:
             except (TypeError, ValueError):
                 raise ConfigError(f"config key {key!r}: {network!r} is not a network such as "
                                   "10.0.0.0/8") from None
+    if key == "log_format" and value not in ("text", "json"):
+        raise ConfigError(f"config key 'log_format': expected text or json, got {value!r}")
     if key == "log_level" and value not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"config key 'log_level': expected debug, info, warning or error, got {value!r}")
     if key in PATH_KEYS:

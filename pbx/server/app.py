@@ -35,15 +35,19 @@ from pbx.config import Config
 from pbx.core.engine import Engine
 from pbx.media.loader import MediaLoader
 from pbx.media.netpolicy import AddressPolicy
-from pbx.protocol import HangupReason, Initiator
+from pbx.protocol import Event, HangupReason, Initiator
 from pbx.providers import builtin_registry
 from pbx.server.admission import Admission
 from pbx.server.auth import TOKEN_FILE, AccessPolicy, choose_token, websockets_logger
+from pbx.server.cdr import CdrWriter
 from pbx.server.control import ControlSocket
 from pbx.server.driver import CallDriver, CallServices, settings_from_query
 from pbx.server.dump import CallDump, prune_dumps
 from pbx.server.listener import listeners
+from pbx.server.logcontext import CALL_ID
 from pbx.server.media import TICK_MS, MediaRunner
+from pbx.server.metrics import MetricFamily, ServerMetrics, provider_name, render, render_many
+from pbx.server.metrics import collect as collect_metrics
 from pbx.server.registry import LocalRegistry, Registry
 from pbx.server.rest import WEBSOCKET_PATHS, JsonErrorConnection, make_router
 from pbx.server.sipcalls import SipCalls
@@ -75,8 +79,10 @@ class CallServer:
         self.sip.refusal = self._refusal
         self.webrtc = WebRtcNetwork(config.webrtc)
         tts_cache = TtsCache(config.directory("tts_cache"), config.tts_cache_bytes) if config.tts_cache_bytes else None
+        self.metrics = ServerMetrics()
+        self.cdr = CdrWriter(config.directory("recordings")) if config.cdr else None
         self.services = CallServices(self.media, self.providers, self.loader, config.directory("recordings"),
-                                     self.unregister, self.sip, tts_cache)
+                                     self.unregister, self.sip, tts_cache, observe=self._observe)
         self.sessions: dict[str, CallDriver] = {}
         self._servers: list[Server] = []
         self.policy = AccessPolicy(None)
@@ -147,10 +153,12 @@ class CallServer:
         for name in ("recordings", "dumps", "media"):
             os.makedirs(self.config.directory(name), exist_ok=True)
         self.media.start()
+        self.metrics.lag_probe.start()
         try:
             await self.sip.start(sip_sockets, register=first, call_id_tag=call_id_tag)
         except OSError as exc:
             self.media.stop()
+            self.metrics.lag_probe.stop()
             raise OSError(exc.errno, f"cannot open the SIP port {self.config.sip.addr} ([sip] addr): "
                                      f"{exc.strerror or exc}") from exc
         if self.config.dump_retention_days > 0 and first:
@@ -158,7 +166,7 @@ class CallServer:
 
     async def _websocket_server(self, sock: socket.socket) -> Server:
         return await serve(
-            self._handle, sock=sock, process_request=make_router(self, self.policy),
+            self._handle, sock=sock, process_request=make_router(self, self.policy, self.config.metrics_public),
             max_size=self.config.max_message_bytes,
             ping_interval=None,  # each call pings at its own interval (pbx.call.core)
             compression=None, logger=websockets_logger(), create_connection=JsonErrorConnection)
@@ -168,6 +176,8 @@ class CallServer:
         for driver in drivers:
             driver.end(HangupReason.SHUTDOWN.value, Initiator.SYSTEM.value)
         await asyncio.gather(*(driver.finished() for driver in drivers))
+        if self.cdr is not None:
+            await self.cdr.wait()
         for server in self._servers:
             server.close()
             await server.wait_closed()
@@ -180,6 +190,7 @@ class CallServer:
             self._janitor.cancel()
             self._janitor = None
         self.media.stop()
+        self.metrics.lag_probe.stop()
         await self.providers.close()
 
     def _access_policy(self, host: str) -> AccessPolicy:
@@ -264,6 +275,7 @@ class CallServer:
         call_type = WEBSOCKET_PATHS.get(url.path, "websocket")
         query = dict(parse_qsl(url.query))
         call_id = query.get("id") or str(uuid.uuid4())
+        CALL_ID.set(call_id)      # this connection's task: its log records carry the id (pbx.server.logcontext)
         # an inbound SIP call's dialog id was claimed when its INVITE came (before the webhook went out)
         ours = call_type == "sip" and call_id in self.sip.pending and call_id not in self.sessions
         if not ours and (call_id in self.sessions or not await self.registry.claim(call_id)):
@@ -329,7 +341,26 @@ class CallServer:
             return self.list_calls()
         if what == "health":
             return self.health()
+        if what == "metrics":
+            return {"pid": os.getpid(), "families": [f.to_json() for f in collect_metrics(self)]}
         raise ValueError(f"nothing to collect called {what!r}")
+
+    async def metrics_text(self) -> str:
+        """``GET /metrics``: this process's families, or every worker's labelled with its pid."""
+        if isinstance(self.registry, LocalRegistry):
+            return render(collect_metrics(self))
+        parts = [p for p in await self.registry.gather("metrics") if isinstance(p, dict)]
+        return render_many([({"worker": str(part.get("pid"))},
+                             [MetricFamily.from_json(f) for f in part.get("families", [])]) for part in parts])
+
+    def _observe(self, driver: CallDriver, event: Event) -> None:
+        """Every event a call sends: the metrics' and the call record's input."""
+        try:
+            self.metrics.on_event(driver.call.profile.call_type, event, lambda kind: provider_name(driver, kind))
+            if self.cdr is not None:
+                self.cdr.on_event(driver, event)
+        except Exception:     # a bug here must not touch the call
+            log.exception("call %s: observing a %s event failed", driver.id, type(event).__name__)
 
     def kill(self, call_id: str) -> bool:
         driver = self.sessions.get(call_id)

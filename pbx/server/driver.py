@@ -52,10 +52,11 @@ from pbx.call.speech import Feed
 from pbx.core.wav import WavWriter
 from pbx.errors import PbxError, ProtocolError
 from pbx.media.loader import MediaLoader
-from pbx.protocol import Command, HangupReason, Initiator, RecorderOption
+from pbx.protocol import Command, Event, HangupReason, Initiator, RecorderOption
 from pbx.providers import ProviderRegistry
 from pbx.server.control import ControlSocket
 from pbx.server.deadline import Deadline
+from pbx.server.logcontext import CALL_ID
 from pbx.server.media import EngineLeg, MediaRunner
 from pbx.server.mediapass import MediaPassLink, framing_for
 from pbx.server.recording import RecordingError, create_recording, finish_recording
@@ -83,6 +84,7 @@ class CallServices:
     unregister: Callable[[CallDriver], None]
     sip: SipCalls | None = None          # the SIP port, for refer's transfer legs
     tts_cache: TtsCache | None = None    # non-streaming synthesis, kept on disk
+    observe: Callable[[CallDriver, Event], None] | None = None   # every event sent (metrics, call record)
 
 
 MIN_PING_INTERVAL_S = 0.2     # pingInterval is clamped to this range: one client cannot make the
@@ -220,6 +222,10 @@ class CallDriver:
         if self._flushing:
             return                     # the outer flush picks up what this input added
         self._flushing = True
+        # this runs from the media tick and SIP callbacks too: their log records (and the tasks started
+        # here) are about this call
+        context = CALL_ID.set(self.id)
+        observe = self.services.observe
         try:
             call = self.call
             while True:
@@ -231,10 +237,13 @@ class CallDriver:
                     if not self.control.send_event(event, last=call.ended):
                         call.end(HangupReason.CLIENT_NOT_READING.value, Initiator.SYSTEM.value, self.now_ms(),
                                  (1008, "client not reading"))
+                    if observe is not None:
+                        observe(self, event)
                 for action in actions:
                     self._handlers[type(action)](action)
         finally:
             self._flushing = False
+            CALL_ID.reset(context)
         self._arm(self.call.get_timer())
 
     def _arm(self, when_ms: float | None) -> None:

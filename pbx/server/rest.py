@@ -1,4 +1,5 @@
-"""REST endpoints served on the WebSocket port: /call/lists, /call/kill/{id}, /iceservers, /health, and the
+"""REST endpoints served on the WebSocket port: /call/lists, /call/kill/{id}, /iceservers, /health, /metrics
+(Prometheus text, :mod:`pbx.server.metrics`; with ``metrics_public`` a loopback peer needs no token), and the
 web console (/console: a page that calls the server over WebRTC and drives the call).
 
 Answered from ``websockets``' ``process_request`` hook, before any WebSocket handshake: the access
@@ -23,7 +24,8 @@ from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
 from pbx.server.admission import RETRY_AFTER_S
-from pbx.server.auth import AccessPolicy
+from pbx.server.auth import AccessPolicy, is_loopback
+from pbx.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 WEBSOCKET_PATHS = {"/call": "websocket", "/call/sip": "sip", "/call/webrtc": "webrtc"}
 
@@ -34,6 +36,7 @@ class CallRegistry(Protocol):
     def kill(self, call_id: str) -> bool: ...
     def ice_servers(self) -> list[dict[str, Any]]: ...
     async def all_health(self) -> dict[str, Any]: ...
+    async def metrics_text(self) -> str: ...
 
 
 def json_response(status: http.HTTPStatus, body: Any, extra: list[tuple[str, str]] | None = None) -> Response:
@@ -79,18 +82,35 @@ class JsonErrorConnection(ServerConnection):
         super().__init__(protocol, *args, **kwargs)
 
 
-def make_router(registry: CallRegistry, policy: AccessPolicy
+def text_response(body: str, content_type: str) -> Response:
+    data = body.encode()
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(data))), ("Connection", "close")])
+    return Response(http.HTTPStatus.OK.value, http.HTTPStatus.OK.phrase, headers, data)
+
+
+def from_loopback(connection: ServerConnection) -> bool:
+    try:
+        peer = connection.remote_address
+    except OSError:
+        return False
+    return isinstance(peer, tuple) and bool(peer) and is_loopback(str(peer[0]))
+
+
+def make_router(registry: CallRegistry, policy: AccessPolicy, metrics_public: bool = False
                 ) -> Callable[[ServerConnection, Request], Awaitable[Response | None]]:
     async def route(connection: ServerConnection, request: Request) -> Response | None:
         try:
-            return await answer(request)
+            return await answer(connection, request)
         except MultipleValuesError as exc:   # e.g. two Authorization or Origin headers
             return error(http.HTTPStatus.BAD_REQUEST, f"the {exc.args[0]} header is given more than once")
 
-    async def answer(request: Request) -> Response | None:
+    async def answer(connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         method = request.method
         refusal = policy.refuse(request.path, request.headers)
+        if refusal is not None and refusal.status == 401 and path == "/metrics" and metrics_public \
+                and from_loopback(connection):
+            refusal = None      # a local Prometheus agent scrapes without the token (metrics_public)
         # A handshake without the token is completed and then closed with 1008 (pbx.server.app), so a
         # browser can read why; everything else refused is answered here.
         if refusal is not None and not (refusal.status == 401 and path in WEBSOCKET_PATHS):
@@ -116,9 +136,11 @@ def make_router(registry: CallRegistry, policy: AccessPolicy
             return json_response(http.HTTPStatus.OK, registry.ice_servers())
         if path == "/health" and method == "GET":
             return json_response(http.HTTPStatus.OK, await registry.all_health())
+        if path == "/metrics" and method == "GET":
+            return text_response(await registry.metrics_text(), METRICS_CONTENT_TYPE)
         if path == "/console" and method == "GET":
             return html_response(console_page())
-        known = {"/call/lists", "/iceservers", "/health", "/console"}
+        known = {"/call/lists", "/iceservers", "/health", "/metrics", "/console"}
         if path in known or path.startswith("/call/kill/"):
             return error(http.HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed on {path}")
         return error(http.HTTPStatus.NOT_FOUND, f"no such endpoint: {path}")
