@@ -17,6 +17,7 @@ import pytest
 
 from pbx.call import media as typed
 from pbx.core.engine import Engine
+from pbx.core.playout import Playout
 from pbx.media.loader import MediaLoader
 from pbx.server.media import EngineLeg, LegSink, MediaRunner
 from support.audio import espeak_speech, tone, write_wav
@@ -173,3 +174,31 @@ def test_server_calls_playing_one_file_each_get_their_track_and_audio(tmp_path: 
         heard = np.frombuffer(b"".join(call_frames), dtype="<i2")
         start = int(np.flatnonzero(heard)[0])
         assert np.array_equal(heard[start:start + len(prompt) - 1], prompt[1:])   # the tone starts at 0
+
+
+def test_a_file_evicted_from_the_cache_while_calls_play_it_is_not_decoded_again(tmp_path: Path) -> None:
+    for name, freq in (("a.wav", 300), ("b.wav", 500)):
+        write_wav(tmp_path / name, tone(freq, RATE, 1.0), RATE)
+    queue = Playout()
+
+    async def run() -> tuple[bool, int, bool, int]:
+        loader = MediaLoader(tmp_path, cache_bytes=2 * RATE + 100)       # room for one of them
+        try:
+            a = await loader.load("a.wav")
+            playing = weakref.ref(a)
+            queue.enqueue(1, 1, None, complete=False)
+            queue.share(1, a)                    # a call plays it
+            del a
+            await loader.load("b.wav")           # evicts a
+            found = await loader.load("a.wav") is playing()     # the array the call plays, not a new decode
+            cached = loader.cached_bytes         # a is cached again (b evicted)
+            queue.interrupt()                    # nobody plays a now
+            await loader.load("b.wav")           # evicts a: nothing keeps it
+            gc.collect()
+            freed = playing() is None
+            return found, cached, freed, loader.cached_bytes
+        finally:
+            await loader.close()
+
+    found, cached, freed, cached_after = asyncio.run(run())
+    assert found and freed and cached == cached_after == 2 * RATE

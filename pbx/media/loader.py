@@ -9,6 +9,10 @@ Decoded audio (mono int16, read-only arrays shared by all callers) is kept in an
 by total bytes and keyed by source and rate; a file's key also holds its mtime and size, so an
 edited file is loaded again. Concurrent loads of one key share one fetch and decode. Decoding runs
 in a worker thread so the event loop keeps serving calls.
+
+Calls play the returned array itself (their playout queues hold a reference, not a copy: issue 13),
+so an array evicted from the cache may still be alive; a weak reference finds it again, so a file
+that calls are still playing is not decoded a second time.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import re
 import ssl
 import threading
 import urllib.parse
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +76,7 @@ class MediaLoader:
         self._decoder = ThreadPoolExecutor(DECODE_THREADS, "decode", initializer=_lower_priority)
         self._cache: OrderedDict[CacheKey, Pcm] = OrderedDict()
         self._cached_bytes = 0
+        self._alive: weakref.WeakValueDictionary[CacheKey, Pcm] = weakref.WeakValueDictionary()   # costs no memory
         self._inflight: dict[CacheKey, _Fetch] = {}
 
     @property
@@ -91,6 +97,10 @@ class MediaLoader:
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
+        alive = self._alive.get(key)
+        if alive is not None:        # evicted, but calls still play it: cached again, not decoded again
+            self._remember(key, alive)
+            return alive
         fetch = self._inflight.get(key)
         if fetch is None:
             fetch = self._inflight[key] = _Fetch(asyncio.create_task(self._produce(key, source, where, rate)))
@@ -113,6 +123,7 @@ class MediaLoader:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._decoder.shutdown(wait=False, cancel_futures=True)
         self._cache.clear()
+        self._alive.clear()
         self._cached_bytes = 0
 
     async def _produce(self, key: CacheKey, source: str, where: str | Path, rate: int) -> Pcm:
@@ -153,6 +164,7 @@ class MediaLoader:
         return self._ssl_context
 
     def _remember(self, key: CacheKey, audio: Pcm) -> None:
+        self._alive[key] = audio     # found again while any call plays it, cached or not
         size = audio.nbytes
         if size > self.cache_bytes:
             return
