@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from pbx.server.channel import FrameReader, encode
 from pbx.server.routing import GRACE_S, Directory, SipRoutes, call_id_tag, request_target, sip_call_id
@@ -119,9 +120,9 @@ class Server:
 
 
 @asynccontextmanager
-async def two_workers(tmp_path: Path, webhook: str = "") -> AsyncIterator[Server]:
+async def two_workers(tmp_path: Path, webhook: str = "", extra: str = "") -> AsyncIterator[Server]:
     config = tmp_path / "pypbx.toml"
-    config.write_text(f'http_addr = "127.0.0.1:0"\nworkers = 2\ndata_dir = "{tmp_path / "data"}"\n'
+    config.write_text(f'http_addr = "127.0.0.1:0"\nworkers = 2\ndata_dir = "{tmp_path / "data"}"\n{extra}'
                       f'[sip]\naddr = "127.0.0.1:0"\nrtp_ports = [41000, 41200]\n'
                       + (f'[webhook]\nurl = "{webhook}"\n' if webhook else ""))
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "pbx", "serve", "--config", str(config),
@@ -256,6 +257,35 @@ def test_a_worker_that_dies_is_started_again_and_takes_calls(tmp_path: Path) -> 
             async with Call.open(server.address, "pingInterval=0") as call:
                 await call.send({"command": "invite", "option": {"codec": "pcm"}})
                 await call.wait_event("answer")
+    asyncio.run(run())
+
+
+def test_sigterm_drains_every_worker_then_the_supervisor_exits(tmp_path: Path) -> None:
+    """SIGTERM: each worker refuses new calls with 503 while its active call goes on; when the last call
+    ends, the workers exit, then the supervisor, with code 0."""
+    async def run() -> None:
+        async with two_workers(tmp_path, extra="drain_secs = 20\n") as server, \
+                Call.open(server.address, "id=one&pingInterval=0") as one, \
+                Call.open(server.address, "id=two&pingInterval=0") as two:
+            for call in (one, two):
+                await call.send({"command": "invite", "option": {"codec": "pcm"}})
+                await call.wait_event("answer")
+            assert await server.calls_per_worker() == [1, 1]
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)
+            for _ in range(2):                        # whichever worker it reaches, the answer is 503
+                with pytest.raises(InvalidStatus) as refused:
+                    async with Call.open(server.address, "pingInterval=0"):
+                        pass
+                assert refused.value.response.status_code == 503
+            await one.send({"command": "tts", "text": "still here", "option": {"provider": "espeak"}})
+            await one.wait_event("trackEnd", timeout=10)
+            assert server.process.returncode is None
+            for call in (one, two):
+                await call.send({"command": "hangup"})
+                assert (await call.wait_event("hangup")).get("reason") != "shutdown"
+            await asyncio.wait_for(server.process.wait(), 20)
+            assert server.process.returncode == 0
     asyncio.run(run())
 
 

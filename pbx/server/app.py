@@ -243,7 +243,12 @@ class CallServer:
         if self.sip.other is not None:
             log.info("SIP also on %s:%d (UDP and TCP), advertised as %s", *self.sip.other.address,
                      self.sip.other.advertised)
-        stop, drain = asyncio.Event(), asyncio.Event()
+        await self.run_until_signalled()
+
+    async def run_until_signalled(self, stopped: asyncio.Event | None = None) -> None:
+        """Serve until SIGTERM (drain, then stop), SIGINT or a second SIGTERM (stop at once), or until
+        ``stopped`` is set (a worker whose supervisor is gone); then :meth:`stop`."""
+        stop, drain = stopped or asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
 
         def on_sigterm() -> None:

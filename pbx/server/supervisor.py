@@ -76,6 +76,7 @@ class Worker:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     handed: collections.deque[float] = field(default_factory=collections.deque)   # recent new calls
     restarts: collections.deque[float] = field(default_factory=collections.deque)
+    refusing: bool = False       # its admission control refuses new calls (overloaded or draining)
 
 
 class Supervisor:
@@ -181,6 +182,7 @@ class Supervisor:
         command = [sys.executable, "-m", "pbx", "worker", "--channel-fd", str(theirs.fileno()),
                    *self.config_args]
         worker.ready.clear()
+        worker.refusing = False
         worker.process = await asyncio.create_subprocess_exec(*command, pass_fds=inherited)
         theirs.close()
         channel = Channel(ours, lambda h, p, f: self._on_frame(worker, h, p, f),
@@ -222,11 +224,13 @@ class Supervisor:
         return [w for w in self.workers if w.ready.is_set() and w.channel is not None and not w.channel.closed]
 
     def least_busy(self, new_call: bool = True) -> Worker | None:
-        """The worker with the fewest calls, counting those handed to it in the last :data:`RECENT_S`;
-        ties go round-robin. A ``new_call`` counts against it until claimed."""
+        """The worker with the fewest calls, counting those handed to it in the last :data:`RECENT_S`, among
+        those taking new calls (all, when none is); ties go round-robin. A ``new_call`` counts against it
+        until claimed."""
         alive = self._alive()
         if not alive:
             return None
+        alive = [w for w in alive if not w.refusing] or alive
         now = time.monotonic()
 
         def load(worker: Worker) -> int:
@@ -266,6 +270,8 @@ class Supervisor:
             if ok and worker.handed:
                 worker.handed.popleft()     # now counted as a claim
             channel.reply(header, {"ok": ok})
+        elif op == "load":
+            worker.refusing = bool(header.get("refusing"))
         elif op == "release":
             self.directory.release(str(header.get("id", "")), worker.index)
         elif op == "live":

@@ -11,9 +11,7 @@ sessions for, which keeps their routes. The worker stops when the supervisor's c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import socket
 from dataclasses import replace
 from typing import Any
@@ -24,6 +22,7 @@ from pbx.server.channel import Channel, ChannelClosed
 from pbx.server.registry import WorkerRegistry
 from pbx.server.routing import call_id_tag
 from pbx.server.supervisor import port_slice
+from pbx.server.tickstats import LoadSample
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,7 @@ class WorkerProcess:
         self._setup: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._refusing = False
 
     async def run(self) -> int:
         setup = await asyncio.wait_for(self._setup, SETUP_TIMEOUT_S)
@@ -60,19 +60,28 @@ class WorkerProcess:
         server = CallServer(worker_config(self.config, self.index, count), WorkerRegistry(self.channel))
         self.server = server
         await server.start_worker(setup.get("token"), by_config, self.index == 0, call_id_tag(self.index))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, self._stop.set)
+        admission = server.media.on_load
+        assert admission is not None
+
+        def on_load(sample: LoadSample) -> None:
+            admission(sample)
+            self._tell_refusing(server.refuse_connection() is not None)
+        server.media.on_load = on_load
         self.channel.send({"op": "ready"})
-        live = loop.create_task(self._report_live())
+        live = asyncio.get_running_loop().create_task(self._report_live())
         try:
-            await self._stop.wait()
+            await server.run_until_signalled(self._stop)     # SIGTERM drains, as a single server does
         finally:
             live.cancel()
-            await server.stop()
             self.channel.close()
         return 0
+
+    def _tell_refusing(self, refusing: bool) -> None:
+        """Whether admission control refuses new calls here, told to the supervisor when it changes (it
+        then sends new calls to another worker while one has room)."""
+        if refusing != self._refusing and not self.channel.closed:
+            self._refusing = refusing
+            self.channel.send({"op": "load", "refusing": refusing})
 
     def _on_closed(self) -> None:
         if not self._setup.done():
