@@ -202,6 +202,8 @@ class SipNetwork:
         if self.guard is not None and (opener := _dialog_opener(message)) is not None and (
                 refused := self.guard.new_request(addr[0], self.now())):
             answer = response_for_error(opener, refused, "g" + secrets.token_hex(4)) if refused.answered else None
+            if answer is not None:
+                answer.headers.add("Warning", f'399 pypbx "{refused}"')
             self._guard_refused(refused, addr, answer.serialize() if answer is not None else None,
                                 self._streams.get(addr))
             return
