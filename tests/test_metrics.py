@@ -285,3 +285,28 @@ def test_a_sip_call_counts_rtp_packets_and_jitter(tmp_path: Path) -> None:
     inbound = histograms(after["pypbx_rtp_jitter_seconds"])[(("direction", "inbound"),)]
     assert inbound["count"] == 1 and inbound["sum"] == pytest.approx(rtp["jitterMs"] / 1000.0)
     assert value(after, "pypbx_calls_total", type="sip", reason="user_requested") == 1
+
+
+def test_two_workers_answer_one_scrape_each_sample_labelled_with_its_worker(tmp_path: Path) -> None:
+    from tests.test_workers import two_workers
+
+    async def run() -> tuple[dict[str, Family], list[int]]:
+        async with two_workers(tmp_path) as server, \
+                Call.open(server.address, "id=w-a&pingInterval=0") as a, \
+                Call.open(server.address, "id=w-b&pingInterval=0") as b:
+            for call in (a, b):
+                await call.send({"command": "invite", "option": {"codec": "pcm"}})
+                await call.wait_event("answer")
+            per_worker = await server.calls_per_worker()
+            families = parse((await scrape(server.address))[2])
+            for call in (a, b):
+                await call.send({"command": "hangup"})
+                await call.wait_event("hangup")
+        return families, per_worker
+
+    families, per_worker = asyncio.run(run())
+    active = [(labels["worker"], v) for n, labels, v in families["pypbx_calls_active"].samples
+              if labels["type"] == "websocket"]
+    assert len({worker for worker, _ in active}) == 2           # one series per worker, by pid
+    assert sorted(v for _, v in active) == [float(n) for n in per_worker] and sum(v for _, v in active) == 2
+    assert all("worker" in labels for family in families.values() for _, labels, _ in family.samples)
