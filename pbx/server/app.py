@@ -407,4 +407,22 @@ class CallServer:
                 "media_frames": engine.frames, "media_skipped_frames": engine.skipped_frames,
                 "media_tick_cpu_seconds": round(self.media.tick_seconds_total, 3),
                 "loop_busy": round(load.busy, 3) if (load := self.admission.last) is not None else 0.0,
-                "draining": self.admission.draining}
+                "draining": self.admission.draining,
+                # what a leak would grow (bench/soak.py checks they return to their baseline)
+                "asyncio_tasks": len(asyncio.all_tasks()), "threads": thread_count(),
+                "rtp_ports_in_use": self.rtp_ports_in_use()}
+
+    def rtp_ports_in_use(self) -> int:
+        """RTP port pairs held by SIP and WebRTC legs (both address families)."""
+        pools = [self.sip.ports, self.webrtc.pool4]
+        pools += [p for p in (self.sip.other.ports if self.sip.other else None, self.webrtc.pool6) if p is not None]
+        return sum(pool.in_use for pool in pools)
+
+
+def thread_count() -> int:
+    """OS threads of this process (the runtime's and native libraries' too), not only Python's."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+        return threading.active_count()
