@@ -16,6 +16,7 @@ it is not checked.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -338,3 +339,41 @@ def test_digest_brute_force_on_register_and_invite_ends_in_403_and_a_block(tmp_p
     assert ok.status == 200 and (ok.headers.get("Contact") or "").endswith(";expires=600")
     assert [b.contact for b in result["bindings"]] == [(ok.headers.get("Contact") or "")[1:].split(">")[0]]
     assert_unaffected(events, tmp_path)
+
+
+# -- the dial allowlist --------------------------------------------------------------------------------------------
+def test_a_callee_outside_dial_allow_is_refused_by_name_and_never_sent_a_packet(tmp_path: Path) -> None:
+    async def run() -> tuple[Event, Event, list[bytes], bytes]:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as far:
+            far.bind(("127.0.0.1", 0))
+            far.setblocking(False)
+            port = far.getsockname()[1]
+            allowed = f"sip:*@127.0.0.1:{port}"
+            sip = SipConfig(addr="127.0.0.1:0", dial_allow=(allowed, "+1555*"))
+            loop = asyncio.get_running_loop()
+            async with running_server(tmp_path / "data", sip=sip) as (_, address):
+                async with Call.open(address, "pingInterval=0", path="/call/sip") as call:
+                    await call.send({"command": "invite", "option": {
+                        "caller": "sip:bot@127.0.0.1", "callee": f"sip:mallory@127.0.0.1:{port + 1}",
+                        "codec": "pcmu"}})
+                    refused = await call.wait_event("error")
+                async with Call.open(address, "pingInterval=0") as call:       # a /call call's refer
+                    await call.send({"command": "invite", "option": {"codec": "pcm"}})
+                    await call.wait_event("answer")
+                    await call.send({"command": "refer", "caller": "sip:bot@127.0.0.1",
+                                     "callee": "sip:mallory@evil.example"})
+                    refer_refused = await call.wait_event("reject")
+                    got: list[bytes] = []
+                    with contextlib.suppress(TimeoutError):
+                        got.append(await asyncio.wait_for(loop.sock_recv(far, 65536), 0.5))
+                async with Call.open(address, "pingInterval=0", path="/call/sip") as call:
+                    await call.send({"command": "invite", "option": {
+                        "caller": "sip:bot@127.0.0.1", "callee": f"sip:alice@127.0.0.1:{port}", "codec": "pcmu"}})
+                    invite = await asyncio.wait_for(loop.sock_recv(far, 65536), 5.0)
+            return refused, refer_refused, got, invite
+
+    refused, refer_refused, got, invite = asyncio.run(run())
+    assert "matches no [sip] dial_allow pattern" in refused["error"] and "sip:mallory@127.0.0.1" in refused["error"]
+    assert "matches no [sip] dial_allow pattern" in refer_refused["reason"], refer_refused
+    assert got == []                                          # nothing went out for the refused callees
+    assert invite.startswith(b"INVITE sip:alice@127.0.0.1:")  # an allowed callee is dialled
