@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import re
 import shutil
@@ -302,11 +303,20 @@ def test_two_workers_answer_one_scrape_each_sample_labelled_with_its_worker(tmp_
             for call in (a, b):
                 await call.send({"command": "hangup"})
                 await call.wait_event("hangup")
+            for _ in range(50):                  # the records are written on the workers' threads
+                if len(list(recordings.glob("*.cdr.json"))) == 2:
+                    break
+                await asyncio.sleep(0.1)
         return families, per_worker
 
+    recordings = tmp_path / "data" / "recordings"
     families, per_worker = asyncio.run(run())
+    records = {p.name: json.loads(p.read_text()) for p in recordings.glob("*.cdr.json")}
+    assert set(records) == {"w-a.cdr.json", "w-b.cdr.json"}
+    workers = {r["server"]["worker"] for r in records.values()}
+    assert workers <= {0, 1} and len(workers) == sum(1 for n in per_worker if n)
     active = [(labels["worker"], v) for n, labels, v in families["pypbx_calls_active"].samples
               if labels["type"] == "websocket"]
-    assert len({worker for worker, _ in active}) == 2           # one series per worker, by pid
+    assert sorted(worker for worker, _ in active) == ["0", "1"]     # one series per worker, by index
     assert sorted(v for _, v in active) == [float(n) for n in per_worker] and sum(v for _, v in active) == 2
     assert all("worker" in labels for family in families.values() for _, labels, _ in family.samples)

@@ -50,6 +50,7 @@ from pbx.server.metrics import MetricFamily, ServerMetrics, provider_name, rende
 from pbx.server.metrics import collect as collect_metrics
 from pbx.server.registry import LocalRegistry, Registry
 from pbx.server.rest import WEBSOCKET_PATHS, JsonErrorConnection, make_router
+from pbx.server.routing import tagged_worker
 from pbx.server.sipcalls import SipCalls
 from pbx.server.siptransport import SIP_PROFILE, SipTransport
 from pbx.server.transports import WEBSOCKET_PROFILE, Transport, WebSocketAudio
@@ -81,6 +82,7 @@ class CallServer:
         tts_cache = TtsCache(config.directory("tts_cache"), config.tts_cache_bytes) if config.tts_cache_bytes else None
         self.metrics = ServerMetrics()
         self.cdr = CdrWriter(config.directory("recordings")) if config.cdr else None
+        self.worker_index: int | None = None       # a worker of pbx.server.supervisor: its index
         self.services = CallServices(self.media, self.providers, self.loader, config.directory("recordings"),
                                      self.unregister, self.sip, tts_cache, observe=self._observe)
         self.sessions: dict[str, CallDriver] = {}
@@ -120,6 +122,9 @@ class CallServer:
         come through :meth:`adopt_http`, SIP over the supervisor's sockets. Only the ``first`` worker
         registers ``[[sip.accounts]]`` and prunes dumps."""
         self.policy = AccessPolicy(token, frozenset(self.config.allowed_origins))
+        self.worker_index = tagged_worker(f"{call_id_tag}@")     # the tag is routing.call_id_tag(index)
+        if self.cdr is not None:
+            self.cdr.worker = self.worker_index
         await self._start_calls(sip_sockets, first, call_id_tag)
         # websockets serves connections from a listening socket only, and answers 503 while that is not
         # serving: it listens on a Unix socket in a private folder that nobody connects to, and its
@@ -347,15 +352,16 @@ class CallServer:
         if what == "health":
             return self.health()
         if what == "metrics":
-            return {"pid": os.getpid(), "families": [f.to_json() for f in collect_metrics(self)]}
+            return {"worker": self.worker_index, "pid": os.getpid(),
+                    "families": [f.to_json() for f in collect_metrics(self)]}
         raise ValueError(f"nothing to collect called {what!r}")
 
     async def metrics_text(self) -> str:
-        """``GET /metrics``: this process's families, or every worker's labelled with its pid."""
+        """``GET /metrics``: this process's families, or every worker's labelled with its index."""
         if isinstance(self.registry, LocalRegistry):
             return render(collect_metrics(self))
         parts = [p for p in await self.registry.gather("metrics") if isinstance(p, dict)]
-        return render_many([({"worker": str(part.get("pid"))},
+        return render_many([({"worker": str(part["worker"] if part.get("worker") is not None else part.get("pid"))},
                              [MetricFamily.from_json(f) for f in part.get("families", [])]) for part in parts])
 
     def _observe(self, driver: CallDriver, event: Event) -> None:
