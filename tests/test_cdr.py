@@ -172,3 +172,18 @@ def test_a_full_disk_is_logged_and_counted_and_the_next_call_is_served(tmp_path:
         assert failed == 1 and written == 1
         assert [p.name for p in records(disk)] == ["room.cdr.json"]      # no half-written record left
         assert any("call full: cannot write its call record" in r.getMessage() for r in caplog.records)
+
+
+def test_cdr_false_writes_no_record(tmp_path: Path) -> None:
+    async def run() -> None:
+        async with running_server(tmp_path, cdr=False) as (server, address), \
+                Call.open(address, "id=quiet&pingInterval=0") as call:
+            assert server.cdr is None
+            await call.send({"command": "invite", "option": {"codec": "pcm", "recorder": {"recorderFile": "q.wav"}}})
+            await call.wait_event("answer")
+            await call.send({"command": "hangup"})
+            await call.wait_event("hangup")
+            await call.wait_closed()
+
+    asyncio.run(run())
+    assert (tmp_path / "recordings" / "q.wav").is_file() and records(tmp_path) == []

@@ -25,7 +25,7 @@ from pbx.server.metrics import (
     render,
     render_many,
 )
-from tests.support.calls import Call, running_server
+from tests.support.calls import Call, Event, running_server
 from tests.support.sip import sipp_callee
 
 TOKEN = "metrics-test-token"
@@ -254,6 +254,25 @@ def test_a_websocket_call_with_tts_moves_the_numbers(tmp_path: Path) -> None:
     assert ticks >= frames / 5      # a late tick catches up several frames, never many more
     assert value(after, "pypbx_cdr_written_total") == 1
     assert value(after, "process_resident_memory_bytes") > 10_000_000
+
+
+def test_a_provider_error_is_counted_under_the_registry_name(tmp_path: Path) -> None:
+    async def run() -> tuple[Event, dict[str, Family]]:
+        async with running_server(tmp_path) as (_, address):
+            async with Call.open(address, "id=m2&pingInterval=0") as call:
+                await call.send({"command": "invite", "option": {
+                    "codec": "pcm", "tts": {"provider": "espeak", "speaker": "zz-no-such-voice"}}})
+                await call.wait_event("answer")
+                await call.send({"command": "tts", "text": "Hello.", "playId": "p"})
+                error = await call.wait_event("error", timeout=10.0)
+                await call.send({"command": "hangup"})
+                await call.wait_event("hangup")
+            return error, parse((await scrape(address))[2])
+
+    error, families = asyncio.run(run())
+    assert error["sender"] == "tts" and "zz-no-such-voice" in error["error"]
+    assert value(families, "pypbx_provider_errors_total", provider="espeak", kind="tts") == 1
+    assert value(families, "pypbx_calls_total", type="websocket", reason="unknown") == 1   # no reason given
 
 
 @pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp (Debian sip-tester) is not installed")
