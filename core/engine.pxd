@@ -163,6 +163,7 @@ cdef class Engine:
     cdef VadBank vad
     cdef WebRtcBank webrtc
     cdef SileroBatch silero          # created with the first silero leg
+    cdef tuple silero_options        # (model, skip) it is created with (set_silero)
     cdef TenBank ten                 # created with the first ten leg (optional package)
     cdef DenoiseBank denoiser        # created with the first leg that asks for denoise
     cdef RecvBatch recv

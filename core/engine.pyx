@@ -265,6 +265,7 @@ cdef class Engine:
         self.vad = VadBank(max_legs)
         self.webrtc = None
         self.silero = None
+        self.silero_options = ("float", True)
         self.ten = None
         self.denoiser = None
         self.recv = RecvBatch()
@@ -417,7 +418,11 @@ cdef class Engine:
     def set_vad(self, Leg leg, str kind, *, int speech_padding_ms=250, int silence_padding_ms=100,
                 double ratio=0.5, double voice_threshold=0.5, silence_timeout_ms=None,
                 double max_buffer_secs=50.0, int silero_threads=1):
-        """Enable VAD ("webrtc", "silero" or "ten") with VADOption values, or disable it ("none")."""
+        """Enable VAD ("webrtc", "silero" or "ten") with VADOption values, or disable it ("none").
+
+        The first silero leg creates the engine's silero batch (``silero_threads``, and the model and
+        skipping chosen with :meth:`set_silero`).
+        """
         if kind not in ("webrtc", "silero", "ten", "none"):
             raise ValueError(f"unknown VAD type {kind!r}; expected webrtc, silero or ten")
         if kind == "ten" and self.ten is None:
@@ -441,9 +446,29 @@ cdef class Engine:
             leg.vad_kind = VAD_TEN
         else:
             if self.silero is None:
-                self.silero = SileroBatch(self.max_legs, threads=silero_threads)
+                model, skip = self.silero_options
+                self.silero = SileroBatch(self.max_legs, threads=silero_threads, model=model,
+                                          skip_below=ENERGY_FLOOR if skip else 0.0)
             self.silero.reset(leg.slot)
             leg.vad_kind = VAD_SILERO
+
+    def set_silero(self, str model="float", bint skip=True):
+        """Silero model ("float" or "int8") and level-gate skipping (windows below the energy floor are not
+        inferred) of the engine's silero batch; before the first silero leg, or the same as it has."""
+        if model not in ("float", "int8"):
+            raise ValueError(f"unknown silero model {model!r}; expected float or int8")
+        if self.silero is not None and (self.silero.model_name, self.silero.skip_below > 0) != (model, skip):
+            raise ValueError(f"silero already runs model {self.silero.model_name!r} with skip "
+                             f"{'on' if self.silero.skip_below > 0 else 'off'}: set_silero comes before the "
+                             "first silero leg")
+        self.silero_options = (model, skip)
+
+    @property
+    def silero_counts(self):
+        """(windows inferred, windows skipped by the level gate) since the silero batch was created."""
+        if self.silero is None:
+            return (0, 0)
+        return (self.silero.n_inferred, self.silero.n_skipped)
 
     def _release_vad(self, Leg leg):
         if leg.vad_kind == VAD_SILERO:
@@ -862,7 +887,7 @@ cdef class Engine:
         silero.run_ready()
         for i in range(silero.n_results):
             # silero's recurrent state keeps "speech" up for 2-3 windows of digital silence after speech:
-            # the same energy floor as for webrtc applies.
+            # the same energy floor as for webrtc applies (with skip on, those windows were not inferred).
             self.vad.feed_c(silero.result_slots[i],
                             silero.result_probs[i] if silero.result_mean_square[i] >= ENERGY_FLOOR else 0.0,
                             silero.result_start_ms[i], SILERO_WINDOW_MS)

@@ -9,11 +9,29 @@ cdef enum:
     SILERO_ROW = 576              # SILERO_CONTEXT + SILERO_WINDOW
     SILERO_STATE = 128            # LSTM state per layer; the model keeps 2 layers ([2, N, 128])
     SILERO_PENDING = 2048         # per-slot accumulator for push_c, in samples (4 windows)
+    # What a slot's LSTM state becomes over a window skipped by the level gate (see silero.pyx):
+    SILERO_SKIP_KEEP = 0          # left as it was after the last inferred window
+    SILERO_SKIP_ZERO = 1          # zeros, as for a fresh stream
+    SILERO_SKIP_SILENCE = 2       # the state the model settles into on digital silence
 
 
 cdef class SileroBatch:
     cdef readonly int max_legs
     cdef readonly int threads
+    cdef readonly str model_name           # "float" or "int8" when loaded by name, "custom" for bytes
+    # Level gate: a window whose mean square (int16 units squared) is below skip_below is not
+    # inferred (probability 0, state per skip_policy); 0 infers every window.
+    cdef public double skip_below
+    cdef public int skip_policy
+    cdef public int skip_after             # gated windows in a row still inferred before skipping starts
+    cdef int32_t[::1] _quiet_run           # per slot: gated windows in a row so far
+    cdef readonly long long n_inferred     # windows run through the model since creation
+    cdef readonly long long n_skipped      # windows the gate answered without the model
+    cdef object _silence_state_arr         # float32 [2, 128], SILERO_SKIP_SILENCE's target
+    cdef float[:, ::1] _silence_state
+    cdef int32_t[::1] _infer_slots         # scratch of run_ready: the slots actually inferred
+    cdef float[::1] _infer_probs
+    cdef int32_t[::1] _infer_index         # their positions in result_*
     cdef object _session
     cdef object _feeds_sr
     cdef object _output_names
@@ -55,4 +73,5 @@ cdef class SileroBatch:
     cpdef int run_ready(self) except -1
     cdef void reset_c(self, int slot) noexcept nogil
     cdef int _run(self, int n, const int32_t* slots, float* probs) except -1
+    cdef void _skip_window(self, int s, const float* w) noexcept nogil
     cdef int _slot_arg(self, int slot) except -1

@@ -6,6 +6,13 @@ import numpy as np
 import numpy.typing as npt
 
 MODEL_FILE: str
+MODEL_FILES: dict[str, str]
+SKIP_KEEP: int
+SKIP_ZERO: int
+SKIP_SILENCE: int
+SKIP_POLICIES: dict[str, int]
+SILENCE_WINDOWS: int
+SKIP_AFTER: int
 INPUT_NAMES: tuple[str, ...]
 OUTPUT_NAMES: tuple[str, ...]
 WINDOW: int
@@ -13,14 +20,28 @@ WINDOW_MS: int
 CONTEXT: int
 RATE: int
 
-def model_bytes() -> bytes: ...
-def make_session(threads: int = 1, model: bytes | None = None) -> Any: ...
+def model_bytes(name: str = "float") -> bytes: ...
+def make_session(threads: int = 1, model: bytes | str | None = None) -> Any: ...
 
 class SileroBatch:
     max_legs: int
     threads: int
     n_results: int
-    def __init__(self, max_legs: int, threads: int = 1, model: bytes | None = None) -> None: ...
+    model_name: str
+    skip_below: float
+    skip_policy: int
+    skip_after: int
+    n_inferred: int
+    n_skipped: int
+    def __init__(
+        self,
+        max_legs: int,
+        threads: int = 1,
+        model: bytes | str | None = None,
+        skip_below: float = 0.0,
+        skip_policy: str = "keep",
+        skip_after: int = 8,
+    ) -> None: ...
     def infer(
         self, slots: npt.ArrayLike, windows: npt.ArrayLike
     ) -> npt.NDArray[np.float32]: ...

@@ -30,6 +30,25 @@ per leg.  Two ways in:
   windows at once, so one call per tick drains everything.
 
 Do not mix the two for the same slot (they share its state).
+
+Level-gate skipping (``skip_below``).  The engine feeds silero's probability as 0 for a window
+whose level is below its energy floor (-55 dBFS), whatever the model says, so running the model on
+such a window only moves the slot's LSTM state.  With ``skip_below`` set to that floor (as a mean
+square in int16 units squared), ``run_ready`` leaves those windows out of the batch and reports
+them with probability 0, except the first ``skip_after`` gated windows in a row (default 8, 256 ms),
+which are still inferred so that the LSTM state settles on the pause as it would without skipping.
+The context (the window's last 64 samples) stays exact; the state of a skipped window follows
+``skip_policy``: SKIP_KEEP leaves it as the last inferred window left it (the default), SKIP_ZERO
+zeroes it (a fresh stream), SKIP_SILENCE sets the state the model settles into on digital silence
+(computed once at creation).  bench/silero.py measured these against the onsets and offsets of a
+run that infers everything (bench/RESULTS.md, "Cheaper silero (issue 13)"): SKIP_KEEP with 8
+windows of hangover found every event, none extra, all within 2 windows (64 ms) and ~90 % at the
+same ms; skipping at once lost 7 % of the onsets (the state frozen on speech), and resetting
+(zero, silence) added events.  ``infer``/``infer_into`` never skip.
+
+Models: ``"float"`` (``models/silero_vad.onnx``) and ``"int8"`` (``models/silero_vad_int8.onnx``,
+made from it by bench/silero.py's ``quantize`` step: the 16 kHz branch only, encoder convolutions
+statically quantised to int8 with QDQ; the ``sr`` input is then ignored).
 """
 
 from importlib import resources
@@ -42,6 +61,13 @@ import numpy as np
 from pbx.core.errors import CoreError
 
 MODEL_FILE = "silero_vad.onnx"
+MODEL_FILES = {"float": MODEL_FILE, "int8": "silero_vad_int8.onnx"}
+SKIP_KEEP = SILERO_SKIP_KEEP
+SKIP_ZERO = SILERO_SKIP_ZERO
+SKIP_SILENCE = SILERO_SKIP_SILENCE
+SKIP_POLICIES = {"keep": SILERO_SKIP_KEEP, "zero": SILERO_SKIP_ZERO, "silence": SILERO_SKIP_SILENCE}
+SILENCE_WINDOWS = 32     # zero windows run from a fresh state to reach SKIP_SILENCE's state
+SKIP_AFTER = 8           # gated windows in a row still inferred (256 ms) before skipping; see the docstring
 INPUT_NAMES = ("input", "state", "sr")
 OUTPUT_NAMES = ("output", "stateN")
 WINDOW = SILERO_WINDOW
@@ -50,9 +76,13 @@ CONTEXT = SILERO_CONTEXT
 RATE = SILERO_RATE
 
 
-def model_bytes():
-    """The bundled silero_vad.onnx."""
-    return resources.files("pbx.core").joinpath("models", MODEL_FILE).read_bytes()
+def model_bytes(name="float"):
+    """A bundled model: ``"float"`` (silero_vad.onnx) or ``"int8"`` (silero_vad_int8.onnx)."""
+    try:
+        fname = MODEL_FILES[name]
+    except KeyError:
+        raise ValueError(f"unknown silero model {name!r}; expected one of {', '.join(MODEL_FILES)}") from None
+    return resources.files("pbx.core").joinpath("models", fname).read_bytes()
 
 
 def make_session(int threads=1, model=None):
@@ -66,7 +96,9 @@ def make_session(int threads=1, model=None):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    session = ort.InferenceSession(model_bytes() if model is None else model, sess_options=opts,
+    if model is None or isinstance(model, str):
+        model = model_bytes("float" if model is None else model)
+    session = ort.InferenceSession(model, sess_options=opts,
                                    providers=["CPUExecutionProvider"])
     inputs = tuple(i.name for i in session.get_inputs())
     outputs = tuple(o.name for o in session.get_outputs())
@@ -77,14 +109,36 @@ def make_session(int threads=1, model=None):
 
 
 cdef class SileroBatch:
-    """Silero VAD state of ``max_legs`` legs (16 kHz), inferred in batches across legs."""
+    """Silero VAD state of ``max_legs`` legs (16 kHz), inferred in batches across legs.
 
-    def __init__(self, int max_legs, int threads=1, model=None):
+    ``model``: ``"float"`` (default), ``"int8"`` or the bytes of an ONNX model.  ``skip_below``:
+    the level gate's mean square (int16 units squared; 0: infer every window), ``skip_policy``:
+    ``"keep"``, ``"zero"`` or ``"silence"`` (see the module docstring).
+    """
+
+    def __init__(self, int max_legs, int threads=1, model=None, double skip_below=0.0, str skip_policy="keep",
+                 int skip_after=SKIP_AFTER):
         if max_legs <= 0:
             raise ValueError("max_legs must be positive")
+        if skip_below < 0:
+            raise ValueError("skip_below must be >= 0")
+        if skip_after < 0:
+            raise ValueError("skip_after must be >= 0")
+        if skip_policy not in SKIP_POLICIES:
+            raise ValueError(f"unknown skip policy {skip_policy!r}; expected one of {', '.join(SKIP_POLICIES)}")
         self.max_legs = max_legs
         self.threads = threads
+        self.model_name = "float" if model is None else model if isinstance(model, str) else "custom"
         self._session = make_session(threads, model)
+        self.skip_below = skip_below
+        self.skip_policy = SKIP_POLICIES[skip_policy]
+        self.skip_after = skip_after
+        self._quiet_run = np.zeros(max_legs, dtype=np.int32)
+        self.n_inferred = 0
+        self.n_skipped = 0
+        self._infer_slots = np.zeros(max_legs, dtype=np.int32)
+        self._infer_probs = np.zeros(max_legs, dtype=np.float32)
+        self._infer_index = np.zeros(max_legs, dtype=np.int32)
         self._output_names = list(OUTPUT_NAMES)
         self._feeds_sr = np.array(SILERO_RATE, dtype=np.int64)
         self._state_arr = np.zeros((max_legs, 2, SILERO_STATE), dtype=np.float32)
@@ -112,6 +166,16 @@ cdef class SileroBatch:
         self.result_probs = self._result_probs_arr
         self.result_start_ms = self._result_start_arr
         self.n_results = 0
+        self._silence_state_arr = self._settle_on_silence()
+        self._silence_state = self._silence_state_arr
+
+    def _settle_on_silence(self):
+        """The LSTM state after SILENCE_WINDOWS windows of zeros from a fresh state, float32 [2, 128]."""
+        state = np.zeros((2, 1, SILERO_STATE), dtype=np.float32)
+        row = np.zeros((1, SILERO_ROW), dtype=np.float32)
+        for _ in range(SILENCE_WINDOWS):
+            state = self._session.run(self._output_names, {"input": row, "state": state, "sr": self._feeds_sr})[1]
+        return np.ascontiguousarray(state[:, 0, :])
 
     cdef int _slot_arg(self, int slot) except -1:
         if slot < 0 or slot >= self.max_legs:
@@ -223,8 +287,12 @@ cdef class SileroBatch:
         return r
 
     cpdef int run_ready(self) except -1:
-        """One inference for every slot holding a full window; returns how many (see result_*)."""
-        cdef int n = self.n_ready, i, j, k, s, rest
+        """One inference for every slot holding a full window; returns how many windows (see result_*).
+
+        Windows below ``skip_below`` are answered without the model (probability 0) and counted in
+        ``n_skipped``; the others go through one batch and count in ``n_inferred``.
+        """
+        cdef int n = self.n_ready, i, j, k, s, rest, m = 0
         cdef float* inp = &self._input[0]
         cdef const float* w
         cdef double acc
@@ -234,17 +302,33 @@ cdef class SileroBatch:
         with nogil:
             for i in range(n):
                 s = self._ready[i]
-                memcpy(inp + i * SILERO_ROW, &self._context[s, 0], SILERO_CONTEXT * sizeof(float))
-                memcpy(inp + i * SILERO_ROW + SILERO_CONTEXT, &self._pending[s, 0],
-                       SILERO_WINDOW * sizeof(float))
                 self.result_slots[i] = s
                 self.result_start_ms[i] = self._pending_start_ms[s]
                 w = &self._pending[s, 0]
                 acc = 0.0
                 for j in range(SILERO_WINDOW):
                     acc += <double>w[j] * w[j]
-                self.result_mean_square[i] = acc * (32768.0 * 32768.0 / SILERO_WINDOW)
-        self._run(n, &self.result_slots[0], &self.result_probs[0])
+                acc = acc * (32768.0 * 32768.0 / SILERO_WINDOW)
+                self.result_mean_square[i] = acc
+                if acc < self.skip_below:   # the gate calls it silence: no inference once skip_after have run
+                    self._quiet_run[s] += 1
+                    if self._quiet_run[s] > self.skip_after:
+                        self.result_probs[i] = 0.0
+                        self._skip_window(s, w)
+                        continue
+                else:
+                    self._quiet_run[s] = 0
+                memcpy(inp + m * SILERO_ROW, &self._context[s, 0], SILERO_CONTEXT * sizeof(float))
+                memcpy(inp + m * SILERO_ROW + SILERO_CONTEXT, w, SILERO_WINDOW * sizeof(float))
+                self._infer_slots[m] = s
+                self._infer_index[m] = i
+                m += 1
+        if m > 0:
+            self._run(m, &self._infer_slots[0], &self._infer_probs[0])
+            for i in range(m):
+                self.result_probs[self._infer_index[i]] = self._infer_probs[i]
+        self.n_inferred += m
+        self.n_skipped += n - m
         with nogil:
             k = 0
             for i in range(n):   # consume the window; a slot with another full one stays queued
@@ -261,6 +345,14 @@ cdef class SileroBatch:
             self.n_ready = k
         self.n_results = n
         return n
+
+    cdef void _skip_window(self, int s, const float* w) noexcept nogil:
+        """A window left out by the gate: exact context, state per skip_policy."""
+        memcpy(&self._context[s, 0], w + SILERO_WINDOW - SILERO_CONTEXT, SILERO_CONTEXT * sizeof(float))
+        if self.skip_policy == SILERO_SKIP_ZERO:
+            memset(&self._state[s, 0, 0], 0, 2 * SILERO_STATE * sizeof(float))
+        elif self.skip_policy == SILERO_SKIP_SILENCE:
+            memcpy(&self._state[s, 0, 0], &self._silence_state[0, 0], 2 * SILERO_STATE * sizeof(float))
 
     def results(self):
         """Copies of the last run_ready() results: (slots int32, probabilities float32, window start ms int64)."""
@@ -283,6 +375,7 @@ cdef class SileroBatch:
         memset(&self._state[slot, 0, 0], 0, 2 * SILERO_STATE * sizeof(float))
         memset(&self._context[slot, 0], 0, SILERO_CONTEXT * sizeof(float))
         self._fill[slot] = 0
+        self._quiet_run[slot] = 0
         cdef int i, k = 0
         if self._queued[slot]:
             for i in range(self.n_ready):
