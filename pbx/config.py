@@ -128,7 +128,8 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "log_format": (str, "text, or json: one object a line (ts, level, logger, message, call_id, pid, exception)"),
     "cdr": (bool, "write a call record <call id>.cdr.json next to each call's recording (else in the "
                   "recordings folder)"),
-    "sip": (dict, "[sip] table: addr, external_ip, rtp_ports, user_agent, trunks, accounts (pbx.sip.config)"),
+    "sip": (dict, "[sip] table: addr, external_ip, rtp_ports, user_agent, trunks, accounts, and the defences "
+                   "(rates, ACL, users, dial_allow, rtp_source: docs/sip-security.md) (pbx.sip.config)"),
     "webhook": (dict, "[webhook] table: url, decision_timeout_secs, timeout_secs"),
     "webrtc": (dict, "[webrtc] table: addr, addr6, external_ip, rtp_ports (pbx.webrtc.config)"),
 }

@@ -7,8 +7,11 @@ its events on, and re-arms one ``loop.call_at`` timer at :meth:`UserAgent.get_ti
 Bad input never reaches a call: a datagram that does not parse as SIP is answered with the status
 its error names (400, 413, 505, 513, ...) when it is a request whose Via can be read, and dropped
 otherwise; a TCP stream that cannot be framed is answered and closed. Either way the other calls go
-on. A message to an address with an open TCP connection goes over it, else over UDP, from the
-socket of the address's family (a server can listen on an IPv4 and an IPv6 address at once).
+on. Before any of that, the :class:`~pbx.sip.guard.SipGuard` (source ACL, per-source rates, brute-force
+blocks; docs/sip-security.md) may refuse a datagram, a TCP connection or a new request: its one answer
+(503 with Retry-After) goes out, the rest is dropped. A message to an address with an open TCP connection
+goes over it, else over UDP, from the socket of the address's family (a server can listen on an IPv4 and
+an IPv6 address at once).
 """
 
 from __future__ import annotations

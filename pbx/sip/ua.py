@@ -43,6 +43,9 @@ Rules (RFC 3261 unless noted):
   with Allow for a method SIP defines that we do not serve, 501 for one it does not define, §8.2.1); an
   ACK that fails is dropped. A request in no dialog we know (wrong Call-ID or tags) gets 481, one whose
   CSeq goes backwards 500 (§12.2.2).
+- With :attr:`UserAgent.auth` set (``[sip] users``, :mod:`pbx.sip.registrar`), an INVITE or REGISTER outside a
+  dialog must authenticate first (401 challenges, 403 when the guard blocks a brute force) and REGISTER is
+  served by :attr:`UserAgent.registrar`; without it REGISTER is 405 like any method we do not serve.
 - :meth:`receive` never raises for what the peer sent. A response without a readable Via, CSeq, Call-ID,
   From or To is dropped and counted in :attr:`UserAgent.dropped`, like an ACK that fails its checks or a
   request without Via (nowhere to answer).
