@@ -75,7 +75,8 @@ def test_json_lines_have_the_fields_and_the_traceback() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", value["ts"])
     assert "RuntimeError: boom" in value["exception"] and "Traceback" in value["exception"]
     text = logging.Formatter(text_format("worker 7 ")).format(rec)
-    assert 'ERROR worker 7 pbx.test: [call id with "quotes"\n] it failed: badly\nTraceback' in text
+    # the id is a client's string: in a text line its newline is escaped, not a forged line
+    assert 'ERROR worker 7 pbx.test: [call id with "quotes"\\x0a] it failed: badly\nTraceback' in text
 
 
 def test_configure_refuses_an_unknown_format() -> None:

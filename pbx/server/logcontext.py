@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from contextvars import ContextVar
 
 CALL_ID: ContextVar[str | None] = ContextVar("pypbx_call_id", default=None)
 LOG_FORMATS = ("text", "json")
+PREFIX_CHARS = 128
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class CallIdFilter(logging.Filter):
@@ -27,8 +30,15 @@ class CallIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         call_id = getattr(record, "call_id", None) or CALL_ID.get()
         record.call_id = call_id
-        record.call_prefix = f"[call {call_id}] " if call_id else ""
+        record.call_prefix = f"[call {printable(call_id)}] " if call_id else ""
         return True
+
+
+def printable(call_id: str) -> str:
+    """A client's id fit for a text line: control characters escaped (a newline would forge a log
+    line), at most :data:`PREFIX_CHARS` characters."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", call_id)
+    return text if len(text) <= PREFIX_CHARS else text[:PREFIX_CHARS] + "..."
 
 
 class JsonFormatter(logging.Formatter):
