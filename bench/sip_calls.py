@@ -259,6 +259,8 @@ class Spec:
     generator: str = "sipp"             # sipp | own (bench/sip_load.py)
     loss: float = 0.0                   # own: the generator's RTP loss and jitter
     jitter_ms: float = 0.0
+    codec: str = "pcma"                 # own: what the generator offers and the application accepts
+    vad: str = "webrtc"                 # the accept's VAD type (bench/load.py: webrtc or silero)
 
 
 @dataclass
@@ -280,6 +282,37 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a multi-worker server: the supervisor and its workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+    return out
+
+
+def tree_cpu_s(pid: int) -> float:
+    """utime + stime of every thread of ``pid`` and of its descendants (those alive now)."""
+    total = 0.0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += process_cpu_s(p)
+    return total
+
+
+def tree_rss_kib(pid: int) -> int:
+    """VmRSS summed over ``pid`` and its descendants."""
+    total = 0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += rss_kib(p)
+    return total
 
 
 class App:
@@ -349,7 +382,7 @@ class App:
         if name == "incoming" and client is not None:
             recorder = "prime.wav" if call.index < 0 else f"call-{call.index}.wav"
             client.command({"command": "accept", "option": {
-                "codec": "pcma", "vad": {"type": "webrtc"},
+                "codec": self.spec.codec, "vad": {"type": self.spec.vad},
                 "recorder": {"recorderFile": f"{RECORDINGS}/{recorder}"}}})
         elif name in ("answer", "trackEnd") and self.spec.play and client is not None \
                 and call.hangup_at is None:
@@ -393,8 +426,9 @@ class App:
     # the window
     def sample(self, name: str) -> None:
         pid = self.spec.server_pid
-        s: dict[str, Any] = {"wall": time.monotonic(), "server": process_cpu_s(pid),
-                             "server_wait": cpu_wait_s(pid), "rss_kib": rss_kib(pid),
+        s: dict[str, Any] = {"wall": time.monotonic(), "server": tree_cpu_s(pid),
+                             "server_wait": sum(cpu_wait_s(p) for p in process_tree(pid)),
+                             "rss_kib": tree_rss_kib(pid),
                              "app": process_cpu_s(os.getpid()), "live": self.live}
         with contextlib.suppress(OSError, ValueError, IndexError):
             s["caller"] = process_cpu_s(self.caller_pid) if self.caller_pid else 0.0
@@ -470,7 +504,8 @@ class OwnCaller:
         hold_s = PRIME_HOLD_S if phase == "prime" else self.spec.hold_s
         # SCHED_FIFO when root: its sends must not wait behind the application, which shares its CPU
         load = await SipLoad.start(LoadSpec("127.0.0.1", self.spec.sip_port, calls, rate, hold_s,
-                                            self.spec.loss, self.spec.jitter_ms, realtime=os.geteuid() == 0))
+                                            self.spec.loss, self.spec.jitter_ms, realtime=os.geteuid() == 0,
+                                            codec=self.spec.codec))
         on_start(load.pid)
         try:
             report = await load.finish()
@@ -493,6 +528,7 @@ def generator_figures(report: LoadReport, hold_s: float) -> dict[str, Any]:
         "gen_tx_median": float(np.median(report.rtp_sent)), "gen_rx_min": min(report.rtp_received),
         "gen_rx_median": float(np.median(report.rtp_received)),
         "gen_with_audio": sum(1 for n in report.rtp_received if n >= AUDIO_SHARE * expected),
+        "gen_rx_total": sum(report.rtp_received), "gen_rx_expected": expected * report.answered,
         "gen_drops": report.rtp_drops, "gen_send_errors": report.send_errors, "gen_stray": report.stray_rtp,
         "gen_late_at": report.late_at, "gen_wait_pct": 100.0 * report.wait_s / report.wall_s,
         "gen_scheduling": report.scheduling, "gen_steal_ms": 1000.0 * report.steal_s,
@@ -515,7 +551,7 @@ async def load(spec: Spec) -> dict[str, Any]:
             raise RuntimeError(f"the priming call failed: {caller.name} exit {prime['caller_exit']}; call {app.prime}; "
                                f"{caller.name} errors: {prime['caller_errors']}")
         await asyncio.sleep(0.5)
-        rss_idle = rss_kib(spec.server_pid)
+        rss_idle = tree_rss_kib(spec.server_pid)
         health0 = await http_get_json(spec.http_port, "/health")
         app.priming = False
 
@@ -557,6 +593,7 @@ def summarise(app: App, spec: Spec, figures: dict[str, Any], rss_idle: int, heal
         "rx_packets_min": min((c.rtp.get("packetsReceived", 0) for c in calls), default=0),
         "rx_packets_median": float(np.median([c.rtp.get("packetsReceived", 0) for c in calls])) if calls else 0.0,
         "rx_lost": sum(int(c.rtp.get("packetsLost", 0)) for c in calls),
+        "rx_packets_total": sum(int(c.rtp.get("packetsReceived", 0)) for c in calls),
         "tx_packets_median": float(np.median([c.rtp.get("packetsSent", 0) for c in calls])) if calls else 0.0,
         "hook_to_answer_ms": [1000 * (c.answer_at - c.hook_at) for c in answered if c.answer_at is not None],
         "speaking_per_call": float(np.mean([c.events.get("speaking", 0) for c in calls])) if calls else 0.0,
@@ -669,14 +706,16 @@ def run_sip(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     pcap_packets = write_sipp_files(work, hold_s) if args.generator == "sipp" else None
     sip_port, hook_port = free_sip_port(), free_sip_port()
     low = random.randrange(10000, 18000, 2)          # below the ephemeral range; taken pairs are skipped
-    extra = (f'[sip]\naddr = "127.0.0.1:{sip_port}"\nrtp_ports = [{low}, {low + 4 * calls + 200}]\n'
+    workers = getattr(args, "workers", 1)           # bench/load.py passes workers, codec and vad
+    extra = (f'[sip]\naddr = "127.0.0.1:{sip_port}"\nrtp_ports = [{low}, {low + 4 * calls * workers + 200}]\n'
              f'[webhook]\nurl = "http://127.0.0.1:{hook_port}/hook"\ndecision_timeout_secs = 30\n')
     server_cpus, load_cpus = pin_sets() if args.pin else (None, None)
-    server = ServerProcess("pbx", PROMPT_S, cpus=server_cpus, nice=args.nice, extra_config=extra)
+    server = ServerProcess("pbx", PROMPT_S, cpus=server_cpus, nice=args.nice, extra_config=extra, workers=workers)
     try:
         server.wait_ready()
         spec = Spec(calls, args.rate, args.seconds, args.warmup, hold_s, sip_port, server.port, hook_port,
-                    server.pid, str(work), args.play, args.generator, args.loss, args.jitter_ms)
+                    server.pid, str(work), args.play, args.generator, args.loss, args.jitter_ms,
+                    getattr(args, "codec", "pcma"), getattr(args, "vad", "webrtc"))
         argv = [sys.executable, __file__, "--load", json.dumps(asdict(spec))]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=ramp + hold_s + 180,
                               preexec_fn=placement(load_cpus, args.nice))
