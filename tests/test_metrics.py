@@ -17,6 +17,7 @@ import pytest
 
 from pbx.protocol import HangupEvent, MetricsEvent
 from pbx.server.metrics import (
+    MAX_REASON_SERIES,
     Histogram,
     LoopLagProbe,
     MetricFamily,
@@ -188,6 +189,16 @@ def test_server_metrics_from_events() -> None:
     assert metrics.jitter["inbound"].count == 1 and metrics.jitter["inbound"].sum == 0.0125
     assert metrics.jitter["outbound"].count == 0         # no RTCP from the peer: no figure
     assert list(metrics.provider_latency) == [("espeak", "tts", "ttfb")]
+    for n in range(200):          # a client's own reasons: bounded series, the rest "other"
+        metrics.on_event("websocket", HangupEvent(track_id="c", timestamp=2, start_time=1, hangup_time=2,
+                                                  reason=f"r{n}"), lambda kind: "x")
+    metrics.on_event("websocket", HangupEvent(track_id="c", timestamp=2, start_time=1, hangup_time=2,
+                                              reason="bad\nreason"), lambda kind: "x")
+    metrics.on_event("websocket", HangupEvent(track_id="c", timestamp=2, start_time=1, hangup_time=2,
+                                              reason="killed"), lambda kind: "x")
+    assert len(metrics.calls_ended) == MAX_REASON_SERIES + 2          # + other, + a server reason
+    assert metrics.calls_ended[("websocket", "other")] == 200 - (MAX_REASON_SERIES - 1) + 1
+    assert metrics.calls_ended[("websocket", "killed")] == 1 and metrics.calls_ended[("websocket", "r0")] == 1
     probe = LoopLagProbe(Histogram((0.001, 0.01)))
     probe.observe(-0.0001)
     probe.observe(0.004)

@@ -25,13 +25,14 @@ import asyncio
 import bisect
 import math
 import os
+import re
 import resource
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pbx.protocol import ErrorEvent, Event, HangupEvent, MetricsEvent
+from pbx.protocol import ErrorEvent, Event, HangupEvent, HangupReason, MetricsEvent
 
 if TYPE_CHECKING:
     from pbx.server.app import CallServer
@@ -46,6 +47,9 @@ PROVIDER_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30
 LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 LAG_PROBE_EVERY_S = 0.1
 MAX_PROVIDER_SERIES = 64      # provider names come from the registry; this bounds them anyway
+MAX_REASON_SERIES = 64        # a hangup command's reason is the client's own string: bounded label values
+SERVER_REASONS = frozenset(reason.value for reason in HangupReason)
+_PLAIN_REASON = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 # -- the exposition format -----------------------------------------------------------------------------
@@ -230,11 +234,22 @@ class ServerMetrics:
                 if key in self.provider_errors or len(self.provider_errors) < MAX_PROVIDER_SERIES:
                     self.provider_errors[key] = self.provider_errors.get(key, 0) + 1
         elif isinstance(event, HangupEvent):
-            key = (call_type, event.reason or "unknown")
+            key = (call_type, self._reason_label(call_type, event.reason))
             self.calls_ended[key] = self.calls_ended.get(key, 0) + 1
             rtp = (event.extra or {}).get("rtp")
             if isinstance(rtp, dict) and rtp:
                 self._ended_leg(rtp)
+
+    def _reason_label(self, call_type: str, reason: str | None) -> str:
+        """The server's reasons as they are; a client's own (its ``hangup`` command's) while it is a plain
+        word and fewer than :data:`MAX_REASON_SERIES` series exist, else ``other``."""
+        if not reason:
+            return "unknown"
+        if reason in SERVER_REASONS or (call_type, reason) in self.calls_ended:
+            return reason
+        if _PLAIN_REASON.fullmatch(reason) and len(self.calls_ended) < MAX_REASON_SERIES:
+            return reason
+        return "other"
 
     def _provider_metric(self, event: MetricsEvent) -> None:
         metric, _, rest = event.key.partition(".")      # ttfb.tts.espeak, completed.asr.pocketsphinx
