@@ -2,6 +2,7 @@
 
     python bench/engine.py [--legs 100 500 1000 2000] [--seconds 10] [--udp] [--vad webrtc silero]
                            [--baseline | --no-baseline] [--quick] [--no-pin] [--silero-threads 1]
+                           [--silero-model float|int8] [--silero-skip | --no-silero-skip]
 
 Every leg runs the full pipeline: real speech (espeak-ng, 8 kHz, looped; each leg starts at its own
 point) arrives as PCMU RTP with 1 % random loss and 30 ms p95 jitter (the trace model of
@@ -127,6 +128,8 @@ class Plan:
     warmup: float             # seconds before the measured window (legs start, jitter buffers settle)
     seed: int
     silero_threads: int
+    silero_model: str = "float"   # Engine.set_silero: "float" or "int8"
+    silero_skip: bool = True      # windows below the energy floor skip inference
 
     @property
     def traffic_seconds(self) -> float:
@@ -340,8 +343,10 @@ def drive(run: Run, t0: float, plan: Plan, tick: Callable[[int, float], int],
 class EngineBench:
     """N legs in one engine, with the recording, VAD and looping prompt of every leg."""
 
-    def __init__(self, n_legs: int, vad: str, prompt: np.ndarray, rec_dir: Path, silero_threads: int) -> None:
+    def __init__(self, n_legs: int, vad: str, prompt: np.ndarray, rec_dir: Path, silero_threads: int,
+                 silero: tuple[str, bool] = ("float", True)) -> None:
         self.engine = eng_mod.Engine(max_legs=max(n_legs, 1))
+        self.engine.set_silero(*silero)
         self.silero_threads = silero_threads
         self.n_legs = n_legs
         self.vad = vad
@@ -415,6 +420,10 @@ class EngineBench:
             if leg is not None:
                 self.engine.remove_leg(leg)
         rec_bytes = sum(p.stat().st_size for p in self.rec_dir.glob("*.wav"))
+        inferred, skipped = self.engine.silero_counts
+        if inferred + skipped:
+            print(f"    silero windows: {inferred} inferred, {skipped} skipped by the level gate "
+                  f"({100 * skipped / (inferred + skipped):.0f} %)", file=sys.stderr, flush=True)
         for s in self.socks:
             s.close()
         return {"rx": rx, "tx": tx, "rec_mb": rec_bytes / 1e6,
@@ -426,7 +435,8 @@ class EngineBench:
 def run_engine_memory(n_legs: int, vad: str, plan: Plan, traffic: Traffic, prompt: np.ndarray) -> Run:
     run = Run("memory", vad, "engine", n_legs)
     with tempfile.TemporaryDirectory(prefix="pbx-bench-") as tmp:
-        bench = EngineBench(n_legs, vad, prompt, Path(tmp), plan.silero_threads)
+        bench = EngineBench(n_legs, vad, prompt, Path(tmp), plan.silero_threads,
+                            (plan.silero_model, plan.silero_skip))
         engine = bench.engine
         blob = memoryview(traffic.blob)
         arrivals, legs, offsets = traffic.arrival_ms, traffic.legs, traffic.offsets
@@ -459,7 +469,8 @@ def run_engine_memory(n_legs: int, vad: str, plan: Plan, traffic: Traffic, promp
 def run_engine_udp(n_legs: int, vad: str, plan: Plan, prompt: np.ndarray) -> Run:
     run = Run("udp", vad, "engine", n_legs)
     with tempfile.TemporaryDirectory(prefix="pbx-bench-") as tmp:
-        bench = EngineBench(n_legs, vad, prompt, Path(tmp), plan.silero_threads)
+        bench = EngineBench(n_legs, vad, prompt, Path(tmp), plan.silero_threads,
+                            (plan.silero_model, plan.silero_skip))
         bench.open_sockets()
         engine = bench.engine
         with Generator(bench.ports, plan) as gen:
@@ -928,6 +939,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per configuration")
     parser.add_argument("--warmup", type=float, default=1.5, help="seconds before the measured window")
     parser.add_argument("--silero-threads", type=int, default=1, help="onnxruntime threads of the engine")
+    parser.add_argument("--silero-model", default="float", choices=["float", "int8"], help="Engine.set_silero")
+    parser.add_argument("--silero-skip", action=argparse.BooleanOptionalAction, default=True,
+                        help="skip silero inference for windows below the energy floor (default)")
     parser.add_argument("--udp", action="store_true", help="loopback UDP sockets and a generator process")
     parser.add_argument("--vad", nargs="+", default=["webrtc", "silero"],
                         choices=["webrtc", "silero", "none"], help="none: no VAD, for a cost breakdown")
@@ -962,9 +976,11 @@ def main() -> int:
     print(f"# engine bench: {mode}, {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, load average at start {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, "
           f"nice {os.getpriority(os.PRIO_PROCESS, 0)}, pinned {mode == 'udp' and Generator.cpu is not None}")
-    plan = Plan(args.seconds, args.warmup, args.seed, args.silero_threads)
+    plan = Plan(args.seconds, args.warmup, args.seed, args.silero_threads, args.silero_model, args.silero_skip)
     print(f"# {plan.seconds:g} s measured per configuration after {plan.warmup:g} s warm-up; traffic: PCMU "
           f"RTP, {LOSS:.0%} loss, {JITTER_MS:g} ms p95 jitter; full pipeline incl. recording and playout")
+    if "silero" in args.vad:
+        print(f"# silero: model {plan.silero_model}, level-gate skip {'on' if plan.silero_skip else 'off'}")
     prompt = make_prompt()
     runs: list[Run] = []
     floors: dict[tuple[str, str, int], Floor] = {}

@@ -64,6 +64,8 @@ class Config:
     workers: int = 0                            # server processes (0: one per core; 1: no supervisor)
     capacity_load: float = 0.8                  # fraction of the event loop calls may take (0: unchecked)
     drain_secs: float = 30.0                    # on SIGTERM, how long active calls may go on
+    silero_model: str = "float"                 # "float" or "int8" (core/models; bench/RESULTS.md)
+    silero_skip: bool = True                    # no silero inference for windows below the -55 dBFS floor
     metrics_public: bool = False                # GET /metrics without the token from loopback peers
     log_format: str = "text"                    # "text" or "json" (one object a line), with the call id
     cdr: bool = True                            # a <call id>.cdr.json record per call (pbx.server.cdr)
@@ -123,6 +125,10 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "capacity_load": ((int, float), "fraction of a process's event loop (measured) calls may take; past it new "
                                     "calls get HTTP/SIP 503 (0: only max_calls limits)"),
     "drain_secs": ((int, float), "on SIGTERM, how long active calls may go on before they end with shutdown"),
+    "silero_model": (str, "silero VAD model of every call: float, or int8 (about 1.8x cheaper batched, onsets "
+                          "and offsets within 64 ms of float's for ~99 %: bench/RESULTS.md)"),
+    "silero_skip": (bool, "true: windows below the -55 dBFS VAD floor skip silero inference (the decision is "
+                          "'not speech' either way; events within 64 ms of inferring every window)"),
     "metrics_public": (bool, "true: GET /metrics needs no API token from a loopback peer (a local Prometheus "
                              "agent); others still need it"),
     "log_format": (str, "text, or json: one object a line (ts, level, logger, message, call_id, pid, exception)"),
@@ -171,6 +177,8 @@ def _check(key: str, raw: Any) -> Any:
             except (TypeError, ValueError):
                 raise ConfigError(f"config key {key!r}: {network!r} is not a network such as "
                                   "10.0.0.0/8") from None
+    if key == "silero_model" and value not in ("float", "int8"):
+        raise ConfigError(f"config key 'silero_model': expected float or int8, got {value!r}")
     if key == "log_format" and value not in ("text", "json"):
         raise ConfigError(f"config key 'log_format': expected text or json, got {value!r}")
     if key == "log_level" and value not in ("debug", "info", "warning", "error"):

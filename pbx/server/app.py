@@ -68,7 +68,9 @@ class CallServer:
         self.config = config
         # the call ids of every worker (pbx.server.supervisor), or of this process alone
         self.registry: Registry = registry or LocalRegistry(self.collect)
-        self.media = MediaRunner(Engine(config.max_calls), config.playout_max_bytes)
+        engine = Engine(config.max_calls)
+        engine.set_silero(config.silero_model, config.silero_skip)
+        self.media = MediaRunner(engine, config.playout_max_bytes)
         self.providers = builtin_registry(config.tts_provider, config.asr_provider, ProviderContext(
             AddressPolicy(config.endpoint_allow_networks), config.provider_timeout_secs))
         self.loader = MediaLoader(config.directory("media"), max_bytes=config.download_max_bytes,

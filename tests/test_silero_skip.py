@@ -1,0 +1,205 @@
+"""Silero level-gate skipping and the int8 model (core/silero.pyx, Engine.set_silero).
+
+- A skipped window gives probability 0, keeps the state as the policy says and the context exact:
+  checked against the single-stream oracle (support/oracles/silero.py) driven the same way.
+- Onsets and offsets of real speech with pauses (espeak-ng over a -70 dBFS line) with skipping equal
+  those of inference of every window, each within 2 windows (64 ms): the tolerance bench/silero.py
+  measured over 24 legs x 40 s; here no event may be missing or extra.
+- Speech after 10 s of digital silence is detected, at the same onset as without skipping.
+- The int8 model loads by name and agrees with the float one on real speech.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pbx import config
+from pbx.core import engine as eng
+from pbx.core import silero
+from pbx.core.engine import Engine
+from pbx.core.silero import SileroBatch
+from pbx.core.vad import SILENCE, SPEAKING, VadBank
+from pbx.errors import ConfigError
+from support.audio import espeak_speech
+from support.oracles import silero as silero_oracle
+
+FLOOR = 3400.0            # core/engine.pyx ENERGY_FLOOR: -55 dBFS as a mean square
+WINDOW = 512
+TICK = 320                # the engine pushes 20 ms per tick
+TOLERANCE_MS = 64
+
+
+def conversation(seed: int, background_dbfs: float | None) -> np.ndarray:
+    """Three utterances with pauses of 0.6-2.5 s, over white noise at ``background_dbfs`` (None: none)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for text in ("Hello, I am calling about my order.", "Yes.",
+                 "Could you check whether it left the warehouse?"):
+        parts.append(np.zeros(int(rng.uniform(0.6, 2.5) * 16000), np.float32))
+        parts.append(espeak_speech(16000, text).astype(np.float32))
+    parts.append(np.zeros(16000, np.float32))
+    x = np.concatenate(parts)
+    if background_dbfs is not None:
+        x += rng.standard_normal(x.shape[0]).astype(np.float32) * 32768.0 * 10 ** (background_dbfs / 20)
+    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+
+
+def engine_path(signals: list[np.ndarray], batch: SileroBatch) -> list[list[tuple[int, int]]]:
+    """The engine's silero path: 20 ms pushes, one run_ready per tick, gated probabilities to VadBank."""
+    vad = VadBank(batch.max_legs)
+    events: list[list[tuple[int, int]]] = [[] for _ in signals]
+    for t in range(min(len(s) for s in signals) // TICK):
+        for leg, s in enumerate(signals):
+            batch.push(leg, s[t * TICK:(t + 1) * TICK], t * 20)
+        if batch.run_ready():
+            slots, probs, starts = batch.results()
+            gated = np.where(batch.result_energies() >= FLOOR, probs, 0).astype(np.float32)
+            vad.feed_many(slots, gated, starts, 32)
+        for slot, kind, _time, start, _dur in vad.drain():
+            events[slot].append((kind, start))
+    return events
+
+
+def assert_same_events(ref: list[tuple[int, int]], got: list[tuple[int, int]], tolerance_ms: int) -> None:
+    assert [k for k, _ in got] == [k for k, _ in ref], (ref, got)
+    for (_, a), (_, b) in zip(ref, got, strict=True):
+        assert abs(a - b) <= tolerance_ms, (ref, got)
+
+
+@pytest.fixture(scope="module")
+def signals() -> list[np.ndarray]:
+    quiet = [conversation(seed, -70.0) for seed in (1, 2, 3)]
+    return [*quiet, conversation(4, None), np.roll(quiet[0], 7 * TICK)]
+
+
+def test_skipping_keeps_onsets_and_offsets_of_speech_with_pauses(signals: list[np.ndarray]) -> None:
+    full = SileroBatch(len(signals))
+    skipping = SileroBatch(len(signals), skip_below=FLOOR)
+    ref = engine_path(signals, full)
+    got = engine_path(signals, skipping)
+    assert full.n_skipped == 0
+    windows = skipping.n_inferred + skipping.n_skipped
+    assert windows == full.n_inferred
+    assert skipping.n_skipped > 0.25 * windows      # the pauses really were skipped
+    for leg_ref, leg_got in zip(ref, got, strict=True):
+        assert sum(k == SPEAKING for k, _ in leg_ref) >= 3     # three utterances (a comma may split one)
+        assert_same_events(leg_ref, leg_got, TOLERANCE_MS)
+
+
+def test_speech_after_long_silence_is_detected() -> None:
+    speech = espeak_speech(16000, "Are you still there?")
+    signal = np.concatenate([np.zeros(10 * 16000, np.int16), speech, np.zeros(16000, np.int16)])
+    full = SileroBatch(1)
+    skipping = SileroBatch(1, skip_below=FLOOR)
+    ref = engine_path([signal], full)[0]
+    got = engine_path([signal], skipping)[0]
+    assert skipping.n_skipped >= 10 * 16000 // WINDOW - silero.SKIP_AFTER - 1
+    onsets = [start for kind, start in got if kind == SPEAKING]
+    assert len(onsets) == 1 and 10_000 <= onsets[0] <= 10_000 + 300, got
+    assert [k for k, _ in got] == [SPEAKING, SILENCE]
+    assert_same_events(ref, got, TOLERANCE_MS)
+
+
+@pytest.mark.parametrize("policy", ["keep", "zero", "silence"])
+def test_skipped_window_against_the_oracle(policy: str) -> None:
+    """loud, quiet (skipped), loud: probabilities and state equal the oracle driven the same way."""
+    session = silero_oracle.make_session(silero.model_bytes())
+    speech = espeak_speech(16000, "one two three").astype(np.float32)
+    loud = speech[8000:8000 + 3 * WINDOW]
+    quiet = np.full(WINDOW, 20.0, np.float32)       # -64 dBFS: below the floor
+    windows = [loud[:WINDOW], loud[WINDOW:2 * WINDOW], quiet, quiet, loud[2 * WINDOW:]]
+    batch = SileroBatch(2, skip_below=FLOOR, skip_policy=policy, skip_after=0)
+    oracle = silero_oracle.SileroStream(session)
+    silence_state = np.zeros((2, 1, 128), np.float32)
+    for _ in range(silero.SILENCE_WINDOWS):
+        settle = silero_oracle.SileroStream(session)
+        settle.state = silence_state
+        settle(np.zeros(WINDOW, np.float32))
+        silence_state = settle.state
+    for t, w in enumerate(windows):
+        batch.push(1, w.astype(np.int16), 32 * t)
+        assert batch.run_ready() == 1
+        _slots, probs, _starts = batch.results()
+        x = w / 32768.0
+        if np.mean(w.astype(np.float64) ** 2) < FLOOR:
+            assert probs[0] == 0.0
+            oracle.context = x[None, -64:].astype(np.float32)    # the context stays exact
+            if policy == "zero":
+                oracle.state = np.zeros((2, 1, 128), np.float32)
+            elif policy == "silence":
+                oracle.state = silence_state.copy()
+        else:
+            assert probs[0] == pytest.approx(oracle(x), abs=1e-5)
+        np.testing.assert_allclose(batch.state(1), oracle.state[:, 0, :], atol=1e-5)
+    assert (batch.n_inferred, batch.n_skipped) == (3, 2)
+
+
+def test_skip_after_infers_the_first_quiet_windows() -> None:
+    batch = SileroBatch(1, skip_below=FLOOR, skip_after=3)
+    quiet = np.zeros(5 * WINDOW, np.int16)
+    batch.push(0, quiet[:4 * WINDOW], 0)
+    for _ in range(4):
+        batch.run_ready()
+    assert (batch.n_inferred, batch.n_skipped) == (3, 1)
+    batch.reset(0)                 # a reset slot starts counting again
+    batch.push(0, quiet[:WINDOW], 0)
+    batch.run_ready()
+    assert (batch.n_inferred, batch.n_skipped) == (4, 1)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="skip_below must be >= 0"):
+        SileroBatch(1, skip_below=-1.0)
+    with pytest.raises(ValueError, match="skip_after must be >= 0"):
+        SileroBatch(1, skip_after=-1)
+    with pytest.raises(ValueError, match="unknown skip policy 'later'; expected one of keep, zero, silence"):
+        SileroBatch(1, skip_policy="later")
+    with pytest.raises(ValueError, match="unknown silero model 'int4'; expected one of float, int8"):
+        silero.model_bytes("int4")
+
+
+def test_int8_model_agrees_with_float_on_speech(signals: list[np.ndarray]) -> None:
+    batch = SileroBatch(len(signals), model="int8")
+    assert batch.model_name == "int8"
+    assert len(silero.model_bytes("int8")) < len(silero.model_bytes("float"))
+    ref = engine_path(signals, SileroBatch(len(signals)))
+    got = engine_path(signals, batch)
+    matched = total = 0
+    for leg_ref, leg_got in zip(ref, got, strict=True):
+        assert sum(k == SPEAKING for k, _ in leg_got) >= 2
+        for kind, start in leg_ref:
+            total += 1
+            matched += any(k == kind and abs(s - start) <= TOLERANCE_MS for k, s in leg_got)
+    assert matched >= 0.9 * total, (ref, got)
+
+
+def test_engine_set_silero() -> None:
+    e = Engine(4)
+    with pytest.raises(ValueError, match="unknown silero model 'int4'; expected float or int8"):
+        e.set_silero("int4")
+    e.set_silero("int8", skip=True)
+    leg = e.add_leg("stream", "pcm", 0.0)
+    e.set_vad(leg, "silero")
+    e.set_silero("int8", skip=True)             # the same settings: accepted
+    with pytest.raises(ValueError, match="silero already runs model 'int8' with skip on"):
+        e.set_silero("float")
+    speech = espeak_speech(16000, "Are you still there?")
+    e.feed(leg, np.concatenate([np.zeros(16000, np.int16), speech]).astype("<i2").tobytes())
+    events = []
+    for k in range((16000 + len(speech)) // TICK):
+        events += e.tick(20.0 * k)
+    inferred, skipped = e.silero_counts
+    assert skipped >= 31 - silero.SKIP_AFTER - 1      # the leading second of digital silence
+    assert inferred + skipped == (16000 + len(speech)) // WINDOW
+    assert [ev for ev in events if ev[1] == eng.SPEAKING], events
+
+
+def test_config_keys() -> None:
+    assert (config.Config().silero_model, config.Config().silero_skip) == ("float", True)
+    c = config.from_mapping({"silero_model": "int8", "silero_skip": False})
+    assert (c.silero_model, c.silero_skip) == ("int8", False)
+    with pytest.raises(ConfigError, match="config key 'silero_model': expected float or int8, got 'int4'"):
+        config.from_mapping({"silero_model": "int4"})
+    with pytest.raises(ConfigError, match="config key 'silero_skip': expected bool, got str"):
+        config.from_mapping({"silero_skip": "yes"})
