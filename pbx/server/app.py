@@ -50,7 +50,7 @@ from pbx.server.metrics import MetricFamily, ServerMetrics, provider_name, rende
 from pbx.server.metrics import collect as collect_metrics
 from pbx.server.registry import LocalRegistry, Registry
 from pbx.server.rest import WEBSOCKET_PATHS, JsonErrorConnection, make_router
-from pbx.server.routing import tagged_worker
+from pbx.server.routing import call_id_tag
 from pbx.server.sipcalls import SipCalls
 from pbx.server.siptransport import SIP_PROFILE, SipTransport
 from pbx.server.transports import WEBSOCKET_PROFILE, Transport, WebSocketAudio
@@ -119,15 +119,15 @@ class CallServer:
         return sockname[0], sockname[1]
 
     async def start_worker(self, token: str | None, sip_sockets: dict[tuple[str, int], socket.socket],
-                           first: bool, call_id_tag: str) -> None:
-        """Start as a worker of :mod:`pbx.server.supervisor`: no listening socket of its own; connections
-        come through :meth:`adopt_http`, SIP over the supervisor's sockets. Only the ``first`` worker
+                           index: int) -> None:
+        """Start as worker ``index`` of :mod:`pbx.server.supervisor`: no listening socket of its own;
+        connections come through :meth:`adopt_http`, SIP over the supervisor's sockets. Only worker 0
         registers ``[[sip.accounts]]`` and prunes dumps."""
         self.policy = AccessPolicy(token, frozenset(self.config.allowed_origins))
-        self.worker_index = tagged_worker(f"{call_id_tag}@")     # the tag is routing.call_id_tag(index)
+        self.worker_index = index
         if self.cdr is not None:
-            self.cdr.worker = self.worker_index
-        await self._start_calls(sip_sockets, first, call_id_tag)
+            self.cdr.worker = index
+        await self._start_calls(sip_sockets, index == 0, call_id_tag(index))
         # websockets serves connections from a listening socket only, and answers 503 while that is not
         # serving: it listens on a Unix socket in a private folder that nobody connects to, and its
         # protocol factory serves each connection handed over.
@@ -156,13 +156,13 @@ class CallServer:
             log.info("a connection handed over was lost: %s", task.exception())
 
     async def _start_calls(self, sip_sockets: dict[tuple[str, int], socket.socket] | None = None,
-                           first: bool = True, call_id_tag: str = "") -> None:
+                           first: bool = True, tag: str = "") -> None:
         for name in ("recordings", "dumps", "media"):
             os.makedirs(self.config.directory(name), exist_ok=True)
         self.media.start()
         self.metrics.lag_probe.start()
         try:
-            await self.sip.start(sip_sockets, register=first, call_id_tag=call_id_tag)
+            await self.sip.start(sip_sockets, register=first, call_id_tag=tag)
         except OSError as exc:
             self.media.stop()
             self.metrics.lag_probe.stop()

@@ -20,7 +20,6 @@ from pbx.config import Config
 from pbx.server.app import CallServer
 from pbx.server.channel import Channel, ChannelClosed
 from pbx.server.registry import WorkerRegistry
-from pbx.server.routing import call_id_tag
 from pbx.server.supervisor import port_slice
 from pbx.server.tickstats import LoadSample
 
@@ -59,7 +58,7 @@ class WorkerProcess:
                      for address, (_, _, fd) in zip(configured, setup["sip"], strict=False)}
         server = CallServer(worker_config(self.config, self.index, count), WorkerRegistry(self.channel))
         self.server = server
-        await server.start_worker(setup.get("token"), by_config, self.index == 0, call_id_tag(self.index))
+        await server.start_worker(setup.get("token"), by_config, self.index)
         admission = server.media.on_load
         assert admission is not None
 
