@@ -87,8 +87,12 @@ def test_new_requests_have_their_own_rate() -> None:
     refused = g.new_request("127.0.0.1", 0.0)
     assert refusal(refused) == (503, "Service Unavailable", (("Retry-After", "10"),))
     assert str(refused) == "127.0.0.1 sent more than 3 new SIP requests per second"
-    assert refusal(g.inbound("127.0.0.1", 0.5, request=False)) == (0, "", ())    # in-dialog traffic too
+    assert refusal(g.new_request("127.0.0.1", 0.5)) == (0, "", ())              # dropped, unanswered
+    assert g.inbound("127.0.0.1", 0.5, request=True) is None      # its calls' own traffic goes on
+    assert g.inbound("127.0.0.1", 0.5, request=False) is None
+    assert g.new_request("::1", 0.5) is None                       # another source is not touched
     assert g.new_request("127.0.0.1", 10.0) is None
+    assert g.refused.new_requests == 2 and g.refused.blocks == 1
 
 
 def test_a_rate_of_zero_is_no_limit() -> None:

@@ -234,7 +234,7 @@ def test_an_invite_flood_from_one_address_gets_one_503_then_silence(tmp_path: Pa
     assert 20 <= posts <= 25, posts                          # the burst reached the webhook, the rest did not
     assert len({r.call_id for r in flood}) <= posts + 1       # INVITEs dropped unanswered
     assert later == []                                        # still cooling off
-    assert refused_new == 1
+    assert refused_new >= 100, refused_new        # counted and dropped (the kernel drops some of 400 at once)
     assert_unaffected(events, tmp_path)
 
 

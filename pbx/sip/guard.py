@@ -13,8 +13,10 @@ Rules (the configuration keys are ``[sip]``'s, docs/sip-security.md):
 - Rates, per source address (the port is the sender's to change, so it is not part of the key): one token
   bucket for every datagram (``max_messages_per_sec``, holding one second's worth) and one for requests
   outside a dialog (``max_new_requests_per_sec``: INVITE, REGISTER, OPTIONS without a To tag). A source
-  that empties a bucket is answered 503 Service Unavailable with ``Retry-After: rate_cooloff_secs`` once
-  (a request; a response is never answered), then dropped until the cool-off ends. 0 turns a rate off.
+  that empties the message bucket is answered 503 Service Unavailable with ``Retry-After:
+  rate_cooloff_secs`` once (a request; a response is never answered), then everything from it is dropped
+  until the cool-off ends. One that empties the new-request bucket gets the same 503, then only its new
+  requests are dropped for the cool-off: the calls it has going on carry on. 0 turns a rate off.
 - Digest brute force: ``auth_max_failures`` failed answers (wrong password, unknown user, a nonce not
   ours) from one address within ``auth_failure_window_secs`` block it for ``auth_block_secs``: 403
   Forbidden once, then dropped. A success does not clear the count (one known account must not cover
@@ -75,6 +77,7 @@ class _Source:
     blocked_until: float = -1.0
     block_answered: bool = False        # the 503/403 of the current block went out
     block_status: int = 0
+    new_blocked_until: float = -1.0     # over the new-request rate: new requests only are refused
     failures: deque[float] = field(default_factory=deque)
 
 
@@ -168,10 +171,15 @@ class SipGuard:
         blocked = self._blocked(source, host, now, True)
         if blocked is not None:
             return blocked
+        if now < source.new_blocked_until:
+            self.refused.new_requests += 1
+            return Refused(f"{host} may send no new requests for {source.new_blocked_until - now:.0f} s more")
         if not source.new_requests.take(self.new_rate, now):
             self.refused.new_requests += 1
-            return self._block(source, host, now, True,
-                               f"{host} sent more than {self.new_rate:g} new SIP requests per second")
+            self.refused.blocks += 1
+            source.new_blocked_until = now + self.cooloff
+            return Refused(f"{host} sent more than {self.new_rate:g} new SIP requests per second", 503,
+                           "Service Unavailable", (("Retry-After", str(max(1, round(self.cooloff)))),))
         return None
 
     def auth_failed(self, host: str, now: float) -> bool:
@@ -220,8 +228,8 @@ class SipGuard:
         return Refused(f"{host} is blocked for {source.blocked_until - now:.0f} s more")
 
     def _block(self, source: _Source, host: str, now: float, request: bool, why: str) -> Refused:
-        """Over a rate: a cool-off, announced by a 503 to this message if it is a request, else to the next
-        request (the first one is the only one answered)."""
+        """Over the message rate: a cool-off, announced by a 503 to this message if it is a request, else to
+        the next request (the first one is the only one answered)."""
         source.blocked_until = now + self.cooloff
         source.block_status = 503
         source.block_answered = request
