@@ -76,7 +76,8 @@ def run_args(args: argparse.Namespace, calls: int, generator: str = "own") -> ar
         calls=calls, rate=args.rate, seconds=args.seconds, warmup=args.warmup, generator=generator,
         loss=LOSS if own else 0.0, jitter_ms=JITTER_MS if own else 0.0, play=True,
         pin=args.placement == "split", nice=0, workers=args.workers,
-        codec="pcmu" if own else "pcma", vad=args.vad)          # sipp's pcap is PCMA
+        codec="pcmu" if own else "pcma", vad=args.vad,          # sipp's pcap is PCMA
+        capacity_load=args.capacity_load)
 
 
 def figures(r: dict[str, Any], calls: int) -> dict[str, Any]:
@@ -106,7 +107,8 @@ def figures(r: dict[str, Any], calls: int) -> dict[str, Any]:
         "speaking_per_call": r["speaking_per_call"], "tracks_per_call": r["tracks_per_call"],
         "recordings": r["recordings"], "errors": r["errors"], "error_count": r["error_count"],
         "server_wait_pct": 100 * r["server_wait_s"] / wall if "server_wait_s" in r else math.nan,
-        "up_with_audio": up_with_audio,
+        "up_with_audio": up_with_audio, "failed_calls": r.get("caller_failed"),
+        "failed_kinds": r.get("failed_kinds") or {},
     }
     row["failed_bars"] = failed_bars(row)
     row["holds"] = not row["failed_bars"]
@@ -116,7 +118,8 @@ def figures(r: dict[str, Any], calls: int) -> dict[str, Any]:
 def failed_bars(row: dict[str, Any]) -> list[str]:
     failed = []
     if not row["up_with_audio"]:
-        failed.append(f"not every call up with audio both ways ({row['max_live']} up, {row['with_audio']} with audio)")
+        failed.append(f"not every call up with audio both ways ({row['max_live']} up, {row['with_audio']} with audio; "
+                      f"failed calls {row['failed_calls']} {row['failed_kinds'] or ''})")
     if row["void"]:
         failed.append(f"VOID: the generator sent {100 * row['late_ratio']:.4f} % of its packets over {LATE_MS:g} ms "
                       f"late (limit {100 * LATE_LIMIT:g} %)")
@@ -172,6 +175,8 @@ def main() -> int:
     parser.add_argument("--placement", choices=["split", "shared"], default="split",
                         help="split: server on all CPUs but the last, application and generator on the last; "
                              "shared: no pinning")
+    parser.add_argument("--capacity-load", type=float,
+                        help="the server's capacity_load (admission control; 0: unchecked); default: the server's")
     parser.add_argument("--sipp-check", action="store_true", help="also run 100 calls with sipp as the caller")
     parser.add_argument("--quick", action="store_true", help="smoke run: 10 calls, 3 s window")
     parser.add_argument("--json", type=Path, help="write the rows as JSON to this file")

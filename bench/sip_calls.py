@@ -706,8 +706,10 @@ def run_sip(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     pcap_packets = write_sipp_files(work, hold_s) if args.generator == "sipp" else None
     sip_port, hook_port = free_sip_port(), free_sip_port()
     low = random.randrange(10000, 18000, 2)          # below the ephemeral range; taken pairs are skipped
-    workers = getattr(args, "workers", 1)           # bench/load.py passes workers, codec and vad
-    extra = (f'[sip]\naddr = "127.0.0.1:{sip_port}"\nrtp_ports = [{low}, {low + 4 * calls * workers + 200}]\n'
+    workers = getattr(args, "workers", 1)           # bench/load.py passes workers, codec, vad, capacity_load
+    capacity = getattr(args, "capacity_load", None)
+    extra = ((f"capacity_load = {capacity}\n" if capacity is not None else "")
+             + f'[sip]\naddr = "127.0.0.1:{sip_port}"\nrtp_ports = [{low}, {low + 4 * calls * workers + 200}]\n'
              f'[webhook]\nurl = "http://127.0.0.1:{hook_port}/hook"\ndecision_timeout_secs = 30\n')
     server_cpus, load_cpus = pin_sets() if args.pin else (None, None)
     server = ServerProcess("pbx", PROMPT_S, cpus=server_cpus, nice=args.nice, extra_config=extra, workers=workers)

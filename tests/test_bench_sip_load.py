@@ -8,10 +8,14 @@ Not a performance assertion: the machine may be busy, so the late-send ratio is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from pbx.sip.config import SipConfig, WebhookConfig
@@ -124,3 +128,75 @@ def test_an_answer_with_media_outside_loopback_is_hung_up_without_rtp() -> None:
     record = calls.records[0]
     assert record.failure.startswith("bad answer: 192.0.2.1 is not a loopback address"), record.failure
     assert record.stream is None and calls.started == [] and calls.all_over()
+
+
+# -- the batched RTP path: pbx.core.udp.send_batch / RecvBatch.count_sources and RtpSender's packets ----------
+
+def loopback_udp() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+def drain(sock: socket.socket) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096))
+        except BlockingIOError:
+            return out
+
+
+def test_send_batch_sends_each_slice_to_its_port_and_count_sources_counts_by_port() -> None:
+    from pbx.core.udp import RecvBatch, send_batch
+    with contextlib.ExitStack() as stack:
+        src = stack.enter_context(loopback_udp())
+        sinks = [stack.enter_context(loopback_udp()) for _ in range(3)]
+        ports = np.array([sinks[i % 3].getsockname()[1] for i in range(200)], np.int32)     # > one sendmmsg
+        packets = np.arange(200 * 4, dtype=np.uint32).astype(np.uint8)
+        assert send_batch(src.fileno(), packets, 4, "127.0.0.1", ports) == 200
+        got = [drain(s) for s in sinks]
+        assert [len(g) for g in got] == [67, 67, 66]
+        assert got[1][0] == bytes(packets[4:8]) and got[0][1] == bytes(packets[12:16])
+        with pytest.raises(ValueError, match="need 804 bytes"):
+            send_batch(src.fileno(), packets, 4, "127.0.0.1", np.append(ports, ports[0]).astype(np.int32))
+        counts = np.zeros(65536, np.int64)
+        for i, s in enumerate(sinks):
+            for _ in range(i + 1):
+                s.sendto(b"x", src.getsockname())
+        assert RecvBatch().count_sources(src.fileno(), counts) == 6
+        assert [int(counts[s.getsockname()[1]]) for s in sinks] == [1, 2, 3] and counts.sum() == 6
+
+
+def test_rtp_sender_sends_each_call_its_schedule_with_right_headers() -> None:
+    spec = sip_load.LoadSpec("127.0.0.1", 5060, calls=4, rate=10.0, hold_s=0.3, loss=0.2, jitter_ms=30.0,
+                             codec="pcmu")
+    frames = [bytes([i]) * 160 for i in range(7)]
+    streams = [sip_load.prepare_stream(spec, call, len(frames)) for call in range(spec.calls)]
+    with contextlib.ExitStack() as stack:
+        src = stack.enter_context(loopback_udp())
+        sinks = [stack.enter_context(loopback_udp()) for _ in streams]
+        sender = sip_load.RtpSender(streams, frames, src.fileno(), "127.0.0.1")
+        start = time.monotonic()
+        for stream, sink in zip(streams, sinks, strict=True):
+            stream.dest, stream.payload_type, stream.start = sink.getsockname(), 0, start
+            sender.start(stream)
+        sender.stop(streams[3])                                 # hung up before any packet: none sent
+        while (due := sender.next_due()) is not None:
+            time.sleep(max(0.0, due - time.monotonic()))
+            sender.send_due()
+        for stream, sink in zip(streams, sinks, strict=True):
+            got = drain(sink)
+            if stream.call == 3:
+                assert got == []
+                continue
+            assert len(got) == len(stream.numbers) < round(spec.hold_s / sip_load.FRAME_S)    # 20 % dropped
+            assert int(sender.sent_per_call[stream.call]) == len(got)
+            for packet, k in zip(got, stream.numbers, strict=True):        # in the schedule's (jittered) order
+                flags, marker_pt, seq, ts, ssrc = sip_load.RTP_HEADER.unpack(packet[:12])
+                assert (flags, marker_pt & 0x7F, ssrc) == (0x80, 0, stream.ssrc)
+                assert marker_pt >> 7 == (k == 0)
+                assert seq == (stream.seq0 + k) & 0xFFFF and ts == (stream.ts0 + 160 * k) & 0xFFFFFFFF
+                assert packet[12:] == frames[(stream.first_frame + k) % len(frames)]
+    assert sender.sent == sum(len(s.numbers) for s in streams[:3]) and sender.errors == 0
