@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 APT_PACKAGES := build-essential pkg-config python3-dev python3-venv libopus-dev libsrtp2-dev espeak-ng sox patchelf sip-tester baresip chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps install test test-ten lint serve wheel wheel-test bench bench-sip hostile fuzz clean
+.PHONY: deps install test test-ten lint serve wheel wheel-test bench bench-sip load soak hostile fuzz clean
 
 # System packages: skipped when already present, so repeated runs stay fast.
 deps:
@@ -69,6 +69,19 @@ bench: install
 # BENCH_SIP_ARGS=--quick for a 10-call smoke run (exits non-zero unless every call was up with audio).
 bench-sip: install
 	$(PY) bench/sip_calls.py $(BENCH_SIP_ARGS)
+
+# A thousand phone calls (issue 13): N = 100, 500, 1000 SIP calls (PCMU speech with loss and jitter, VAD,
+# recorder, prompt) against a server process; CPU, RSS and frames per call; exits non-zero unless every N
+# holds its bars. LOAD_ARGS e.g. "--calls 100,500 --workers 2 --vad silero" or "--quick".
+LOAD_ARGS ?=
+load: install
+	$(PY) bench/load.py $(LOAD_ARGS)
+
+# Soak (issue 13, not part of `make test`, ~12 minutes): 10,000 calls of 3 s at 50 at once, then 200 of
+# 60 s together; descriptors, RTP ports, asyncio tasks and threads back at baseline, RSS growth <= 5 %.
+SOAK_ARGS ?=
+soak: install
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 # The long hostile-client cases (issue 9) against a server process, with a bystander call:
 # RSS and descriptors before and after each case; exits non-zero if a bar fails.
