@@ -377,3 +377,41 @@ def test_a_callee_outside_dial_allow_is_refused_by_name_and_never_sent_a_packet(
     assert "matches no [sip] dial_allow pattern" in refer_refused["reason"], refer_refused
     assert got == []                                          # nothing went out for the refused callees
     assert invite.startswith(b"INVITE sip:alice@127.0.0.1:")  # an allowed callee is dialled
+
+
+# -- the source ACL --------------------------------------------------------------------------------------------------
+def test_a_denied_source_is_dropped_unanswered_over_udp_and_tcp_and_others_are_served(tmp_path: Path) -> None:
+    async def run() -> tuple[list[Response], bytes, list[int], int]:
+        async with running_server(tmp_path / "data", sip=dual(deny_networks=("::1/128",))) as (server, _):
+            mallory = Mallory(v6_port(server))
+            try:
+                udp = await mallory.exchange(mallory.request("OPTIONS", "denied"))
+                over_tcp = mallory.request("OPTIONS", "denied-tcp")
+            finally:
+                mallory.close()
+            reader, writer = await asyncio.open_connection("::1", v6_port(server))
+            try:
+                writer.write(over_tcp)
+                await writer.drain()
+                tcp = await asyncio.wait_for(reader.read(), 5.0)
+            except ConnectionResetError:
+                tcp = b""
+            finally:
+                writer.close()
+            assert server.sip is not None and server.sip.address is not None and server.sip.guard is not None
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                sock.setblocking(False)
+                port, local = server.sip.address[1], sock.getsockname()[1]
+                sock.sendto((f"OPTIONS sip:bot@127.0.0.1:{port} SIP/2.0\r\n"
+                             f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK-ok\r\n"
+                             "From: <sip:alice@127.0.0.1>;tag=a\r\nTo: <sip:bot@127.0.0.1>\r\n"
+                             "Call-ID: allowed\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                             "Content-Length: 0\r\n\r\n").encode(), ("127.0.0.1", port))
+                reply = parse_message(await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 65536), 2.0))
+                assert isinstance(reply, Response)
+            return udp, tcp, [reply.status], server.sip.guard.refused.acl
+
+    udp, tcp, served, refused = asyncio.run(run())
+    assert (udp, tcp, served) == ([], b"", [200])
+    assert refused == 2                                      # the datagram and the connection
