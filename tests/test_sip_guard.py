@@ -263,6 +263,18 @@ def test_brute_force_on_register_and_invite_ends_in_403_then_the_guard_drops() -
     assert bob.events() == []
 
 
+def test_only_the_configured_algorithms_are_challenged_and_accepted() -> None:
+    bob = agent(BOB, "b")
+    bob.auth = InboundAuth("pypbx", USERS, algorithms=("MD5",))
+    first = answer(bob, register(1, method="INVITE"), 0.0)
+    assert [Challenge.parse(v).algorithm for v in first.headers.get_all("WWW-Authenticate")] == ["MD5"]
+    sha = Challenge("pypbx", Challenge.parse(first.headers.get_all("WWW-Authenticate")[0]).nonce, "SHA-256",
+                    ("auth",))
+    value = authorization(sha, "INVITE", register(2).uri, Credentials("1001", USERS["1001"]), "cn", 1)
+    assert answer(bob, register(2, method="INVITE", authorization_value=value), 0.0).status == 401
+    assert bob.auth.failures == 1
+
+
 def test_malformed_credentials_are_400_and_not_counted() -> None:
     bob, g = bob_with_users()
     bad = answer(bob, register(1, authorization_value='Digest username="1001", realm="pypbx"'), 0.0)
@@ -298,6 +310,7 @@ def test_the_defence_keys_are_checked() -> None:
                          "max_messages_per_sec": 5, "rtp_source": "sdp", "max_message_bytes": 2048})
     assert (config.allow_networks, config.users, config.dial_allow, config.max_messages_per_sec,
             config.rtp_source) == (("127.0.0.0/8", "::1"), {"1001": "pw"}, ("+1*",), 5.0, "sdp")
+    assert sip_config({"auth_algorithms": ["md5", "sha-256"]}).auth_algorithms == ("MD5", "SHA-256")
     defaults = SipConfig()
     assert (defaults.max_message_bytes, defaults.max_messages_per_sec, defaults.max_new_requests_per_sec,
             defaults.users, defaults.dial_allow, defaults.rtp_source) == (16384, 1000.0, 200.0, {}, (), "latch")
@@ -309,6 +322,8 @@ def test_the_defence_keys_are_checked() -> None:
                                   "(non-empty strings)"),
         ({"dial_allow": [""]}, "config key 'sip.dial_allow': expected a list of non-empty strings"),
         ({"max_messages_per_sec": -1}, "config key 'sip.max_messages_per_sec': must be between 0 and 1e+06"),
+        ({"auth_algorithms": ["SHA-1"]}, "config key 'sip.auth_algorithms': expected a list of MD5, SHA-256, "
+                                         "SHA-512-256"),
     ]:
         with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
             sip_config(raw)

@@ -35,7 +35,7 @@ from pbx.sip.digest import Challenge, Credentials, authorization
 from pbx.sip.message import Response, parse_message
 from support.audio import read_wav
 from tests.support.calls import Call, Event, running_server
-from tests.support.sip import SIPP, WebhookReceiver, sipp_callee
+from tests.support.sip import SIPP, WebhookReceiver, run_sipp, sipp_callee
 
 needs_sipp = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
 T = TypeVar("T")
@@ -415,3 +415,26 @@ def test_a_denied_source_is_dropped_unanswered_over_udp_and_tcp_and_others_are_s
     udp, tcp, served, refused = asyncio.run(run())
     assert (udp, tcp, served) == ([], b"", [200])
     assert refused == 2                                      # the datagram and the connection
+
+
+# -- a real peer registers ----------------------------------------------------------------------------------------
+@needs_sipp
+@pytest.mark.parametrize(("algorithms", "registered"), [(("MD5",), True), (("SHA-256", "MD5"), False)])
+def test_sipp_registers_with_digest_when_md5_is_challenged_first(tmp_path: Path, algorithms: tuple[str, ...],
+                                                                 registered: bool) -> None:
+    """sipp 3.6 answers only the first challenge and only MD5: with the default order (SHA-256 first) it cannot
+    register, which is why ``auth_algorithms`` is configurable (docs/sip-security.md)."""
+    async def run() -> tuple[int, list[str]]:
+        users = {"1001": "sipp-s3cret"}
+        sip = SipConfig(addr="127.0.0.1:0", users=users, auth_algorithms=algorithms)
+        async with running_server(tmp_path / "data", sip=sip) as (server, _):
+            assert server.sip is not None and server.sip.address is not None and server.sip.ua is not None
+            result = await run_sipp("caller_registers.xml", server.sip.address[1], tmp_path / "sipp",
+                                    args=("-au", "1001", "-ap", users["1001"]))
+            assert server.sip.ua.registrar is not None
+            return result.rc, [b.contact for b in server.sip.ua.registrar.lookup("1001", server.sip.now())]
+
+    rc, contacts = asyncio.run(run())
+    assert (rc == 0, len(contacts)) == (registered, 1 if registered else 0)
+    if registered:
+        assert contacts[0].startswith("sip:1001@127.0.0.1:")

@@ -151,7 +151,8 @@ class SipCalls:
         ua.call_id_tag = call_id_tag
         self.guard = SipGuard(self.config)     # docs/sip-security.md
         if self.config.users:
-            ua.auth = InboundAuth(self.config.auth_realm, self.config.users, self.guard)
+            ua.auth = InboundAuth(self.config.auth_realm, self.config.users, self.guard,
+                                  algorithms=self.config.auth_algorithms)
             ua.registrar = Registrar()
         network = SipNetwork(ua, self._on_event, Limits(max_size=self.config.max_message_bytes), self.guard)
         self.ua, self.network = ua, network

@@ -19,6 +19,7 @@ These names are part of the contract with operators (the README's table document
     allow_networks = []          # inbound SIP only from these networks ([] = any); others dropped
     deny_networks = []           # never from these (checked first)
     auth_realm = "pypbx"
+    auth_algorithms = ["SHA-256", "MD5"]   # challenged in this order (put "MD5" first for UAs reading only one)
     users = {}                   # username = password: inbound INVITE and REGISTER must authenticate (digest)
     auth_max_failures = 10       # failed digest answers from one address in auth_failure_window_secs ...
     auth_failure_window_secs = 60
@@ -105,6 +106,7 @@ class SipConfig:
     allow_networks: tuple[str, ...] = ()
     deny_networks: tuple[str, ...] = ()
     auth_realm: str = "pypbx"
+    auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
     users: dict[str, str] = field(default_factory=dict, repr=False)
     auth_max_failures: int = 10
     auth_failure_window_secs: float = 60.0
@@ -248,7 +250,7 @@ def sip_config(raw: Any) -> SipConfig:
 _DEFENCE_KEYS: dict[str, type | tuple[type, ...]] = {
     "max_message_bytes": int, "max_messages_per_sec": (int, float), "max_new_requests_per_sec": (int, float),
     "rate_cooloff_secs": (int, float), "allow_networks": list, "deny_networks": list, "auth_realm": str,
-    "users": dict, "auth_max_failures": int, "auth_failure_window_secs": (int, float),
+    "auth_algorithms": list, "users": dict, "auth_max_failures": int, "auth_failure_window_secs": (int, float),
     "auth_block_secs": (int, float), "dial_allow": list, "rtp_source": str}
 
 
@@ -280,6 +282,12 @@ def _defences(values: dict[str, Any]) -> None:
                     raise ConfigError(f"config key 'sip.{name}': not a network: {network!r}") from None
     if "dial_allow" in values:
         values["dial_allow"] = _strings("sip.dial_allow", values["dial_allow"])
+    if "auth_algorithms" in values:
+        algorithms = _strings("sip.auth_algorithms", values["auth_algorithms"])
+        known = {"MD5": "MD5", "SHA-256": "SHA-256", "SHA-512-256": "SHA-512-256"}
+        if not algorithms or any(a.upper() not in known for a in algorithms):
+            raise ConfigError("config key 'sip.auth_algorithms': expected a list of MD5, SHA-256, SHA-512-256")
+        values["auth_algorithms"] = tuple(known[a.upper()] for a in algorithms)
     realm = values.get("auth_realm", "pypbx")
     if not realm or any(c in realm for c in '"\\\r\n'):
         raise ConfigError("config key 'sip.auth_realm': must be non-empty, without quotes, backslashes or line breaks")

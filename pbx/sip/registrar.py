@@ -1,9 +1,10 @@
 """Inbound digest authentication and a minimal registrar (location service), sans-I/O.
 
 With ``[sip] users`` configured (username = password), :class:`InboundAuth` makes every INVITE and REGISTER
-from outside a dialog prove a user's password (RFC 3261 §22.1, §22.4; RFC 7616/8760 algorithms SHA-256 and
-MD5, qop ``auth``): a request without credentials, with credentials that fail, or with a nonce that is not
-ours is answered 401 with one ``WWW-Authenticate`` per algorithm (SHA-256 first); the right password on an
+from outside a dialog prove a user's password (RFC 3261 §22.1, §22.4; RFC 7616/8760 algorithms, by default
+SHA-256 and MD5, ``[sip] auth_algorithms``; qop ``auth``): a request without credentials, with credentials
+that fail, with an algorithm not offered, or with a nonce that is not ours is answered 401 with one
+``WWW-Authenticate`` per algorithm, in the configured order (RFC 8760 §2.4); the right password on an
 expired nonce gets 401 with ``stale=true`` and a fresh nonce; credentials that do not parse, or whose
 ``uri`` is not the Request-URI, get 400. Every failed answer is told to the :class:`~pbx.sip.guard.SipGuard`,
 which after too many blocks the source: that request gets 403 Forbidden, later ones are dropped. Without
@@ -31,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pbx.sip.digest import (
+    SERVER_ALGORITHMS,
     AuthResult,
     DigestParseError,
     NonceIssuer,
@@ -67,10 +69,12 @@ class Answer:
 class InboundAuth:
     """Digest authentication of inbound INVITE and REGISTER (see the module's rules)."""
 
-    def __init__(self, realm: str, users: Mapping[str, str], guard: SipGuard | None = None) -> None:
+    def __init__(self, realm: str, users: Mapping[str, str], guard: SipGuard | None = None, *,
+                 algorithms: tuple[str, ...] = SERVER_ALGORITHMS) -> None:
         if not users:
             raise ValueError("InboundAuth needs at least one user")
         self.realm = realm
+        self.algorithms = algorithms        # challenged in this order; an answer with another is refused
         self.users = dict(users)
         self.guard = guard
         key = hashlib.sha256(repr((realm, sorted(self.users.items()))).encode("utf-8", "surrogateescape"))
@@ -88,7 +92,7 @@ class InboundAuth:
         try:
             found = verify(values[0], request.method, self._password, realm=self.realm, issuer=self.issuer,
                            now=now, max_age=NONCE_TTL_SECS, body=request.body, request_uri=request.uri,
-                           context=self.realm.encode())
+                           algorithms=self.algorithms, context=self.realm.encode())
         except (DigestParseError, SipParseError) as exc:
             warning = str(exc).replace('"', "'").replace("\\", "/")[:200]
             return Answer(400, "Bad Request", (("Warning", f'399 pypbx "{warning}"'),))
@@ -121,7 +125,8 @@ class InboundAuth:
 
     def _challenge(self, now: float, stale: bool = False) -> Answer:
         nonce = self.issuer.issue(now, self.realm.encode())
-        values = tuple(("WWW-Authenticate", str(c)) for c in challenges(self.realm, nonce, stale=stale))
+        values = tuple(("WWW-Authenticate", str(c))
+                       for c in challenges(self.realm, nonce, algorithms=self.algorithms, stale=stale))
         return Answer(401, "Unauthorized", values)
 
 
