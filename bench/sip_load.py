@@ -86,7 +86,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pbx.core.udp import RecvBatch, send_batch  # noqa: E402
+from pbx.core.udp import RecvBatch, send_rtp_due  # noqa: E402
 from pbx.sip.errors import SipParseError  # noqa: E402
 from pbx.sip.message import Request, Response, parse_message  # noqa: E402
 from pbx.sip.offer import AudioCapabilities, accept_answer, build_offer  # noqa: E402
@@ -117,6 +117,8 @@ LAG_BINS = 20_000
 RTP_BATCH = 4096                    # RTP datagrams counted per wake-up before due sends are looked at again
 SIP_BATCH = 4                       # SIP datagrams handled per wake-up, likewise (each takes ~0.3-1 ms)
 RTP_DRAIN_S = 0.005                 # the server's RTP is read at every wake-up, and at least this often
+SEND_TICK_S = 0.002                 # RTP wake-ups at most this often: each costs ~100 µs of cold numpy and
+#                                     a VM timer; a packet then waits up to 2 ms (late is > LATE_MS = 5 ms)
 SOCKET_BUFFER = 8 << 20
 START_DELAY_S = 0.05                # the first INVITE, after the sockets and the speech are ready
 SETTLE_S = 2.0                      # after the last call: how long a BYE may wait for its 200
@@ -272,18 +274,14 @@ def prepare_stream(spec: LoadSpec, call: int, frames: int) -> RtpStream:
     return RtpStream(call, due, numbers, ssrc, seq0, ts0, (call * 97) % frames)
 
 
-RTP_PACKET = np.dtype([("flags", "u1"), ("marker_pt", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("ssrc", ">u4"),
-                       ("payload", "u1", (PACKET_SAMPLES,))])      # 172 bytes, packed, network order
-
-
 class RtpSender:
     """Every call's RTP from one socket, each packet sent once it is due; measures how late.
 
-    Vectorised across calls: every call's schedule sits in one padded 2-D array (row = call), and each
-    wake-up finds the due packets of all active calls with a few numpy operations, writes their headers
-    and payloads into one array of :data:`RTP_PACKET` records and hands them to the kernel with
-    ``pbx.core.udp.send_batch`` (sendmmsg, 64 a call): no Python per packet. A packet's lag is the wake-up
-    time minus its due time (the batch leaves within microseconds of it)."""
+    Every call's schedule is a row of one padded array (due times and frame numbers, inf past the end),
+    its header a 12-byte template row; each wake-up hands them all to ``pbx.core.udp.send_rtp_due``, which
+    walks the calls in C, writes the due packets' headers (payloads are not copied) and sends them with
+    sendmmsg, 64 a call: no Python per packet or per call. A packet's lag is the wake-up time minus its
+    due time (its batch leaves within microseconds)."""
 
     def __init__(self, streams: list[RtpStream], frames: list[bytes], fd: int, host: str) -> None:
         n = len(streams)
@@ -293,24 +291,27 @@ class RtpSender:
         for s in streams:
             self._due[s.call, :len(s.due)] = s.due
             self._num[s.call, :len(s.numbers)] = s.numbers
-        self._length = np.array([len(s.due) for s in streams], np.int64)
+        self._header = np.zeros((n, 12), np.uint8)
+        for s in streams:
+            self._header[s.call] = np.frombuffer(RTP_HEADER.pack(0x80, 0, s.seq0, s.ts0, s.ssrc), np.uint8)
         self._start = np.full(n, np.inf)
         self._pos = np.zeros(n, np.int64)
         self._port = np.zeros(n, np.int32)
-        self._pt = np.zeros(n, np.uint8)
-        self._ssrc = np.array([s.ssrc for s in streams], np.uint32)
-        self._seq0 = np.array([s.seq0 for s in streams], np.int64)
-        self._ts0 = np.array([s.ts0 for s in streams], np.int64)
         self._first = np.array([s.first_frame for s in streams], np.int64)
         self._frames = np.frombuffer(b"".join(frames), np.uint8).reshape(len(frames), PACKET_SAMPLES)
         self._next_due = np.full(n, np.inf)      # when each call's next packet is due; inf: none
         self._fd, self._host = fd, host
         self.sent_per_call = np.zeros(n, np.int64)
         self.sent = self.late = self.errors = 0
-        self.batches = 0
         self.max_lag_s = 0.0
         self._hist = np.zeros(LAG_BINS, np.int64)
-        self.late_at: list[tuple[float, float]] = []     # (due, lag) of the first LATE_KEPT late packets
+        self._late_at = np.zeros((LATE_KEPT, 2))
+        self._late_kept = 0
+
+    @property
+    def late_at(self) -> list[tuple[float, float]]:
+        """(due, lag) of the first LATE_KEPT late packets."""
+        return [(float(d), float(g)) for d, g in self._late_at[:self._late_kept]]
 
     def start(self, stream: RtpStream) -> None:
         if not len(stream.due):
@@ -318,7 +319,7 @@ class RtpSender:
         call = stream.call
         self._start[call] = stream.start
         self._port[call] = stream.dest[1]
-        self._pt[call] = stream.payload_type
+        self._header[call, 1] = stream.payload_type
         self._next_due[call] = stream.start + stream.due[0]
 
     def stop(self, stream: RtpStream) -> None:
@@ -331,48 +332,15 @@ class RtpSender:
         return due if due < math.inf else None
 
     def send_due(self) -> None:
-        """Send every packet due by now: per round, one header build and one send_batch for all calls.
-
-        ``_next_due`` (one float per call, inf when idle) is the only array read for every call; the
-        schedule rows are touched only for the calls that send (the 2-D gather over all calls was the
-        cost: cache misses)."""
-        now = time.monotonic()
-        next_due = self._next_due
-        sel = np.flatnonzero(next_due <= now)
-        while sel.size:
-            pos = self._pos[sel]
-            due = next_due[sel]
-            k = self._num[sel, pos]
-            packets = np.empty(sel.size, RTP_PACKET)
-            packets["flags"] = 0x80
-            packets["marker_pt"] = self._pt[sel] | np.where(k == 0, 0x80, 0).astype(np.uint8)
-            packets["seq"] = (self._seq0[sel] + k) & 0xFFFF
-            packets["ts"] = (self._ts0[sel] + k * PACKET_SAMPLES) & 0xFFFFFFFF
-            packets["ssrc"] = self._ssrc[sel]
-            packets["payload"] = self._frames[(self._first[sel] + k) % len(self._frames)]
-            done = send_batch(self._fd, packets.view(np.uint8), RTP_PACKET.itemsize, self._host, self._port[sel])
-            self.batches += 1
-            self.sent_per_call[sel[:done]] += 1
-            self.errors += sel.size - done          # a full socket buffer: dropped, as the old sendto's were
-            self.sent += sel.size
-            pos += 1
-            self._pos[sel] = pos
-            after = self._start[sel] + self._due[sel, pos]      # inf past the end (the padding column)
-            next_due[sel] = after
-            self._account(now - due, due)
-            sel = sel[after <= now]                 # only these can have another packet due already
-
-    def _account(self, lag: np.ndarray, due: np.ndarray) -> None:
-        late = lag > LATE_MS / 1000.0
-        if late.any():
-            self.late += int(late.sum())
-            room = LATE_KEPT - len(self.late_at)
-            if room > 0:
-                self.late_at += [(float(d), float(g)) for d, g in zip(due[late][:room], lag[late][:room],
-                                                                      strict=True)]
-        self.max_lag_s = max(self.max_lag_s, float(lag.max()))
-        counts = np.bincount(np.minimum((lag / LAG_BIN_S).astype(np.int64), LAG_BINS - 1))
-        self._hist[:counts.size] += counts
+        """Send every packet due by now (one call into the kernel for all calls)."""
+        packets, late, dropped, max_lag, self._late_kept = send_rtp_due(
+            self._fd, self._host, time.monotonic(), self._next_due, self._pos, self._due, self._num, self._start,
+            self._header, self._port, self._frames, self._first, self.sent_per_call, self._hist, LAG_BIN_S,
+            LATE_MS / 1000.0, self._late_at, self._late_kept)
+        self.sent += packets
+        self.late += late
+        self.errors += dropped          # a full socket buffer: dropped, as the old sendto's were
+        self.max_lag_s = max(self.max_lag_s, max_lag)
 
     def lag_percentile_ms(self, q: float) -> float:
         """The q-th percentile of the packets' lag (the upper edge of its 0.1 ms bin)."""
@@ -815,8 +783,9 @@ class Shell:
                 settle = settle or now + SETTLE_S
                 if now >= settle or not self.calls.requests_pending():
                     return
-            wake = min(t for t in (self.calls.get_timer(), self.sender.next_due(), settle, give_up,
-                                   now + RTP_DRAIN_S) if t is not None)
+            rtp_due = self.sender.next_due()
+            wake = min(t for t in (self.calls.get_timer(), None if rtp_due is None else max(rtp_due, now + SEND_TICK_S),
+                                   settle, give_up, now + RTP_DRAIN_S) if t is not None)
             for fd, _ in epoll.poll(0.0 if more else max(wake - time.monotonic(), 0.0)):
                 fds[fd]()
 

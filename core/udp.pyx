@@ -249,3 +249,116 @@ def send_batch(int fd, const uint8_t[::1] packets, Py_ssize_t size, object host,
     if err != 0:
         raise OSError(err, os.strerror(err))
     return done
+
+
+def send_rtp_due(int fd, object host, double now, double[::1] next_due, int64_t[::1] pos,
+                 const double[:, ::1] due, const int64_t[:, ::1] number, const double[::1] start,
+                 const uint8_t[:, ::1] header, const int32_t[::1] ports, const uint8_t[:, ::1] frames,
+                 const int64_t[::1] first, int64_t[::1] sent, int64_t[::1] hist, double bin_s, double late_s,
+                 double[:, ::1] late_at, Py_ssize_t late_kept):
+    """Send every RTP packet due by ``now`` for calls on precomputed schedules (a load generator's hot loop).
+
+    Call c's packet j is due at ``start[c] + due[c, j]`` and carries frame number ``k = number[c, j]``:
+    header ``header[c]`` (12 bytes: V=2, the payload type, the first sequence number, the first
+    timestamp, the SSRC) with sequence + k, timestamp + k * frame length and the marker on k == 0, and
+    payload ``frames[(first[c] + k) % len(frames)]`` (not copied: a second iovec). ``next_due[c]`` is the
+    due time of ``pos[c]``, the next packet (inf: none; ``due`` rows end with inf). Packets leave in
+    sendmmsg batches of 64 to ``(host, ports[c])``; a full socket buffer drops the rest of a batch.
+
+    Per packet sent: ``sent[c] += 1``, its lag (``now`` - due) into ``hist`` (bins of ``bin_s``, the last
+    one open-ended); lags over ``late_s`` are counted and the first go to ``late_at[late_kept:]`` as
+    (due, lag). Returns ``(packets, late, dropped, max_lag, late_kept)``."""
+    cdef Py_ssize_t n = next_due.shape[0], payload = frames.shape[1], n_frames = frames.shape[0]
+    cdef Py_ssize_t bins = hist.shape[0], kept_max = late_at.shape[0]
+    if n_frames == 0 or header.shape[1] < 12 or bins == 0 or not bin_s > 0:
+        raise ValueError("send_rtp_due: no frames, a header row under 12 bytes or no lag bins")
+    for arr_n in (pos.shape[0], due.shape[0], number.shape[0], start.shape[0], header.shape[0], ports.shape[0],
+                  first.shape[0], sent.shape[0]):
+        if arr_n != n:
+            raise ValueError(f"send_rtp_due: every per-call array needs {n} rows, one has {arr_n}")
+    if due.shape[1] != number.shape[1]:
+        raise ValueError("send_rtp_due: due and number differ in width")
+    cdef UdpAddr base
+    addr_from_python((host, 0), &base)
+    cdef mmsghdr msgs[SEND_BATCH]
+    cdef iovec iov[2 * SEND_BATCH]
+    cdef UdpAddr addrs[SEND_BATCH]
+    cdef uint8_t heads[SEND_BATCH][12]
+    cdef Py_ssize_t owner[SEND_BATCH]
+    cdef Py_ssize_t c, p, i = 0, j, width = due.shape[1], b
+    cdef int64_t k, seq, ts
+    cdef long packets = 0, late = 0, dropped = 0
+    cdef double lag, max_lag = 0.0, d
+    cdef int got, err = 0
+    memset(msgs, 0, sizeof(msgs))
+    with nogil:
+        for c in range(n):
+            while next_due[c] <= now:
+                p = pos[c]
+                if p + 1 >= width:
+                    next_due[c] = 1.0 / 0.0
+                    break
+                d = next_due[c]
+                k = number[c, p]
+                memcpy(&heads[i][0], &header[c, 0], 12)
+                if k == 0:
+                    heads[i][1] |= 0x80
+                seq = ((<int64_t>header[c, 2] << 8) | header[c, 3]) + k
+                ts = ((<int64_t>header[c, 4] << 24) | (<int64_t>header[c, 5] << 16) | (<int64_t>header[c, 6] << 8)
+                      | header[c, 7]) + k * payload
+                heads[i][2] = (seq >> 8) & 0xFF
+                heads[i][3] = seq & 0xFF
+                heads[i][4] = (ts >> 24) & 0xFF
+                heads[i][5] = (ts >> 16) & 0xFF
+                heads[i][6] = (ts >> 8) & 0xFF
+                heads[i][7] = ts & 0xFF
+                iov[2 * i].iov_base = &heads[i][0]
+                iov[2 * i].iov_len = 12
+                iov[2 * i + 1].iov_base = <void*>&frames[(first[c] + k) % n_frames, 0]
+                iov[2 * i + 1].iov_len = payload
+                addrs[i] = base
+                addr_set_port(&addrs[i], ports[c])
+                msgs[i].msg_hdr.msg_iov = &iov[2 * i]
+                msgs[i].msg_hdr.msg_iovlen = 2
+                msgs[i].msg_hdr.msg_name = &addrs[i].sa
+                msgs[i].msg_hdr.msg_namelen = addrs[i].len
+                owner[i] = c
+                lag = now - d
+                b = <Py_ssize_t>(lag / bin_s)
+                hist[b if b < bins else bins - 1] += 1
+                if lag > max_lag:
+                    max_lag = lag
+                if lag > late_s:
+                    late += 1
+                    if late_kept < kept_max:
+                        late_at[late_kept, 0] = d
+                        late_at[late_kept, 1] = lag
+                        late_kept += 1
+                pos[c] = p + 1
+                next_due[c] = start[c] + due[c, p + 1]
+                packets += 1
+                i += 1
+                if i == SEND_BATCH:
+                    got = sendmmsg(fd, msgs, <unsigned int>i, MSG_DONTWAIT)
+                    if got < 0:
+                        err = errno
+                        got = 0
+                    for j in range(got):
+                        sent[owner[j]] += 1
+                    dropped += i - got
+                    i = 0
+        if i > 0:
+            got = sendmmsg(fd, msgs, <unsigned int>i, MSG_DONTWAIT)
+            if got < 0:
+                err = errno
+                got = 0
+            for j in range(got):
+                sent[owner[j]] += 1
+            dropped += i - got
+    if err == EAGAIN or err == EINTR:
+        err = 0
+    if err == EWOULDBLOCK:
+        err = 0
+    if err != 0:
+        raise OSError(err, os.strerror(err))
+    return packets, late, dropped, max_lag, late_kept
