@@ -35,7 +35,7 @@ from pbx.sip.digest import Challenge, Credentials, authorization
 from pbx.sip.message import Response, parse_message
 from support.audio import read_wav
 from tests.support.calls import Call, Event, running_server
-from tests.support.sip import SIPP, WebhookReceiver, run_sipp, sipp_callee
+from tests.support.sip import SIPP, WebhookReceiver, run_sipp, sipp, sipp_callee
 
 needs_sipp = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
 T = TypeVar("T")
@@ -438,3 +438,35 @@ def test_sipp_registers_with_digest_when_md5_is_challenged_first(tmp_path: Path,
     assert (rc == 0, len(contacts)) == (registered, 1 if registered else 0)
     if registered:
         assert contacts[0].startswith("sip:1001@127.0.0.1:")
+
+
+@needs_sipp
+def test_sipp_authenticates_its_invite_and_the_call_reaches_the_application(tmp_path: Path) -> None:
+    async def run() -> tuple[list[Any], list[Event], int]:
+        users = {"1001": "sipp-s3cret"}
+        async with WebhookReceiver.running() as hook, running_server(
+                tmp_path / "data", webhook=WebhookConfig(url=hook.url),
+                sip=SipConfig(addr="127.0.0.1:0", users=users, auth_algorithms=("MD5",))) as (server, address):
+            assert server.sip is not None and server.sip.address is not None
+            async with sipp("caller_authenticates.xml", server.sip.address[1], tmp_path / "sipp", timeout_s=20.0,
+                            args=("-au", "1001", "-ap", users["1001"],      # sipp's digest uri: the Request-URI's
+                                  "-auth_uri", f"bot@127.0.0.1:{server.sip.address[1]}")) as caller:
+                post = await hook.next_post()
+                async with Call.open(address, f"id={post['dialogId']}&pingInterval=0", path="/call/sip") as call:
+                    await call.wait_event("incoming")
+                    await call.send({"command": "accept", "option": {"codec": "pcma", "vad": {"type": "webrtc"}}})
+                    await call.wait_event("speaking", timeout=5.0)
+                    await call.wait_event("hangup", timeout=10.0)
+                    events = call.events()
+                result = await caller.finish()
+                assert result.rc == 0, result.logs
+                invites = [m for m in caller.sent() if m.method == "INVITE"]
+            return [post, invites], events, len(hook.posts)
+
+    (post, invites), events, posts = asyncio.run(run())
+    assert posts == 1                                         # the challenged INVITE never reached the webhook
+    assert "Authorization" not in invites[0].headers and 'username="1001"' in invites[1].headers["Authorization"]
+    assert post["caller"].startswith("sip:1001@127.0.0.1")
+    names = [e["event"] for e in events]
+    assert names[0] == "incoming" and "answer" in names and "speaking" in names and "error" not in names, names
+    assert (events[-1]["event"], events[-1]["reason"]) == ("hangup", "remote_hangup")
