@@ -1,4 +1,4 @@
-"""Our own SIP load generator: N calls to a loopback SIP port, each with PCMA RTP of real speech.
+"""Our own SIP load generator: N calls to a loopback SIP port, each with PCMA or PCMU RTP of real speech.
 
     python bench/sip_load.py 127.0.0.1:5060 [--calls 10] [--rate 10] [--hold 5] [--loss 0.01]
                              [--jitter-ms 30] [--seed 1] [--callee bench] [--realtime] [--json]
@@ -15,7 +15,7 @@ One process (bench/sip_calls.py and the tests start it with :class:`SipLoad`: th
 one thread, one epoll loop (:func:`run`) around three parts:
 
 - :class:`Calls`, the signalling, on our sans-I/O :class:`pbx.sip.ua.UserAgent` as the caller (UAC) over one
-  UDP socket: it places the calls at ``--rate`` per second (INVITE with a PCMA + telephone-event offer
+  UDP socket: it places the calls at ``--rate`` per second (INVITE with a ``--codec`` + telephone-event offer
   pointing at the shared RTP socket), reads each 200 OK's answer (:func:`pbx.sip.offer.accept_answer`; the
   ACK is the UA's), hangs the call up with BYE ``--hold`` seconds after it, and takes the server's BYE.
   The loop feeds it datagrams and the time, sends what the UA returns and wakes it at its timer.
@@ -23,9 +23,9 @@ one thread, one epoll loop (:func:`run`) around three parts:
   our address and the call's SSRC independently). A call's packets are precomputed offsets from its
   200 OK (:func:`packet_schedule`: 20 ms apart, ``--loss`` drops some and ``--jitter-ms`` delays each,
   triangular with that p95 as in bench/engine.py, seeded; packets may reorder). Every call's schedule is
-  a row of one array; each wake-up finds the packets due by ``time.monotonic`` for all calls at once
-  (numpy), writes their headers and payloads into one array and sends them with one
-  ``pbx.core.udp.send_batch`` (sendmmsg) per 64: no Python per packet. Payload: 20 ms A-law or mu-law
+  a row of one array and its header a template row; each wake-up (at most every ``SEND_TICK_S``) is one
+  call to ``pbx.core.udp.send_rtp_due``, which finds the due packets of every call in C, writes their
+  headers and sends them by sendmmsg, 64 at a time: no Python per packet. Payload: 20 ms A-law or mu-law
   (``--codec``) frames of espeak-ng speech looped with 0.5 s pauses (:func:`speech_frames`; the A-law
   also makes sip_calls.py's sipp pcap), each call from its own frame; headers with one SSRC per call and
   sequence number and timestamp stepping from random starts.
@@ -34,10 +34,10 @@ one thread, one epoll loop (:func:`run`) around three parts:
   for the call whose media port (the answer's ``m=`` port, the server leg's source port) it came from.
   RTCP comes to the port after it, a socket that only counts.
 
-What it costs (measured with the server's RTP coming back, bench/load.py): the kernel's loopback send,
-~2.5 µs a packet on this VM, is most of it; the Python and numpy around each batch ~30 µs a wake-up
-(about one a millisecond). The first version (one ``sendto`` and one ``recvfrom_into`` per packet, a
-heap of calls) cost ~13 µs per call per 20 ms.
+What it costs (tried at N=1000 against a loopback sink, SCHED_FIFO, on the shared 2-core VM): ~25 % of a
+core, nearly all of it the kernel's loopback send (~3 µs a packet, the receiving socket's delivery
+included); the C loop and the Python around each wake-up ~40 µs. The first version (one ``sendto`` and one
+``recvfrom_into`` per packet in Python, a heap of calls) cost ~13 µs per call per 20 ms.
 
 Measures (:class:`LoadReport`, JSON on stdout with ``--json``): per call the setup latency (INVITE sent ->
 200 OK received), RTP packets sent and received, and what went wrong (a status, or ``ended:<reason>``
