@@ -8,6 +8,7 @@ from pbx.core.playout cimport Playout
 from pbx.core.resample cimport Resampler
 from pbx.core.includes.sock cimport sockaddr_storage, socklen_t
 from pbx.core.udp cimport RecvBatch, UdpAddr
+from pbx.core.includes.epoll cimport epoll_event
 from pbx.core.vad cimport VadBank, WebRtcBank
 from pbx.core.wav cimport WavWriter
 from pbx.core.silero cimport SileroBatch
@@ -94,6 +95,8 @@ cdef class Leg:
     # UDP
     cdef int fd
     cdef int rtcp_fd                 # RTCP's own socket (-1: RTCP multiplexed on fd, RFC 5761)
+    cdef bint rtcp_polled            # rtcp_fd is in the engine's epoll set (else read every frame)
+    cdef bint rtcp_ready             # the last poll found a datagram on rtcp_fd
     cdef UdpAddr remote              # where RTP goes: the latched source, else the signalled address
     cdef bint has_remote
     cdef UdpAddr signalled           # the address given to add_leg / set_remote (the SDP's)
@@ -182,6 +185,9 @@ cdef class Engine:
     cdef int64_t* out_offsets        # n_out + 1 offsets into out_buf
     cdef Py_ssize_t n_out, out_items_cap
     cdef list control_in             # (slot, (host, port), bytes) of WebRTC legs' STUN/DTLS, drained by Python
+    cdef int rtcp_epoll              # every leg's rtcp_fd, polled once per tick (-1: none yet)
+    cdef epoll_event* rtcp_events    # max_legs of them, for that poll
+    cdef int n_rtcp_polled           # legs whose rtcp_fd is in rtcp_epoll
 
     cdef void emit(self, int leg, int kind, int64_t t, int64_t a, int64_t b, int64_t c, int64_t d) noexcept
     cdef int out_append(self, int leg, const uint8_t* data, Py_ssize_t n) except -1
@@ -194,6 +200,9 @@ cdef class Engine:
     cdef void latch_to(self, Leg leg, const sockaddr_storage* addr, socklen_t alen, uint32_t ssrc,
                        double now_ms) noexcept
     cdef void receive_rtcp_socket(self, Leg leg, double now_ms) noexcept
+    cdef void watch_rtcp(self, Leg leg) noexcept
+    cdef void unwatch_rtcp(self, Leg leg) noexcept
+    cdef void poll_rtcp(self) noexcept
     cdef bint receive_packet(self, Leg leg, const uint8_t* data, Py_ssize_t n, double arrival_ms) noexcept
     cdef void receive_rtcp(self, Leg leg, const uint8_t* data, Py_ssize_t n, double arrival_ms) noexcept
     cdef void send_rtcp(self, Leg leg, double t_ms) noexcept

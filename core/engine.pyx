@@ -103,6 +103,10 @@ from pbx.core.rtp cimport (
     RTCP_PT_SR, RTCP_PT_RR, RTCP_PT_BYE, RTCP_REPORT_BLOCK_SIZE, RTCP_SENDER_INFO_SIZE,
 )
 from pbx.core.includes.sock cimport sockaddr_storage, socklen_t
+from pbx.core.includes.epoll cimport (
+    epoll_event, epoll_create1, epoll_ctl, epoll_wait, EPOLLIN, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CLOEXEC,
+)
+from posix.unistd cimport close as close_fd
 from pbx.core.udp cimport (
     RecvBatch, UdpAddr, UDP_BATCH, addr_equal, addr_same_host, addr_port, addr_set_port, send_datagram,
     addr_from_python, addr_to_python,
@@ -282,8 +286,12 @@ cdef class Engine:
         self.event_capacity = event_capacity
         self.out_offsets[0] = 0
         self.control_in = []
+        self.rtcp_epoll = -1
 
     def __dealloc__(self):
+        if self.rtcp_epoll >= 0:
+            close_fd(self.rtcp_epoll)
+        free(self.rtcp_events)
         free(self.events)
         free(self.out_buf)
         free(self.out_legs)
@@ -384,6 +392,8 @@ cdef class Engine:
         # The first report goes out after half to one interval, spread over slots (RFC 3550 6.2 wants
         # reports of many sources not to line up).
         leg.next_rtcp_ms = now_ms + rtcp_interval_ms * (0.5 + (leg.slot % 32) / 64.0)
+        if rtcp_fd >= 0:
+            self.watch_rtcp(leg)
         self.legs[leg.slot] = leg
         self.active.append(leg)
         return leg
@@ -402,10 +412,63 @@ cdef class Engine:
         if leg.vad_kind != VAD_NONE:
             self.vad.reset(leg.slot)
             self._release_vad(leg)
+        self.unwatch_rtcp(leg)
         self.active.remove(leg)
         self.legs[leg.slot] = None
         self.free_slots.append(leg.slot)
         leg.playout.interrupt(False)
+
+    cdef void watch_rtcp(self, Leg leg) noexcept:
+        """Put the leg's RTCP socket in the engine's epoll set, so that a tick reads only the RTCP sockets
+        that hold something (RTCP comes every few seconds: one empty recvmmsg per leg per frame cost more
+        than the RTCP itself). Without epoll, or if the socket cannot be added, the leg's RTCP socket
+        is read every frame as before."""
+        cdef epoll_event ev
+        leg.rtcp_polled = False
+        if self.rtcp_epoll < 0:
+            if self.rtcp_events == NULL:
+                self.rtcp_events = <epoll_event*>malloc(self.max_legs * sizeof(epoll_event))
+                if self.rtcp_events == NULL:
+                    return
+            self.rtcp_epoll = epoll_create1(EPOLL_CLOEXEC)
+            if self.rtcp_epoll < 0:
+                return
+        memset(&ev, 0, sizeof(ev))
+        ev.events = EPOLLIN
+        ev.data.u32 = <unsigned int>leg.slot
+        if epoll_ctl(self.rtcp_epoll, EPOLL_CTL_ADD, leg.rtcp_fd, &ev) == 0:
+            leg.rtcp_polled = True
+            leg.rtcp_ready = True          # whatever it already holds is read at its first frame
+            self.n_rtcp_polled += 1
+
+    cdef void unwatch_rtcp(self, Leg leg) noexcept:
+        """Take a removed leg's RTCP socket out of the epoll set. A socket closed before its leg was
+        removed has left the set already, and its fd number may now be another leg's socket: then
+        that leg's registration stays."""
+        cdef Leg other
+        cdef epoll_event ev
+        if not leg.rtcp_polled:
+            return
+        leg.rtcp_polled = False
+        self.n_rtcp_polled -= 1
+        for other in self.active:
+            if other is not leg and other.rtcp_polled and other.rtcp_fd == leg.rtcp_fd:
+                return
+        epoll_ctl(self.rtcp_epoll, EPOLL_CTL_DEL, leg.rtcp_fd, &ev)   # ENOENT/EBADF: closed already
+
+    cdef void poll_rtcp(self) noexcept:
+        """Mark the legs whose RTCP socket holds a datagram (one epoll_wait for every leg)."""
+        cdef int i, n, slot
+        cdef Leg leg
+        if self.n_rtcp_polled == 0:
+            return
+        n = epoll_wait(self.rtcp_epoll, self.rtcp_events, self.max_legs, 0)
+        for i in range(n):
+            slot = <int>self.rtcp_events[i].data.u32
+            if 0 <= slot < self.max_legs:
+                leg = <Leg>self.legs[slot]
+                if leg is not None and leg.rtcp_polled:
+                    leg.rtcp_ready = True
 
     def leg(self, int slot):
         return self.legs[slot]
@@ -743,6 +806,7 @@ cdef class Engine:
         if not self.started:
             self.started = True
             self.next_frame_ms = now_ms
+        self.poll_rtcp()
         if self.next_frame_ms <= now_ms < self.next_frame_ms + FRAME_MS:
             # The usual tick: one frame due. Each leg's socket is read just before its frame.
             self.frame(self.next_frame_ms, True, now_ms)
@@ -1081,7 +1145,8 @@ cdef class Engine:
                     leg.rx_foreign += 1
             if n < UDP_BATCH:
                 break
-        if leg.rtcp_fd >= 0:
+        if leg.rtcp_fd >= 0 and (leg.rtcp_ready or not leg.rtcp_polled):
+            leg.rtcp_ready = False
             self.receive_rtcp_socket(leg, now_ms)
 
     cdef Py_ssize_t demux_control(self, Leg leg, const sockaddr_storage* addr, socklen_t alen, uint8_t* data,

@@ -317,6 +317,50 @@ def test_rtcp_on_its_own_port_both_ways(pairs: Callable[[], RtpSockets]) -> None
             stats["remote_jitter"], stats["remote_jitter_ms"]) == (64, 25.0, 7, 80, 10.0)
 
 
+def test_rtcp_sockets_are_read_when_the_tick_finds_them_ready(pairs: Callable[[], RtpSockets]) -> None:
+    """The engine polls every leg's RTCP socket once per tick (epoll) and reads only those that hold
+    something: RTCP arriving at any tick, to any leg, is read at the next tick, and by that leg only."""
+    legs, peers = [], []
+    e = Engine(32)
+    for _ in range(20):
+        ours, peer = pairs(), pairs()
+        legs.append(e.add_leg("udp", "pcmu", 0.0, fd=ours.rtp.fileno(), rtcp_fd=ours.rtcp.fileno(),
+                              remote=(HOST, peer.port)))
+        peers.append((ours, peer))
+    sent = [0] * 20
+    for k in range(30):
+        for i in ((3, 17) if k == 5 else (3,) if k == 20 else (0, 19) if k == 29 else ()):
+            ours, peer = peers[i]
+            peer.rtcp.sendto(build_rtcp([ReceiverReport(ssrc=0x1234)]), (HOST, ours.port + 1))
+            sent[i] += 1
+        e.tick(k * 20.0)
+        assert [leg.rtcp_rx for leg in legs] == sent
+    assert sent[3] == 2 and sum(sent) == 5
+    assert all(leg.rx_foreign == 0 and leg.rx_bad == 0 for leg in legs)
+
+
+def test_rtcp_socket_closed_before_its_leg_is_removed_does_not_stop_another_legs_rtcp(net: Net) -> None:
+    """A socket closed while its leg is still in the engine leaves the poll set by itself; its fd number
+    reused by a new leg's RTCP socket must stay polled when the old leg is removed."""
+    e = Engine(4)
+    peer = net.sock()
+    old_rtp, old_rtcp = net.sock(), udp()
+    old = e.add_leg("udp", "pcmu", 0.0, fd=old_rtp.fileno(), rtcp_fd=old_rtcp.fileno(), remote=addr(peer))
+    number = old_rtcp.fileno()
+    old_rtcp.close()
+    new_rtp, new_rtcp = net.sock(), net.sock()
+    if new_rtcp.fileno() != number and new_rtp.fileno() == number:
+        new_rtp, new_rtcp = new_rtcp, new_rtp
+    assert number in (new_rtcp.fileno(), new_rtp.fileno())
+    new = e.add_leg("udp", "pcmu", 0.0, fd=new_rtp.fileno(), rtcp_fd=new_rtcp.fileno(), remote=addr(peer))
+    e.tick(0.0)
+    e.remove_leg(old)
+    for k in range(1, 4):
+        peer.sendto(build_rtcp([ReceiverReport(ssrc=0x1234)]), addr(new_rtcp))
+        e.tick(k * 20.0)
+        assert new.rtcp_rx == k
+
+
 def test_rtcp_from_another_host_is_foreign_and_garbage_is_bad(pairs: Callable[[], RtpSockets], net: Net) -> None:
     ours, peer = pairs(), pairs()
     e = Engine(2)
