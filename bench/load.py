@@ -113,7 +113,9 @@ def figures(r: dict[str, Any], calls: int) -> dict[str, Any]:
         "recordings": r["recordings"], "errors": r["errors"], "error_count": r["error_count"],
         "server_wait_pct": 100 * r["server_wait_s"] / wall if "server_wait_s" in r else math.nan,
         "up_with_audio": up_with_audio, "failed_calls": r.get("caller_failed"),
-        "failed_kinds": r.get("failed_kinds") or {},
+        "failed_kinds": r.get("failed_kinds") or {}, "late_at": r.get("gen_late_at", [])[:20],
+        "gen_scheduling": r.get("gen_scheduling", ""), "gen_steal_ms": r.get("gen_steal_ms", math.nan),
+        "gen_wait_pct": r.get("gen_wait_pct", math.nan), "gen_lag_p99_ms": r.get("lag_p99_ms", math.nan),
     }
     row["failed_bars"] = failed_bars(row)
     row["holds"] = not row["failed_bars"]
@@ -165,7 +167,11 @@ def details(rows: list[dict[str, Any]]) -> str:
                    f"setup {fmt(r['setup_rate'], 1)} calls/s; speaking events per call {r['speaking_per_call']:.1f}, "
                    f"prompts played to the end {r['tracks_per_call']:.1f}; recordings {count}/{r['calls']} "
                    f"(min {low:.1f} s, median {median:.1f} s); error events {r['error_count']} {r['errors'] or ''}"
-                   + (f"; fails: {'; '.join(r['failed_bars'])}" if r["failed_bars"] else ""))
+                   + (f"; fails: {'; '.join(r['failed_bars'])}" if r["failed_bars"] else "")
+                   + (f"; late packets (s after the first INVITE, lag ms): {r['late_at'][:8]}" if r["late_at"] else "")
+                   + (f"; generator {r['gen_scheduling']}, lag p99 {fmt(r['gen_lag_p99_ms'], 1)} ms, waited for a "
+                      f"CPU {fmt(r['gen_wait_pct'], 2)} %, CPUs stolen {fmt(r['gen_steal_ms'], 0)} ms"
+                      if r["gen_scheduling"] else ""))
     return "\n".join(out)
 
 

@@ -117,8 +117,8 @@ LAG_BINS = 20_000
 RTP_BATCH = 4096                    # RTP datagrams counted per wake-up before due sends are looked at again
 SIP_BATCH = 4                       # SIP datagrams handled per wake-up, likewise (each takes ~0.3-1 ms)
 RTP_DRAIN_S = 0.005                 # the server's RTP is read at every wake-up, and at least this often
-SEND_TICK_S = 0.002                 # RTP wake-ups at most this often: each costs ~100 µs of cold numpy and
-#                                     a VM timer; a packet then waits up to 2 ms (late is > LATE_MS = 5 ms)
+SEND_TICK_S = 0.001                 # RTP wake-ups at most this often (epoll's granularity anyway): a packet
+#                                     waits up to 1 ms, leaving 4 ms of the LATE_MS for a stall
 SOCKET_BUFFER = 8 << 20
 START_DELAY_S = 0.05                # the first INVITE, after the sockets and the speech are ready
 SETTLE_S = 2.0                      # after the last call: how long a BYE may wait for its 200
@@ -802,6 +802,7 @@ class Shell:
             except SipParseError:
                 self.counts.sip_bad += 1
             self._flush()
+            self.sender.send_due()              # a message can take a millisecond: packets due meanwhile go
 
     def _read_rtcp(self) -> None:
         self.counts.rtcp_received += drain_count(self.rtcp)
