@@ -29,6 +29,17 @@ INVITE = (b"INVITE sip:bot@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;
           b"Content-Length: 0\r\n\r\n")
 
 
+def offer(call_id: str, port: int) -> bytes:
+    """An INVITE with a PCMU offer from 127.0.0.1:``port``."""
+    sdp = (f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+           f"m=audio {port + 2} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+    branch = "z9hG4bK" + call_id.split("@")[0]
+    return (f"INVITE sip:bot@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch={branch}\r\n"
+            f"Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:bot@127.0.0.1>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.1:{port}>\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}").encode()
+
+
 # -- sans-I/O ----------------------------------------------------------------------------------------------------
 def test_a_call_id_is_claimed_once_across_workers_and_freed_by_its_owner_only() -> None:
     directory = Directory()
@@ -120,10 +131,10 @@ class Server:
 
 
 @asynccontextmanager
-async def two_workers(tmp_path: Path, webhook: str = "", extra: str = "") -> AsyncIterator[Server]:
+async def two_workers(tmp_path: Path, webhook: str = "", extra: str = "", sip: str = "") -> AsyncIterator[Server]:
     config = tmp_path / "pypbx.toml"
     config.write_text(f'http_addr = "127.0.0.1:0"\nworkers = 2\ndata_dir = "{tmp_path / "data"}"\n{extra}'
-                      f'[sip]\naddr = "127.0.0.1:0"\nrtp_ports = [41000, 41200]\n'
+                      f'[sip]\naddr = "127.0.0.1:0"\nrtp_ports = [41000, 41200]\n{sip}'
                       + (f'[webhook]\nurl = "{webhook}"\n' if webhook else ""))
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "pbx", "serve", "--config", str(config),
                                                    stderr=asyncio.subprocess.PIPE)
@@ -287,6 +298,36 @@ def test_sigterm_drains_every_worker_then_the_supervisor_exits(tmp_path: Path) -
             await asyncio.wait_for(server.process.wait(), 20)
             assert server.process.returncode == 0
     asyncio.run(run())
+
+
+def test_the_per_source_rate_of_new_requests_holds_across_workers(tmp_path: Path) -> None:
+    """An INVITE flood from one address: the supervisor applies [sip] max_new_requests_per_sec over all
+    workers (each worker's own guard sees only its share): one 503, then drops, and the webhook hears
+    about one second's worth, not one per worker."""
+    async def run() -> tuple[list[bytes], int]:
+        async with WebhookReceiver.running() as webhook, \
+                two_workers(tmp_path, webhook.url, sip="max_new_requests_per_sec = 10\n") as server:
+            flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            flood.bind(("127.0.0.1", 0))
+            flood.setblocking(False)
+            port = flood.getsockname()[1]
+            answers: list[bytes] = []
+            for i in range(60):
+                flood.sendto(offer(f"flood{i}@x", port), ("127.0.0.1", server.sip_port))
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(1.0)
+            while True:
+                try:
+                    answers.append(flood.recv(65535))
+                except BlockingIOError:
+                    break
+            flood.close()
+            return answers, len(webhook.posts)
+
+    answers, posts = asyncio.run(run())
+    refused = [a for a in answers if a.startswith(b"SIP/2.0 503")]
+    assert len(refused) == 1 and b"Retry-After:" in refused[0], answers[:3]
+    assert 8 <= posts <= 13, (posts, [a[:60] for a in answers])        # ~10 (one second's bucket), not ~20 (one per worker)
 
 
 def test_a_socket_pair_channel_carries_a_connection_to_another_process() -> None:

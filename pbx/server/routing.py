@@ -128,9 +128,11 @@ class SipRoutes:
         """The worker for a datagram; ``least_busy`` picks one for a new dialog. None: drop it (no Call-ID,
         a response nobody is waiting for, or no worker to take it)."""
         found = sip_call_id(data)
-        if found is None:
-            return None
-        call_id, is_request = found
+        return None if found is None else self.route_call(*found, now, least_busy)
+
+    def route_call(self, call_id: str, is_request: bool, now: float,
+                   least_busy: Callable[[], int | None]) -> int | None:
+        """:meth:`route` for a message whose Call-ID was read already."""
         owner = self.owner(call_id)
         if owner is not None or not is_request:
             return owner

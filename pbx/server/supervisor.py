@@ -39,9 +39,10 @@ from pbx.config import Config
 from pbx.server.auth import TOKEN_FILE, choose_token
 from pbx.server.channel import Channel, ChannelClosed
 from pbx.server.listener import Listener, listeners
-from pbx.server.routing import MAX_REQUEST_LINE, Directory, SipRoutes, Target, request_target
+from pbx.server.routing import MAX_REQUEST_LINE, Directory, SipRoutes, Target, request_target, sip_call_id
 from pbx.server.sipcalls import advertised
-from pbx.server.sipnet import bind_pair
+from pbx.server.sipnet import bind_pair, error_response
+from pbx.sip.guard import SipGuard
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class Supervisor:
         self.workers = [Worker(i) for i in range(self.count)]
         self.directory = Directory()
         self.routes = SipRoutes(self.count)
+        self.guard = SipGuard(config.sip)     # docs/sip-security.md
         self.token: str | None = None
         self._http: list[Listener] = []
         self._sip_udp: list[socket.socket] = []
@@ -378,7 +380,10 @@ class Supervisor:
                 continue
             if not data.strip(b"\r\n"):
                 continue                  # a keep-alive
-            worker = self._by_index(self.routes.route(data, now, self._least_busy_index))
+            found = sip_call_id(data)
+            if found is None or self._guard_refuses(udp, data, addr, now, found):
+                continue
+            worker = self._by_index(self.routes.route_call(*found, now, self._least_busy_index))
             if worker is None:
                 continue
             assert worker.channel is not None
@@ -386,6 +391,22 @@ class Supervisor:
                 worker.channel.send({"op": "sip", "addr": [addr[0], addr[1]]}, data)
             except ChannelClosed:
                 continue
+
+    def _guard_refuses(self, udp: socket.socket, data: bytes, addr: tuple[str, int], now: float,
+                       found: tuple[str, bool]) -> bool:
+        """The per-source limits over every worker's traffic (each worker's own guard sees only its share):
+        the ACL, the message rate, and the rate of requests opening a dialog; answered as a worker would."""
+        call_id, is_request = found
+        refused = self.guard.inbound(addr[0], now, request=is_request)
+        if refused is None and is_request and self.routes.owner(call_id) is None:
+            refused = self.guard.new_request(addr[0], now)
+        if refused is None:
+            return False
+        answer = error_response(data, refused) if refused.answered else None
+        if answer is not None:
+            with contextlib.suppress(OSError):
+                udp.sendto(answer, addr)
+        return True
 
     def _accept_sip_tcp(self, listener: socket.socket) -> None:
         while True:
@@ -396,7 +417,8 @@ class Supervisor:
             except OSError as exc:
                 log.warning("sip tcp accept failed: %s", exc)
                 return
-            worker = self.least_busy()
+            host = sock.getpeername()[0]
+            worker = self.least_busy() if self.guard.connection(host, time.monotonic()) is None else None
             if worker is None or worker.channel is None:
                 sock.close()
                 continue
