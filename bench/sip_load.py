@@ -115,6 +115,7 @@ LATE_KEPT = 100                     # late packets whose times the report keeps 
 LAG_BIN_S = 1e-4                    # the lag histogram's bins (0.1 ms), up to LAG_BINS of them
 LAG_BINS = 20_000
 RTP_BATCH = 4096                    # RTP datagrams counted per wake-up before due sends are looked at again
+CALL_ACTIONS = 4                    # INVITEs and BYEs started per wake-up, likewise
 SIP_BATCH = 4                       # SIP datagrams handled per wake-up, likewise (each takes ~0.3-1 ms)
 RTP_DRAIN_S = 0.005                 # the server's RTP is read at every wake-up, and at least this often
 SEND_TICK_S = 0.001                 # RTP wake-ups at most this often (epoll's granularity anyway): a packet
@@ -427,13 +428,19 @@ class Calls:
 
     # inputs
     def handle_time(self, now: float) -> None:
+        """Place and hang up what is due, CALL_ACTIONS at most (each builds a SIP message, ~0.5 ms): answers
+        delayed by a busy server come in bunches, and so would their BYEs, stalling the RTP behind them.
+        The rest stay due: :meth:`get_timer` wakes the loop again at once, after the due packets."""
         touched = False
-        while self.placed < self.spec.calls and self.t0 + self.placed / self.spec.rate <= now:
+        budget = CALL_ACTIONS
+        while budget and self.placed < self.spec.calls and self.t0 + self.placed / self.spec.rate <= now:
             self._place(self.records[self.placed], now)
             touched = True
-        while self._hangups and self._hangups[0][0] <= now:
+            budget -= 1
+        while budget and self._hangups and self._hangups[0][0] <= now:
             self._hang_up(self.records[heapq.heappop(self._hangups)[1]], now)
             touched = True
+            budget -= 1
         if self._ua_timer is not None and self._ua_timer <= now:
             self.ua.handle_timer(now)
             touched = True
