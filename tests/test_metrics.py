@@ -350,3 +350,9 @@ def test_two_workers_answer_one_scrape_each_sample_labelled_with_its_worker(tmp_
     assert sorted(worker for worker, _ in active) == ["0", "1"]     # one series per worker, by index
     assert sorted(v for _, v in active) == [float(n) for n in per_worker] and sum(v for _, v in active) == 2
     assert all("worker" in labels for family in families.values() for _, labels, _ in family.samples)
+    # the supervisor's own part: its SIP guard's refusals (over every worker) and its process figures
+    refused = {labels["cause"]: v for _, labels, v in families["pypbx_sip_refused_total"].samples
+               if labels["worker"] == "supervisor"}
+    assert refused == {"acl": 0, "rate": 0, "new_requests": 0, "auth_blocked": 0, "blocks": 0}
+    cpu = {labels["worker"] for _, labels, _ in families["process_cpu_seconds_total"].samples}
+    assert cpu == {"0", "1", "supervisor"}

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pbx.protocol import ErrorEvent, Event, HangupEvent, HangupReason, MetricsEvent
+from pbx.sip.guard import Verdicts
 
 if TYPE_CHECKING:
     from pbx.server.app import CallServer
@@ -363,20 +364,38 @@ def collect(server: CallServer) -> list[MetricFamily]:
                   ticks.bucket_bounds, ticks.bucket_counts, ticks.seconds_total)
     family("pypbx_engine_tick_max_seconds", "gauge", "The longest media tick seen.").add(ticks.seconds_max)
 
+    if server.sip.guard is not None:
+        families.append(sip_refused(server.sip.guard.refused))
     cdr = server.cdr
     family("pypbx_cdr_written_total", "counter", "Call records written.").add(cdr.written if cdr else 0)
     family("pypbx_cdr_failed_total", "counter", "Call records that could not be written.").add(
         cdr.failed if cdr else 0)
 
-    times = os.times()
-    family("process_cpu_seconds_total", "counter", "User and system CPU time of this process.").add(
-        round(times.user + times.system, 3))
-    family("process_resident_memory_bytes", "gauge", "Resident memory of this process.").add(_rss_bytes())
+    families += process_families()
     family("process_start_time_seconds", "gauge", "Start time of this process (Unix seconds).").add(
         round(server.started_at, 3))
     family("pypbx_uptime_seconds", "gauge", "Seconds since this server started.").add(
         round(time.time() - server.started_at, 1))
     return families
+
+
+def sip_refused(verdicts: Verdicts) -> MetricFamily:
+    """What the SIP guard (pbx.sip.guard) refused, by cause; ``blocks``: sources put on a cool-off."""
+    family = MetricFamily("pypbx_sip_refused_total", "counter",
+                          "SIP messages the per-source guard refused, by cause (docs/sip-security.md).")
+    for cause in ("acl", "rate", "new_requests", "auth_blocked", "blocks"):
+        family.add(getattr(verdicts, cause), cause=cause)
+    return family
+
+
+def process_families() -> list[MetricFamily]:
+    """The standard process metrics of the calling process."""
+    times = os.times()
+    cpu = MetricFamily("process_cpu_seconds_total", "counter", "User and system CPU time of this process.")
+    cpu.add(round(times.user + times.system, 3))
+    rss = MetricFamily("process_resident_memory_bytes", "gauge", "Resident memory of this process.")
+    rss.add(_rss_bytes())
+    return [cpu, rss]
 
 
 def _rss_bytes() -> int:

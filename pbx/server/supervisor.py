@@ -39,6 +39,7 @@ from pbx.config import Config
 from pbx.server.auth import TOKEN_FILE, choose_token
 from pbx.server.channel import Channel, ChannelClosed
 from pbx.server.listener import Listener, listeners
+from pbx.server.metrics import process_families, sip_refused
 from pbx.server.routing import MAX_REQUEST_LINE, Directory, SipRoutes, Target, request_target, sip_call_id
 from pbx.server.sipcalls import advertised
 from pbx.server.sipnet import bind_pair, error_response
@@ -295,6 +296,9 @@ class Supervisor:
 
         results = await asyncio.gather(*(ask(w) for w in self._alive()), return_exceptions=True)
         parts = [r for r in results if not isinstance(r, BaseException)]
+        if what == "metrics":       # the supervisor's own: its guard's refusals, its CPU and memory
+            parts.append({"worker": "supervisor", "pid": os.getpid(), "families": [
+                f.to_json() for f in [sip_refused(self.guard.refused), *process_families()]]})
         with contextlib.suppress(ChannelClosed):
             channel.reply(request, {"parts": parts})
 
