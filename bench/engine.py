@@ -2,7 +2,7 @@
 
     python bench/engine.py [--legs 100 500 1000 2000] [--seconds 10] [--udp] [--vad webrtc silero]
                            [--baseline | --no-baseline] [--quick] [--no-pin] [--silero-threads 1]
-                           [--silero-model float|int8] [--silero-skip | --no-silero-skip]
+                           [--silero-model float|int8] [--silero-skip | --no-silero-skip] [--pause 0]
 
 Every leg runs the full pipeline: real speech (espeak-ng, 8 kHz, looped; each leg starts at its own
 point) arrives as PCMU RTP with 1 % random loss and 30 ms p95 jitter (the trace model of
@@ -130,6 +130,7 @@ class Plan:
     silero_threads: int
     silero_model: str = "float"   # Engine.set_silero: "float" or "int8"
     silero_skip: bool = True      # windows below the energy floor skip inference
+    pause_s: float = 0.0          # digital silence after each pass of the looped speech (--pause)
 
     @property
     def traffic_seconds(self) -> float:
@@ -194,9 +195,12 @@ def stagger_ticks(n_legs: int) -> np.ndarray:
     return np.arange(n_legs, dtype=np.int64) % STAGGER_TICKS
 
 
-def make_traffic(n_legs: int, seconds: float, seed: int) -> Traffic:
-    """PCMU RTP of looped espeak speech for ``n_legs`` legs, ``seconds`` long, with loss and jitter."""
-    ulaw = np.frombuffer(ulaw_encode(espeak_speech(8000, SPEECH_TEXT)), dtype=np.uint8)
+def make_traffic(n_legs: int, seconds: float, seed: int, pause_s: float = 0.0) -> Traffic:
+    """PCMU RTP of looped espeak speech for ``n_legs`` legs, ``seconds`` long, with loss and jitter;
+    ``pause_s`` of digital silence after each pass of the speech."""
+    pcm = espeak_speech(8000, SPEECH_TEXT)
+    pcm = np.concatenate([pcm, np.zeros(int(pause_s * 8000), np.int16)])
+    ulaw = np.frombuffer(ulaw_encode(pcm), dtype=np.uint8)
     speech = ulaw[: len(ulaw) // PACKET_SAMPLES * PACKET_SAMPLES].reshape(-1, PACKET_SAMPLES)
     rng = np.random.default_rng(seed)
     count = int(seconds * 1000.0 / FRAME_MS)
@@ -504,7 +508,7 @@ class Generator:
     def __init__(self, ports: list[int], plan: Plan) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        args = (child, ports, plan.traffic_seconds, plan.seed, self.cpu)
+        args = (child, ports, plan.traffic_seconds, plan.seed, self.cpu, plan.pause_s)
         self.proc = ctx.Process(target=generator_main, args=args,
                                 daemon=True)
         self.proc.start()
@@ -531,10 +535,11 @@ class Generator:
         self.conn.close()
 
 
-def generator_main(conn: Connection, ports: list[int], seconds: float, seed: int, cpu: int | None) -> None:
+def generator_main(conn: Connection, ports: list[int], seconds: float, seed: int, cpu: int | None,
+                   pause_s: float = 0.0) -> None:
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-    traffic = make_traffic(len(ports), seconds, seed)
+    traffic = make_traffic(len(ports), seconds, seed, pause_s)
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     sink.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
@@ -942,6 +947,8 @@ def main() -> int:
     parser.add_argument("--silero-model", default="float", choices=["float", "int8"], help="Engine.set_silero")
     parser.add_argument("--silero-skip", action=argparse.BooleanOptionalAction, default=True,
                         help="skip silero inference for windows below the energy floor (default)")
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds of digital silence after each pass of the looped speech (default 0)")
     parser.add_argument("--udp", action="store_true", help="loopback UDP sockets and a generator process")
     parser.add_argument("--vad", nargs="+", default=["webrtc", "silero"],
                         choices=["webrtc", "silero", "none"], help="none: no VAD, for a cost breakdown")
@@ -976,18 +983,21 @@ def main() -> int:
     print(f"# engine bench: {mode}, {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, load average at start {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, "
           f"nice {os.getpriority(os.PRIO_PROCESS, 0)}, pinned {mode == 'udp' and Generator.cpu is not None}")
-    plan = Plan(args.seconds, args.warmup, args.seed, args.silero_threads, args.silero_model, args.silero_skip)
+    plan = Plan(args.seconds, args.warmup, args.seed, args.silero_threads, args.silero_model, args.silero_skip,
+                args.pause)
     print(f"# {plan.seconds:g} s measured per configuration after {plan.warmup:g} s warm-up; traffic: PCMU "
           f"RTP, {LOSS:.0%} loss, {JITTER_MS:g} ms p95 jitter; full pipeline incl. recording and playout")
     if "silero" in args.vad:
         print(f"# silero: model {plan.silero_model}, level-gate skip {'on' if plan.silero_skip else 'off'}")
+    if plan.pause_s:
+        print(f"# {plan.pause_s:g} s of digital silence after each pass of the speech")
     prompt = make_prompt()
     runs: list[Run] = []
     floors: dict[tuple[str, str, int], Floor] = {}
     for vad in args.vad:
         baseline_alive = args.baseline
         for n in sorted(args.legs):
-            traffic = None if args.udp else make_traffic(n, plan.traffic_seconds, plan.seed)
+            traffic = None if args.udp else make_traffic(n, plan.traffic_seconds, plan.seed, plan.pause_s)
             runs.append(run_one("engine", n, vad, plan, prompt, traffic))
             wanted = n in args.baseline_legs if args.baseline_legs else baseline_alive
             if not wanted or vad == "none":

@@ -28,8 +28,8 @@ same time, and the largest difference in ms and in 32 ms windows.
 Speed: CPU time (this thread; onnxruntime runs on it with threads=1) of ``run_ready`` only, divided by
 the windows it served, after the first second: µs per leg per 32 ms window.  Configurations,
 interleaved over ``--rounds`` rounds (best round kept, the machine is shared): single stream float
-(one leg per batch, the baseline), batched float (``--legs`` legs), batched float with skipping,
-batched int8, batched int8 with skipping.
+(each window inferred alone, one shared session: the baseline), batched float (``--legs`` legs),
+batched float with skipping, batched int8, batched int8 with skipping.
 Ratios are against the single-stream figure of the same run.
 
 ``quantize``: the shipped float model holds both the 8 kHz and 16 kHz graphs behind an ``If`` on
@@ -128,18 +128,17 @@ class Run:
 
 
 def run_legs(audio: np.ndarray, legs: int, seconds: float, model: str | bytes, skip: bool,
-             policy: str = "keep", legs_per_batch: int | None = None, after: int = 8) -> Run:
+             policy: str = "keep", single: bool = False, after: int = 8) -> Run:
     """Drive ``legs`` legs for ``seconds`` through SileroBatch + VadBank as the engine does.
 
-    ``legs_per_batch=1``: one SileroBatch per leg, each run on its own (the single-stream baseline).
+    ``single``: each leg's window is inferred on its own as soon as it is full (one session, batches of
+    one row: the single-stream baseline, as a per-leg server calls onnxruntime).
     """
     from pbx.core.silero import SileroBatch
     from pbx.core.vad import VadBank
 
-    per = legs if legs_per_batch is None else legs_per_batch
-    batches = [SileroBatch(per, model=model, skip_below=ENERGY_FLOOR if skip else 0.0, skip_policy=policy,
-                           skip_after=after)
-               for _ in range(0, legs, per)]
+    batch = SileroBatch(legs, model=model, skip_below=ENERGY_FLOOR if skip else 0.0, skip_policy=policy,
+                        skip_after=after)
     vad = VadBank(legs)
     offsets = [(i * 7919 * TICK) % audio.shape[0] for i in range(legs)]
     loop = np.concatenate([audio, audio])
@@ -147,28 +146,32 @@ def run_legs(audio: np.ndarray, legs: int, seconds: float, model: str | bytes, s
     ticks = int(seconds * 1000 / TICK_MS)
     cpu = 0.0
     windows = 0
+
+    def infer(timed: bool) -> None:
+        nonlocal cpu, windows
+        c0 = time.thread_time()
+        n = batch.run_ready()
+        if timed:   # not the first second: legs joining, onnxruntime's first runs allocate
+            cpu += time.thread_time() - c0
+            windows += n
+        if n:
+            slots, probs, starts = batch.results()
+            gated = np.where(batch.result_energies() >= ENERGY_FLOOR, probs, np.float32(0.0)).astype(np.float32)
+            vad.feed_many(slots, gated, starts, WINDOW_MS)
+
     for t in range(ticks):
         for leg in range(legs):
             joined = leg % STAGGER_TICKS
             if t < joined:
                 continue
             start = (offsets[leg] + (t - joined) * TICK) % audio.shape[0]
-            batches[leg // per].push(leg % per, loop[start:start + TICK], t * TICK_MS)
-        for b, batch in enumerate(batches):
-            c0 = time.thread_time()
-            n = batch.run_ready()
-            if t >= WARMUP_TICKS:   # onnxruntime's first runs of a session allocate
-                cpu += time.thread_time() - c0
-                windows += n
-            if n == 0:
-                continue
-            slots, probs, starts = batch.results()
-            gated = np.where(batch.result_energies() >= ENERGY_FLOOR, probs, np.float32(0.0)).astype(np.float32)
-            vad.feed_many((slots + b * per).astype(np.int32), gated, starts, WINDOW_MS)
+            if batch.push(leg, loop[start:start + TICK], t * TICK_MS) and single:
+                infer(t >= WARMUP_TICKS)
+        infer(t >= WARMUP_TICKS)
         for slot, kind, _time, start, _dur in vad.drain():
             if kind in (SPEAKING, SILENCE):
                 events[slot].append((kind, start))
-    return Run(events, cpu, windows, sum(b.n_inferred for b in batches), sum(b.n_skipped for b in batches))
+    return Run(events, cpu, windows, batch.n_inferred, batch.n_skipped)
 
 
 # -- agreement -------------------------------------------------------------------------------------
@@ -339,17 +342,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.skip_speed:
         return 0
     print(f"\n## speed, quiet line audio, run_ready CPU per window ({args.rounds} rounds interleaved, best)")
-    speed: list[tuple[str, int, str | bytes, bool, int | None]] = [
-        ("single stream float (baseline)", args.single_legs, "float", False, 1),
-        (f"batched float, {args.legs} legs", args.legs, "float", False, None),
-        (f"batched float + skip, {args.legs} legs", args.legs, "float", True, None),
-        (f"batched int8, {args.legs} legs", args.legs, int8, False, None),
-        (f"batched int8 + skip, {args.legs} legs", args.legs, int8, True, None),
+    speed: list[tuple[str, int, str | bytes, bool, bool]] = [
+        (f"single stream float, {args.single_legs} legs (baseline)", args.single_legs, "float", False, True),
+        (f"batched float, {args.legs} legs", args.legs, "float", False, False),
+        (f"batched float + skip, {args.legs} legs", args.legs, "float", True, False),
+        (f"batched int8, {args.legs} legs", args.legs, int8, False, False),
+        (f"batched int8 + skip, {args.legs} legs", args.legs, int8, True, False),
     ]
     best: dict[str, Run] = {}
     for _ in range(args.rounds):
-        for label, legs, model, skip, per in speed:
-            r = run_legs(quiet, legs, args.seconds, model, skip, legs_per_batch=per)
+        for label, legs, model, skip, single in speed:
+            r = run_legs(quiet, legs, args.seconds, model, skip, single=single)
             if label not in best or r.us_per_window < best[label].us_per_window:
                 best[label] = r
     base = best[speed[0][0]].us_per_window
