@@ -46,6 +46,23 @@ def test_the_dump_masks_secrets_and_reuses_the_sent_text(tmp_path: Path) -> None
     assert len(lines(path)) == 4
 
 
+def test_an_event_is_redacted_wherever_its_secret_is_and_kept_as_sent_otherwise(tmp_path: Path) -> None:
+    dump = CallDump(tmp_path, "c")
+    deep = HangupEvent(track_id="c", timestamp=9, start_time=1, hangup_time=9,
+                       extra={"legs": [{"sip": {"api_key": "S5"}}, {"password": None}]})
+    dump.event(serialize_event(deep), to_dict(deep))
+    named = HangupEvent(track_id="c", timestamp=9, start_time=1, hangup_time=9,
+                        extra={"note": "apiKey", "password": None})   # a key's name as a value, a None secret
+    sent = serialize_event(named)
+    dump.event(sent, to_dict(named))
+    dump.close()
+    assert dump.path is not None
+    raw = dump.path.read_text(encoding="utf-8")
+    got = lines(dump.path)
+    assert "S5" not in raw and got[0]["event"]["extra"]["legs"][0] == {"sip": {"api_key": "***"}}
+    assert f'"event":{sent}}}' in raw                     # nothing to mask: the text as it was sent
+
+
 def test_a_dump_that_cannot_be_written_stops_without_an_error(tmp_path: Path) -> None:
     blocker = tmp_path / "dumps"
     blocker.write_text("a file where the folder should be")

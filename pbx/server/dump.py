@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 # A secret's value in JSON text that does not parse (cut short, its closing quote may be missing).
 _SECRET_VALUE = re.compile('("(?:' + "|".join(sorted(SECRET_KEYS)) + r')"\s*:\s*)"(?:[^"\\]|\\.)*("|\\?$)')
 UNPARSED_MAX = 1000
+# How a secret key appears in an event's JSON text (a key is written as itself: plain ASCII, no escape)
+_SECRET_KEY_TEXTS = tuple(f'"{key}"' for key in sorted(SECRET_KEYS))
 LINE_MAX = 64 * 1024
 NAME_MAX = 100               # characters of the id kept in the file name
 MAX_SUFFIX = 1000
@@ -77,7 +79,10 @@ class CallDump:
 
     def event(self, text: str, value: dict[str, Any]) -> None:
         """An event as sent (``text``) and as its JSON object (``value``)."""
-        line = to_json(redact(value)) if contains_secret(value) else text
+        # Searching the text for a secret key is cheaper than walking the value (this runs for every event
+        # of every call); only a text that names one is walked, and redacted if a value is set there.
+        secret = any(key in text for key in _SECRET_KEY_TEXTS) and contains_secret(value)
+        line = to_json(redact(value)) if secret else text
         if len(line) > LINE_MAX:
             line = to_json_any({"event": value.get("event"), "omitted": len(line)})
         self._write("event", line)
