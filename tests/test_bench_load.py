@@ -20,9 +20,15 @@ def run_bench(script: str, out: Path, timeout: float) -> subprocess.CompletedPro
 
 
 def test_load_quick_holds_its_bars(tmp_path: Path) -> None:
-    proc = run_bench("load.py", tmp_path / "load.json", 300)
+    # A VOID run measured nothing (the generator stalled: on this shared VM another real-time process or
+    # the hypervisor can take its CPU for 5 ms, and 10 calls send ~3500 packets, so one stall is over
+    # 0.01 %): it is run again once, and the second run must hold every bar.
+    for _ in range(2):
+        proc = run_bench("load.py", tmp_path / "load.json", 300)
+        [row] = json.loads((tmp_path / "load.json").read_text())
+        if not (row["void"] and len(row["failed_bars"]) == 1):
+            break
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    [row] = json.loads((tmp_path / "load.json").read_text())
     assert row["calls"] == 10 and row["holds"] and not row["failed_bars"], row
     assert row["max_live"] == 10 and row["with_audio"] == 10 and not row["void"], row
     assert 0 < row["server_pct_per_call"] < 5 and 0 < row["rss_mib_per_call"] < 2, row
