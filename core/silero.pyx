@@ -42,7 +42,7 @@ The context (the window's last 64 samples) stays exact; the state of a skipped w
 zeroes it (a fresh stream), SKIP_SILENCE sets the state the model settles into on digital silence
 (computed once at creation).  bench/silero.py measured these against the onsets and offsets of a
 run that infers everything (bench/RESULTS.md, "Cheaper silero (issue 13)"): SKIP_KEEP with 8
-windows of hangover found every event, none extra, all within 2 windows (64 ms) and ~90 % at the
+windows of hangover found every event, none extra, all within 2 windows (64 ms) and 94-98 % at the
 same ms; skipping at once lost 7 % of the onsets (the state frozen on speech), and resetting
 (zero, silence) added events.  ``infer``/``infer_into`` never skip.
 

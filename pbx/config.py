@@ -125,7 +125,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "capacity_load": ((int, float), "fraction of a process's event loop (measured) calls may take; past it new "
                                     "calls get HTTP/SIP 503 (0: only max_calls limits)"),
     "drain_secs": ((int, float), "on SIGTERM, how long active calls may go on before they end with shutdown"),
-    "silero_model": (str, "silero VAD model of every call: float, or int8 (about 1.8x cheaper batched, onsets "
+    "silero_model": (str, "silero VAD model of every call: float, or int8 (about 1.9x cheaper batched, onsets "
                           "and offsets within 64 ms of float's for ~99 %: bench/RESULTS.md)"),
     "silero_skip": (bool, "true: windows below the -55 dBFS VAD floor skip silero inference (the decision is "
                           "'not speech' either way; events within 64 ms of inferring every window)"),
