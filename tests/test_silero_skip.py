@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from importlib import resources
+
 import numpy as np
 import pytest
 
@@ -157,6 +160,13 @@ def test_bad_arguments() -> None:
         SileroBatch(1, skip_policy="later")
     with pytest.raises(ValueError, match="unknown silero model 'int4'; expected one of float, int8"):
         silero.model_bytes("int4")
+
+
+def test_int8_model_file_and_licence() -> None:
+    model = silero.model_bytes("int8")
+    licence = resources.files("pbx.core").joinpath("models", "LICENSE.silero-vad").read_text()
+    assert f"sha256 {hashlib.sha256(model).hexdigest()}" in licence
+    assert f"{len(model):,} bytes" in licence and "MIT License" in licence
 
 
 def test_int8_model_agrees_with_float_on_speech(signals: list[np.ndarray]) -> None:
