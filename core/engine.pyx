@@ -30,9 +30,10 @@ Transports:
 - UDP: the engine reads the leg's non-blocking socket (borrowed fd) with recvmmsg and writes with
   sendto. Without ``latch``, only datagrams from ``remote`` are taken; others are counted (rx_foreign)
   and dropped. RTCP is multiplexed on the RTP port (RFC 5761) unless the leg has ``rtcp_fd``, a second
-  borrowed socket (RTP port + 1 for peers without rtcp-mux): then RTCP is also received there (recvmmsg,
-  every tick, from the host of the RTP remote or of ``rtcp_remote`` only) and our reports are sent from
-  it to ``rtcp_remote`` (default: the RTP remote with port + 1).
+  borrowed socket (RTP port + 1 for peers without rtcp-mux): then RTCP is also received there (every
+  leg's RTCP socket is polled with one epoll_wait per tick and read with recvmmsg, just before its leg's
+  frame, when it holds something; from the host of the RTP remote or of ``rtcp_remote`` only) and our
+  reports are sent from it to ``rtcp_remote`` (default: the RTP remote with port + 1).
 - PACKETS: RTP datagrams pushed with :meth:`Engine.push_packets` (many legs in one call) and
   outbound datagrams drained with :meth:`Engine.drain_out`: in-memory legs for tests and benchmarks,
   and WebRTC legs whose SRTP/ICE lives elsewhere.
