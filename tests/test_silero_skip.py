@@ -11,21 +11,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pbx import config
+from pbx.client import AudioEncoder, connect
+from pbx.config import Config
 from pbx.core import engine as eng
 from pbx.core import silero
 from pbx.core.engine import Engine
 from pbx.core.silero import SileroBatch
 from pbx.core.vad import SILENCE, SPEAKING, VadBank
 from pbx.errors import ConfigError
+from pbx.protocol import AnswerEvent, SpeakingEvent
+from pbx.server.app import CallServer
 from support.audio import espeak_speech
 from support.oracles import silero as silero_oracle
+from tests.support.calls import LOOPBACK_SIP
 
 FLOOR = 3400.0            # core/engine.pyx ENERGY_FLOOR: -55 dBFS as a mean square
 WINDOW = 512
@@ -213,3 +220,32 @@ def test_config_keys() -> None:
         config.from_mapping({"silero_model": "int4"})
     with pytest.raises(ConfigError, match="config key 'silero_skip': expected bool, got str"):
         config.from_mapping({"silero_skip": "yes"})
+
+
+def test_call_server_applies_the_config_keys(tmp_path: Path) -> None:
+    """A /call call over loopback with silero VAD on a server configured with int8 and skipping."""
+    server = CallServer(Config(data_dir=tmp_path, sip=LOOPBACK_SIP, silero_model="int8", silero_skip=True))
+    speech = espeak_speech(16000, "Hello, I am calling about my order.")
+    audio = np.concatenate([np.zeros(3 * 16000, np.int16), speech, np.zeros(16000, np.int16)])
+    audio = audio[:len(audio) // 320 * 320]
+
+    async def main() -> SpeakingEvent:
+        host, port = await server.start(host="127.0.0.1", port=0)
+        try:
+            async with connect(f"ws://{host}:{port}", dump=False) as client:
+                await client.invite({"codec": "g722", "vad": {"type": "silero"}})
+                await client.wait_for(AnswerEvent)
+                encoder = AudioEncoder("g722")
+                for i in range(0, len(audio), 320 * 50):        # one second per message
+                    await client.send_audio(encoder.encode(audio[i:i + 320 * 50]))
+                return await asyncio.wait_for(client.wait_for(SpeakingEvent), 20)
+        finally:
+            inferred, skipped = server.media.engine.silero_counts
+            with pytest.raises(ValueError, match="silero already runs model 'int8' with skip on"):
+                server.media.engine.set_silero("float", True)
+            await server.stop()
+            assert skipped >= 3 * 16000 // WINDOW - silero.SKIP_AFTER - 2, (inferred, skipped)
+
+    speaking = asyncio.run(main())
+    # confirmed speechPadding (250 ms, on the 32 ms window grid) after its onset, as without skipping
+    assert 250 <= speaking.timestamp - speaking.start_time <= 320, speaking
