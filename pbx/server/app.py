@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import socket
-import sys
 import tempfile
 import time
 import uuid
@@ -38,7 +37,7 @@ from pbx.media.netpolicy import AddressPolicy
 from pbx.protocol import Event, HangupReason, Initiator
 from pbx.providers import builtin_registry
 from pbx.server.admission import Admission
-from pbx.server.auth import TOKEN_FILE, AccessPolicy, choose_token, websockets_logger
+from pbx.server.auth import AccessPolicy, announced_token, websockets_logger
 from pbx.server.cdr import CdrWriter
 from pbx.server.control import ControlSocket
 from pbx.server.driver import CallDriver, CallServices, settings_from_query
@@ -202,14 +201,8 @@ class CallServer:
 
     def _access_policy(self, host: str) -> AccessPolicy:
         config = self.config
-        choice = choose_token(config.auth, host, config.api_token, os.environ, config.data_dir)
-        if choice.token is not None:
-            if choice.source in ("generated", "file"):
-                # printed, never logged: the console of whoever started the server
-                print(f"pypbx: API token (kept in {config.data_dir / TOKEN_FILE}): {choice.token}", file=sys.stderr)
-            else:
-                print(f"pypbx: API token required (from the {choice.source})", file=sys.stderr)
-        return AccessPolicy(choice.token, frozenset(config.allowed_origins))
+        token = announced_token(config.auth, host, config.api_token, config.data_dir)
+        return AccessPolicy(token, frozenset(config.allowed_origins))
 
     async def _prune_dumps(self) -> None:
         """Dumps past ``dump_retention_days`` are removed at start-up and every hour."""

@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import secrets
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,18 @@ def choose_token(mode: str, host: str, configured: str, env: Mapping[str, str], 
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(token + "\n")
     return TokenChoice(token, "generated")
+
+
+def announced_token(mode: str, host: str, configured: str, data_dir: Path) -> str | None:
+    """:func:`choose_token` with this process's environment, told on the console of whoever started the
+    server (printed, never logged): the token itself when it was generated or read from its file."""
+    choice = choose_token(mode, host, configured, os.environ, data_dir)
+    if choice.token is not None:
+        if choice.source in ("generated", "file"):
+            print(f"pypbx: API token (kept in {data_dir / TOKEN_FILE}): {choice.token}", file=sys.stderr)
+        else:
+            print(f"pypbx: API token required (from the {choice.source})", file=sys.stderr)
+    return choice.token
 
 
 _CREDENTIALS = re.compile(r"(?i)(authorization:\s*\S+\s+|[?&]token=)[^\s&]+")

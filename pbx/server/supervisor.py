@@ -32,11 +32,12 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pbx.config import Config
-from pbx.server.auth import TOKEN_FILE, choose_token
+from pbx.server.auth import announced_token
 from pbx.server.channel import Channel, ChannelClosed
 from pbx.server.listener import Listener, listeners
 from pbx.server.metrics import process_families, sip_refused
@@ -63,6 +64,19 @@ def port_slice(ports: tuple[int, int], index: int, count: int) -> tuple[int, int
         raise ValueError(f"the port range {low}-{high} is too small for {count} workers")
     start = low + index * size
     return start, start + size
+
+
+def accept_waiting(listener: socket.socket, what: str) -> Iterator[socket.socket]:
+    """Every connection waiting on a non-blocking ``listener`` (an error ends the round, logged)."""
+    while True:
+        try:
+            sock, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            log.warning("%s accept failed: %s", what, exc)
+            return
+        yield sock
 
 
 def _settle(future: asyncio.Future[None]) -> None:
@@ -120,7 +134,8 @@ class Supervisor:
             self._close_sockets()
             raise OSError(exc.errno, f"cannot open the SIP port {self.config.sip.addr} ([sip] addr): "
                                      f"{exc.strerror or exc}") from exc
-        self.token = self._choose_token(host)
+        config = self.config
+        self.token = announced_token(config.auth, host, config.api_token, config.data_dir)
         for worker in self.workers:
             await self._start_worker(worker)
         await asyncio.gather(*(w.ready.wait() for w in self.workers))
@@ -145,16 +160,6 @@ class Supervisor:
         await self._exited.wait()
         self._close_sockets()
         return 0
-
-    def _choose_token(self, host: str) -> str | None:
-        config = self.config
-        choice = choose_token(config.auth, host, config.api_token, os.environ, config.data_dir)
-        if choice.token is not None:
-            if choice.source in ("generated", "file"):
-                print(f"pypbx: API token (kept in {config.data_dir / TOKEN_FILE}): {choice.token}", file=sys.stderr)
-            else:
-                print(f"pypbx: API token required (from the {choice.source})", file=sys.stderr)
-        return choice.token
 
     def _signal(self, sig: int) -> None:
         """Pass the signal on; the workers drain (SIGTERM) or stop (SIGINT), and we exit after them."""
@@ -304,14 +309,7 @@ class Supervisor:
 
     # -- HTTP ----------------------------------------------------------------------------------------------
     def _accept_http(self, listener: Listener) -> None:
-        while True:
-            try:
-                sock, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("accept failed: %s", exc)
-                return
+        for sock in accept_waiting(listener, "http"):
             sock.setblocking(False)
             if self._peeking >= MAX_PEEKING:
                 self._hand_http(sock, Target("", {}))
@@ -413,14 +411,7 @@ class Supervisor:
         return True
 
     def _accept_sip_tcp(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                sock, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("sip tcp accept failed: %s", exc)
-                return
+        for sock in accept_waiting(listener, "sip tcp"):
             host = sock.getpeername()[0]
             worker = self.least_busy() if self.guard.connection(host, time.monotonic()) is None else None
             if worker is None or worker.channel is None:
