@@ -1,7 +1,7 @@
 """A thousand phone calls on one host: server CPU, RSS, frames and setup per call at N = 100, 500, 1000.
 
-    python bench/load.py [--calls 100,500,1000] [--vad webrtc|silero] [--workers 1] [--rate 50]
-                         [--seconds 20] [--warmup 3] [--placement split|shared] [--sipp-check]
+    python bench/load.py [--calls 100,500,1000] [--vad webrtc|silero] [--silero-model float|int8]
+                         [--workers 1] [--rate 50] [--seconds 20] [--warmup 3] [--placement split|shared] [--sipp-check]
                          [--quick] [--json FILE]
 
 Three processes per N, as in production (bench/sip_calls.py's ``run_sip`` sets them up; this file only
@@ -82,7 +82,7 @@ def run_args(args: argparse.Namespace, calls: int, generator: str = "own") -> ar
         loss=LOSS if own else 0.0, jitter_ms=JITTER_MS if own else 0.0, play=True,
         pin=args.placement == "split", nice=0, workers=args.workers,
         codec="pcmu" if own else "pcma", vad=args.vad,          # sipp's pcap is PCMA
-        capacity_load=args.capacity_load)
+        capacity_load=args.capacity_load, silero_model=args.silero_model)
 
 
 def figures(r: dict[str, Any], calls: int) -> dict[str, Any]:
@@ -112,7 +112,9 @@ def figures(r: dict[str, Any], calls: int) -> dict[str, Any]:
         "speaking_per_call": r["speaking_per_call"], "tracks_per_call": r["tracks_per_call"],
         "recordings": r["recordings"], "errors": r["errors"], "error_count": r["error_count"],
         "server_wait_pct": 100 * r["server_wait_s"] / wall if "server_wait_s" in r else math.nan,
-        "up_with_audio": up_with_audio, "failed_calls": r.get("caller_failed"),
+        "without_audio": r.get("without_audio", []), "up_with_audio": up_with_audio,
+        "server_warnings": r.get("server_warnings", []),
+        "failed_calls": r.get("caller_failed"),
         "failed_kinds": r.get("failed_kinds") or {}, "late_at": r.get("gen_late_at", [])[:20],
         "gen_scheduling": r.get("gen_scheduling", ""), "gen_steal_ms": r.get("gen_steal_ms", math.nan),
         "gen_wait_pct": r.get("gen_wait_pct", math.nan), "gen_lag_p99_ms": r.get("lag_p99_ms", math.nan),
@@ -168,6 +170,9 @@ def details(rows: list[dict[str, Any]]) -> str:
                    f"prompts played to the end {r['tracks_per_call']:.1f}; recordings {count}/{r['calls']} "
                    f"(min {low:.1f} s, median {median:.1f} s); error events {r['error_count']} {r['errors'] or ''}"
                    + (f"; fails: {'; '.join(r['failed_bars'])}" if r["failed_bars"] else "")
+                   + (f"; calls short of audio at the server: {r['without_audio']}" if r["without_audio"] else "")
+                   + (f"; server log: {len(r['server_warnings'])} warnings, the last: {r['server_warnings'][-2:]}"
+                      if r["server_warnings"] else "")
                    + (f"; late packets (s after the first INVITE, lag ms): {r['late_at'][:8]}" if r["late_at"] else "")
                    + (f"; generator {r['gen_scheduling']}, lag p99 {fmt(r['gen_lag_p99_ms'], 1)} ms, waited for a "
                       f"CPU {fmt(r['gen_wait_pct'], 2)} %, CPUs stolen {fmt(r['gen_steal_ms'], 0)} ms"
@@ -179,6 +184,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", default="100,500,1000", help="the N's, comma-separated")
     parser.add_argument("--vad", choices=["webrtc", "silero"], default="webrtc")
+    parser.add_argument("--silero-model", choices=["float", "int8"], default="float",
+                        help="the server's silero_model (with --vad silero)")
     parser.add_argument("--workers", type=int, default=1, help="the server's workers (config key workers)")
     parser.add_argument("--rate", type=float, default=50.0, help="new calls per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds with every call up")
@@ -201,7 +208,8 @@ def main() -> int:
     script = Path(sys.argv[0]).resolve()
     print(f"# command: python {script.relative_to(ROOT) if script.is_relative_to(ROOT) else script} "
           f"{' '.join(sys.argv[1:])}")
-    print(f"# N={ns} at {args.rate:g} calls/s, PCMU with {LOSS:.0%} loss and {JITTER_MS:g} ms jitter, {args.vad} VAD, "
+    print(f"# N={ns} at {args.rate:g} calls/s, PCMU with {LOSS:.0%} loss and {JITTER_MS:g} ms jitter, {args.vad} VAD"
+          f"{f' ({args.silero_model} model)' if args.vad == 'silero' else ''}, "
           f"stereo recorder, file prompt replayed; workers {args.workers}, placement {args.placement}; "
           f"{os.cpu_count()} CPUs, load average {load_average()}", flush=True)
     plan = [(n, "own") for n in ns]

@@ -434,7 +434,8 @@ class App:
             s["caller"] = process_cpu_s(self.caller_pid) if self.caller_pid else 0.0
         self.samples[name] = s
         task = self.loop.create_task(http_get_json(self.spec.http_port, "/health"))
-        task.add_done_callback(lambda t: s.__setitem__("health", t.result()) if t.exception() is None else None)
+        task.add_done_callback(lambda t: s.__setitem__("health", t.result()) if t.exception() is None
+                               else s.__setitem__("health_error", repr(t.exception())))
 
     def open_window(self) -> None:
         self.window_state = "open"
@@ -583,13 +584,16 @@ def summarise(app: App, spec: Spec, figures: dict[str, Any], rss_idle: int, heal
     calls = app.calls
     answered = [c for c in calls if c.answer_at is not None]
     expected_packets = spec.hold_s * 50
-    with_audio = sum(1 for c in calls if c.rtp.get("packetsReceived", 0) >= AUDIO_SHARE * expected_packets)
+    quiet = [c for c in calls if c.rtp.get("packetsReceived", 0) < AUDIO_SHARE * expected_packets]
+    with_audio = len(calls) - len(quiet)
     r: dict[str, Any] = {
         "hooks": len(calls), "answered": len(answered),
         "hung_up": sum(1 for c in calls if c.hangup_at is not None),
         "hangup_reasons": sorted({c.hangup_reason for c in calls if c.hangup_at is not None}),
         "max_live": app.max_live, "window_live_min": app.window_live_min, "window_cut": app.window_cut,
         "with_audio": with_audio, "expected_packets": expected_packets,
+        # the calls short of audio at the server, to find out why: index, RTP statistics, hangup reason
+        "without_audio": [(c.index, c.rtp, c.hangup_reason, c.errors[:3]) for c in quiet[:5]],
         "rx_packets_min": min((c.rtp.get("packetsReceived", 0) for c in calls), default=0),
         "rx_packets_median": float(np.median([c.rtp.get("packetsReceived", 0) for c in calls])) if calls else 0.0,
         "rx_lost": sum(int(c.rtp.get("packetsLost", 0)) for c in calls),
@@ -616,6 +620,7 @@ def summarise(app: App, spec: Spec, figures: dict[str, Any], rss_idle: int, heal
         if "health" in start and "health" in end:
             r["skipped_window"] = end["health"]["media_skipped_frames"] - start["health"]["media_skipped_frames"]
             r["tick_s"] = end["health"]["media_tick_cpu_seconds"] - start["health"]["media_tick_cpu_seconds"]
+        r["health_errors"] = [s["health_error"] for s in (start, end) if "health_error" in s]
     return r
 
 
@@ -706,9 +711,12 @@ def run_sip(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     pcap_packets = write_sipp_files(work, hold_s) if args.generator == "sipp" else None
     sip_port, hook_port = free_sip_port(), free_sip_port()
     low = random.randrange(10000, 18000, 2)          # below the ephemeral range; taken pairs are skipped
-    workers = getattr(args, "workers", 1)           # bench/load.py passes workers, codec, vad, capacity_load
+    # bench/load.py passes workers, codec, vad, capacity_load, silero_model
+    workers = getattr(args, "workers", 1)
     capacity = getattr(args, "capacity_load", None)
+    silero_model = getattr(args, "silero_model", None)
     extra = ((f"capacity_load = {capacity}\n" if capacity is not None else "")
+             + (f'silero_model = "{silero_model}"\n' if silero_model is not None else "")
              + f'[sip]\naddr = "127.0.0.1:{sip_port}"\nrtp_ports = [{low}, {low + 4 * calls * workers + 200}]\n'
              f'[webhook]\nurl = "http://127.0.0.1:{hook_port}/hook"\ndecision_timeout_secs = 30\n')
     server_cpus, load_cpus = pin_sets() if args.pin else (None, None)

@@ -5,19 +5,23 @@ the loop can carry, every established call starts losing frames at once, so a ne
 (HTTP 503 for a WebSocket, SIP 503 for an INVITE, an error event for an application's outbound
 ``invite``) *before* that happens. The capacity is measured, not configured:
 
-- each window of about a second (:class:`~pbx.server.tickstats.LoadSample`) gives the loop's busy
-  fraction and the mean number of legs the tick served; their ratio is the cost of one leg in loop
-  time, which folds in everything a call makes the loop do (its tick work, its WebSocket or SIP
-  messages, its events). That per-leg cost is smoothed (EWMA); a window with few legs counts for
-  less (and none before a first one with ``min_calls``), since its ratio is mostly noise and fixed
-  overhead;
-- the tick's own cost per leg (EWMA over ticks, a share of the 20 ms frame) is a lower bound of that
-  cost that follows within a second: before the first window (a fresh server taking 50 calls a
-  second) and when calls turn expensive all at once, the larger of the two counts;
+- a call's cost is its share of the media tick, measured every tick (:class:`TickStats.leg_seconds
+  <pbx.server.tickstats.TickStats>`, CPU seconds per leg over the 20 ms frame: it follows within a
+  second when calls turn expensive), times ``1 + overhead``: the loop's work outside the tick (WebSocket
+  and SIP messages, call events) per unit of tick work. ``overhead`` is measured from each window of
+  about a second (:class:`~pbx.server.tickstats.LoadSample`) as (cpu - idle - tick) / tick (CPU
+  shares of the loop thread and of its ticks), where ``idle`` is the CPU share of windows with no leg
+  (timers, health probes; the smallest seen),
+  EWMA-smoothed from a prior of :data:`OVERHEAD_PRIOR`. Only settled windows measure it: one in which
+  new calls were more than :data:`SETTLED_SETUPS` of its legs also holds their setup work (SIP, the
+  webhook, the WebSocket handshake, the accept), which is not a cost per established call; charging it
+  to the calls made a server ramped at 50 calls a second refuse 36 of its first 100 calls while it
+  used an eighth of a core (0.13 % a call, on a shared machine). A window counts in proportion to
+  its ticks' share of the loop up to :data:`FULL_WEIGHT_TICK`, as the ratio of a few legs' ticks is
+  mostly noise;
 - a new call is refused when ``cost * (live + 1)`` (``live``: legs, plus calls still setting up)
-  is above ``capacity_load`` of the loop. Linear with no fixed part, the model overestimates the
-  cost of a call at low counts (fixed overhead is charged to the few calls there are), so it errs
-  towards refusing early, never late;
+  is above ``capacity_load`` of the loop, or when the last window (if recent) was busier than that
+  already: setup work, or work the model does not see, can fill the loop by itself;
 - below ``min_calls`` live calls the load is not checked at all: a one-second hiccup (a model
   loading, a large file decoding) with three calls up must not refuse the fourth;
 - frames skipped by the engine (the loop was late by more than the catch-up allows) refuse new calls
@@ -36,7 +40,13 @@ from pbx.server.tickstats import LoadSample
 
 RETRY_AFTER_S = 5          # told to a refused client (HTTP and SIP Retry-After)
 MIN_CALLS = 5              # live calls below which the load never refuses
-COST_ALPHA = 0.3           # EWMA weight of one window with at least MIN_CALLS legs
+# loop work outside the tick per unit of tick work, until measured: a SIP call's, from its profile
+# (bench/RESULTS.md, "Where a SIP call's CPU goes": the tick ~78 % of the loop, the rest ~22 %)
+OVERHEAD_PRIOR = 0.3
+OVERHEAD_ALPHA = 0.3       # EWMA weight of one settled window at full weight
+FULL_WEIGHT_TICK = 0.01    # a window whose ticks took 1 % of the loop or more weighs fully in the overhead estimate
+SETTLED_SETUPS = 0.02      # new calls in a window, as a share of its legs, up to which it measures the overhead
+BUSY_FRESH_S = 2.5         # the last window's busy fraction refuses calls this long after its end
 LATE_HOLD_S = 10.0         # after frames were skipped, new calls are refused this long
 
 
@@ -48,11 +58,13 @@ class Admission:
         self.capacity_load = capacity_load
         self.min_calls = min_calls
         self.draining = False
-        self.leg_cost: float | None = None    # fraction of the loop one leg takes (EWMA)
+        self.overhead = OVERHEAD_PRIOR     # loop work outside the tick per unit of tick work (EWMA)
+        self.idle: float | None = None     # busy fraction with no leg (the smallest window seen)
         self.last: LoadSample | None = None
         self.refused: dict[str, int] = {"draining": 0, "overload": 0, "late": 0}
         self._skipped: int | None = None
         self._late_until = float("-inf")
+        self._admitted = 0                 # calls taken since the last window closed
 
     def start_draining(self) -> None:
         self.draining = True
@@ -63,43 +75,52 @@ class Admission:
         if self._skipped is not None and skipped_frames > self._skipped:
             self._late_until = sample.end + LATE_HOLD_S
         self._skipped = skipped_frames
-        if sample.legs < 1.0:
-            return                  # nothing to divide by: the last estimate stands
-        cost = sample.busy / sample.legs
-        weight = min(1.0, sample.legs / max(self.min_calls, 1))
-        if self.leg_cost is None:
-            if weight == 1.0:       # a first estimate from a window with few legs would be mostly noise
-                self.leg_cost = cost
-        else:
-            self.leg_cost += COST_ALPHA * weight * (cost - self.leg_cost)
+        admitted, self._admitted = self._admitted, 0
+        if sample.legs == 0.0 and admitted == 0:
+            self.idle = sample.cpu if self.idle is None else min(self.idle, sample.cpu)
+            return
+        if sample.legs < 1.0 or sample.tick <= 0.0 or admitted > SETTLED_SETUPS * sample.legs:
+            return                  # nothing to divide by, or setups in it: the estimate stands
+        ratio = max(sample.cpu - (self.idle or 0.0) - sample.tick, 0.0) / sample.tick
+        weight = min(1.0, sample.tick / FULL_WEIGHT_TICK)
+        self.overhead += OVERHEAD_ALPHA * weight * (ratio - self.overhead)
 
-    def cost(self, tick_leg_load: float | None = None) -> float | None:
-        """The loop fraction one call takes: the measured per-leg cost, or the tick's share per leg
-        (``tick_leg_load``) when that is larger; None before any measurement."""
-        known = [c for c in (self.leg_cost, tick_leg_load) if c is not None]
-        return max(known) if known else None
+    def cost(self, tick_leg_load: float | None) -> float | None:
+        """The loop fraction one call takes, given the tick's share per leg (``tick_leg_load``);
+        None before any tick with a leg."""
+        return None if tick_leg_load is None else tick_leg_load * (1.0 + self.overhead)
 
     def refusal(self, now: float, live: int, extra: int = 1, tick_leg_load: float | None = None) -> str | None:
         """Why ``extra`` more calls (1: a new call; 0: an outbound leg of a call already counted) are
         refused at ``now`` with ``live`` calls up, or None to take them. ``tick_leg_load``: the media
         tick's seconds per leg over the 20 ms frame, recent (:attr:`TickStats.leg_seconds`)."""
-        kind, message = self._why(now, live, extra, self.cost(tick_leg_load))
+        kind, message = self._why(now, live, extra, tick_leg_load)
         if kind is None:
+            self._admitted += extra
             return None
         self.refused[kind] += 1
         return message
 
-    def _why(self, now: float, live: int, extra: int, cost: float | None) -> tuple[str | None, str]:
+    def refusing(self, now: float, live: int, tick_leg_load: float | None = None) -> bool:
+        """Whether a new call would be refused now; counts nothing (a probe, not a call)."""
+        return self._why(now, live, 1, tick_leg_load)[0] is not None
+
+    def _why(self, now: float, live: int, extra: int, tick_leg_load: float | None) -> tuple[str | None, str]:
         if self.draining:
             return "draining", "the server is shutting down and takes no new calls; try another server"
         if now < self._late_until:
             return "late", ("the server is overloaded: its calls missed media frames in the last "
                             f"{LATE_HOLD_S:g} s; try again later")
-        if self.capacity_load <= 0.0 or live < self.min_calls or cost is None:
+        if self.capacity_load <= 0.0 or live < self.min_calls:
             return None, ""
-        projected = cost * (live + extra)
-        if projected > self.capacity_load:
+        cost = self.cost(tick_leg_load)
+        projected = 0.0 if cost is None else cost * (live + extra)
+        if cost is not None and projected > self.capacity_load:
             return "overload", (f"the server is at capacity: {live + extra} calls would take {projected:.0%} of "
                                 f"its event loop ({cost:.2%} each, measured), above {self.capacity_load:.0%} "
                                 "(capacity_load); try again later")
+        last = self.last
+        if last is not None and now - last.end <= BUSY_FRESH_S and last.busy > self.capacity_load:
+            return "overload", (f"the server is at capacity: its event loop was {last.busy:.0%} busy in the last "
+                                f"second, above {self.capacity_load:.0%} (capacity_load); try again later")
         return None, ""

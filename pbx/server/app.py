@@ -394,9 +394,16 @@ class CallServer:
         return max(self.media.engine.leg_count, len(self.sessions)) + len(self.sip.pending)
 
     def _refusal(self, extra: int = 1) -> str | None:
+        return self.admission.refusal(time.monotonic(), self.live_calls(), extra, self._tick_leg_load())
+
+    def refusing(self) -> bool:
+        """Whether a new call would be refused now (draining or overloaded), asked without counting one."""
+        return len(self.sessions) >= self.config.max_connections or \
+            self.admission.refusing(time.monotonic(), self.live_calls(), self._tick_leg_load())
+
+    def _tick_leg_load(self) -> float | None:
         leg_seconds = self.media.tick_stats.leg_seconds
-        return self.admission.refusal(time.monotonic(), self.live_calls(), extra,
-                                      None if leg_seconds is None else leg_seconds * 1000.0 / TICK_MS)
+        return None if leg_seconds is None else leg_seconds * 1000.0 / TICK_MS
 
     def ice_servers(self) -> list[dict[str, Any]]:
         return [s.to_json() for s in self.config.ice_servers]

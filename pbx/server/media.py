@@ -298,6 +298,7 @@ class MediaRunner:
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        started_cpu = time.thread_time()
         frames = self.engine.frames
         try:
             self.serve(self.now_ms())
@@ -309,7 +310,7 @@ class MediaRunner:
                 pass
         elapsed = time.perf_counter() - started
         self.tick_seconds_total += elapsed
-        self.tick_stats.record(elapsed, self.engine.leg_count)
+        self.tick_stats.record(elapsed, self.engine.leg_count, time.thread_time() - started_cpu)
         if self._ticks % SAMPLE_EVERY == 0:
             sample = self.tick_stats.sample(time.monotonic(), time.thread_time())
             if sample is not None and self.on_load is not None:

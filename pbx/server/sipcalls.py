@@ -396,7 +396,7 @@ class SipCalls:
             self.agent.reject(session, 503, "Service Unavailable", self.now(),
                               headers=(("Retry-After", str(RETRY_AFTER_S)), ("Warning", f'399 pypbx "{warning}"')))
             self.flush()
-            log.info("sip: refused a call from %s: %s", session.invite.from_.uri, refused)
+            log.warning("sip: refused a call from %s: %s", session.invite.from_.uri, refused)
             return
         if not self.webhook.url:
             self.agent.reject(session, 480, "Temporarily Unavailable", self.now())

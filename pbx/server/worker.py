@@ -64,7 +64,7 @@ class WorkerProcess:
 
         def on_load(sample: LoadSample) -> None:
             admission(sample)
-            self._tell_refusing(server.refuse_connection() is not None)
+            self._tell_refusing(server.refusing())
         server.media.on_load = on_load
         self.channel.send({"op": "ready"})
         live = asyncio.get_running_loop().create_task(self._report_live())
