@@ -113,7 +113,7 @@ def figures(r: dict[str, Any], calls: int) -> dict[str, Any]:
         "recordings": r["recordings"], "errors": r["errors"], "error_count": r["error_count"],
         "server_wait_pct": 100 * r["server_wait_s"] / wall if "server_wait_s" in r else math.nan,
         "without_audio": r.get("without_audio", []), "up_with_audio": up_with_audio,
-        "server_warnings": r.get("server_warnings", []),
+        "server_warnings": r.get("server_warnings", []), "health_errors": r.get("health_errors", []),
         "failed_calls": r.get("caller_failed"),
         "failed_kinds": r.get("failed_kinds") or {}, "late_at": r.get("gen_late_at", [])[:20],
         "gen_scheduling": r.get("gen_scheduling", ""), "gen_steal_ms": r.get("gen_steal_ms", math.nan),
@@ -171,6 +171,7 @@ def details(rows: list[dict[str, Any]]) -> str:
                    f"(min {low:.1f} s, median {median:.1f} s); error events {r['error_count']} {r['errors'] or ''}"
                    + (f"; fails: {'; '.join(r['failed_bars'])}" if r["failed_bars"] else "")
                    + (f"; calls short of audio at the server: {r['without_audio']}" if r["without_audio"] else "")
+                   + (f"; /health at the window's edges failed: {r['health_errors']}" if r["health_errors"] else "")
                    + (f"; server log: {len(r['server_warnings'])} warnings, the last: {r['server_warnings'][-2:]}"
                       if r["server_warnings"] else "")
                    + (f"; late packets (s after the first INVITE, lag ms): {r['late_at'][:8]}" if r["late_at"] else "")

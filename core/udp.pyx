@@ -251,6 +251,20 @@ def send_batch(int fd, const uint8_t[::1] packets, Py_ssize_t size, object host,
     return done
 
 
+cdef Py_ssize_t send_due_batch(int fd, mmsghdr* msgs, Py_ssize_t n, const Py_ssize_t* owner, int64_t[::1] sent,
+                               int* err) noexcept nogil:
+    """sendmmsg one batch of send_rtp_due's packets: ``sent[owner[j]] += 1`` for each that left, the
+    errno in ``err`` on failure; returns how many were dropped."""
+    cdef int got = sendmmsg(fd, msgs, <unsigned int>n, MSG_DONTWAIT)
+    cdef Py_ssize_t j
+    if got < 0:
+        err[0] = errno
+        got = 0
+    for j in range(got):
+        sent[owner[j]] += 1
+    return n - got
+
+
 def send_rtp_due(int fd, object host, double now, double[::1] next_due, int64_t[::1] pos,
                  const double[:, ::1] due, const int64_t[:, ::1] number, const double[::1] start,
                  const uint8_t[:, ::1] header, const int32_t[::1] ports, const uint8_t[:, ::1] frames,
@@ -285,11 +299,11 @@ def send_rtp_due(int fd, object host, double now, double[::1] next_due, int64_t[
     cdef UdpAddr addrs[SEND_BATCH]
     cdef uint8_t heads[SEND_BATCH][12]
     cdef Py_ssize_t owner[SEND_BATCH]
-    cdef Py_ssize_t c, p, i = 0, j, width = due.shape[1], b
+    cdef Py_ssize_t c, p, i = 0, width = due.shape[1], b
     cdef int64_t k, seq, ts
     cdef long packets = 0, late = 0, dropped = 0
     cdef double lag, max_lag = 0.0, d
-    cdef int got, err = 0
+    cdef int err = 0
     memset(msgs, 0, sizeof(msgs))
     with nogil:
         for c in range(n):
@@ -339,22 +353,10 @@ def send_rtp_due(int fd, object host, double now, double[::1] next_due, int64_t[
                 packets += 1
                 i += 1
                 if i == SEND_BATCH:
-                    got = sendmmsg(fd, msgs, <unsigned int>i, MSG_DONTWAIT)
-                    if got < 0:
-                        err = errno
-                        got = 0
-                    for j in range(got):
-                        sent[owner[j]] += 1
-                    dropped += i - got
+                    dropped += send_due_batch(fd, msgs, i, owner, sent, &err)
                     i = 0
         if i > 0:
-            got = sendmmsg(fd, msgs, <unsigned int>i, MSG_DONTWAIT)
-            if got < 0:
-                err = errno
-                got = 0
-            for j in range(got):
-                sent[owner[j]] += 1
-            dropped += i - got
+            dropped += send_due_batch(fd, msgs, i, owner, sent, &err)
     if err == EAGAIN or err == EINTR:
         err = 0
     if err == EWOULDBLOCK:

@@ -8,14 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import signal
 import struct
-import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,59 +20,11 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from pbx.sip.config import WebhookConfig
-from tests.support.calls import Call, http, probe, running_server, stream_realtime
+from tests.support.calls import Call, probe, running_server, stream_realtime
+from tests.support.served import served
 from tests.support.sip import SIPP, WebhookReceiver, sipp
 
 RATE = 16000
-
-
-@dataclass
-class ServerProcess:
-    process: asyncio.subprocess.Process
-    address: str
-    sip_port: int
-    log: list[str]
-
-    async def health(self) -> dict[str, Any]:
-        status, _, body = await http(self.address, "GET", "/health")
-        assert status == 200, body
-        return dict(body)
-
-
-@asynccontextmanager
-async def served(tmp_path: Path, settings: str = "", env: dict[str, str] | None = None
-                 ) -> AsyncIterator[ServerProcess]:
-    """``python -m pbx serve`` with one process on loopback, its data under ``tmp_path``; SIGINT on the way
-    out if it still runs. ``settings``: more TOML lines (top-level keys)."""
-    config = tmp_path / "pypbx.toml"
-    config.write_text(f'http_addr = "127.0.0.1:0"\nworkers = 1\ndata_dir = "{tmp_path / "data"}"\n{settings}\n'
-                      f'[sip]\naddr = "127.0.0.1:0"\nrtp_ports = [42000, 42100]\n')
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "pbx", "serve", "--config", str(config),
-                                                   stderr=asyncio.subprocess.PIPE, env=env)
-    assert process.stderr is not None
-    log: list[str] = []
-    address, sip_port = "", 0
-    while not (address and sip_port):
-        line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
-        assert line, "the server exited: " + "".join(log)
-        log.append(line)
-        if found := re.search(r"listening on (\S+:\d+)", line):
-            address = found.group(1)
-        if found := re.search(r"SIP on \S+:(\d+)", line):
-            sip_port = int(found.group(1))
-
-    async def read_log() -> None:
-        assert process.stderr is not None
-        while line := await process.stderr.readline():
-            log.append(line.decode())
-    reading = asyncio.create_task(read_log())
-    try:
-        yield ServerProcess(process, address, sip_port, log)
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-            await asyncio.wait_for(process.wait(), 30)
-        await reading
 
 
 async def refused_websocket(address: str, path: str = "/call") -> tuple[int, dict[str, str], Any]:

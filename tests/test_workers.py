@@ -5,15 +5,11 @@ unique across workers, inbound SIP calls through the webhook and outbound ones, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-import re
 import signal
 import socket
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -22,6 +18,7 @@ from pbx.server.channel import FrameReader, encode
 from pbx.server.routing import GRACE_S, Directory, SipRoutes, call_id_tag, request_target, sip_call_id
 from pbx.server.supervisor import port_slice
 from tests.support.calls import Call, http
+from tests.support.served import ServerProcess, served
 from tests.support.sip import SIPP, WebhookReceiver, sipp, sipp_callee
 from tests.test_metrics import parse, scrape
 
@@ -115,55 +112,9 @@ def test_frames_and_their_descriptors_come_out_in_order_however_the_bytes_are_cu
 
 
 # -- a real server with two workers ----------------------------------------------------------------------------
-class Server:
-    def __init__(self, process: asyncio.subprocess.Process, http_address: str, sip_port: int, log: list[str]):
-        self.process = process
-        self.address = http_address
-        self.sip_port = sip_port
-        self.log = log
-
-    async def health(self) -> dict[str, Any]:
-        status, _, body = await http(self.address, "GET", "/health")
-        assert status == 200, body
-        return dict(body)
-
-    async def calls_per_worker(self) -> list[int]:
-        return sorted(part["calls"] for part in (await self.health())["per_worker"])
-
-
-@asynccontextmanager
-async def two_workers(tmp_path: Path, webhook: str = "", extra: str = "", sip: str = "") -> AsyncIterator[Server]:
-    config = tmp_path / "pypbx.toml"
-    config.write_text(f'http_addr = "127.0.0.1:0"\nworkers = 2\ndata_dir = "{tmp_path / "data"}"\n{extra}'
-                      f'[sip]\naddr = "127.0.0.1:0"\nrtp_ports = [41000, 41200]\n{sip}'
-                      + (f'[webhook]\nurl = "{webhook}"\n' if webhook else ""))
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "pbx", "serve", "--config", str(config),
-                                                   stderr=asyncio.subprocess.PIPE)
-    assert process.stderr is not None
-    log: list[str] = []
-    http_address, sip_port = "", 0
-    try:
-        while not (http_address and sip_port):
-            line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
-            assert line, "the server exited: " + "".join(log)
-            log.append(line)
-            if found := re.search(r"listening on (\S+:\d+) \(2 workers\)", line):
-                http_address = found.group(1)
-            if found := re.search(r"SIP on \S+:(\d+)", line):
-                sip_port = int(found.group(1))
-
-        async def drain() -> None:
-            assert process.stderr is not None
-            while line := await process.stderr.readline():
-                log.append(line.decode())
-        reading = asyncio.create_task(drain())
-        yield Server(process, http_address, sip_port, log)
-    finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-            await asyncio.wait_for(process.wait(), 30)
-    await reading
-    assert process.returncode == 0, "".join(log)
+def two_workers(tmp_path: Path, webhook: str = "", extra: str = "", sip: str = "",
+                ) -> contextlib.AbstractAsyncContextManager[ServerProcess]:
+    return served(tmp_path, extra, workers=2, sip=sip, webhook=webhook, rtp_ports=(41000, 41200))
 
 
 def test_websocket_calls_spread_over_two_workers_and_lists_kill_and_ids_span_them(tmp_path: Path) -> None:

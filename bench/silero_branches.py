@@ -1,0 +1,61 @@
+"""What one silero window costs by model and sample rate, batched as the engine runs it.
+
+    python bench/silero_branches.py [--rows 64,250,400] [--runs 30]
+
+The shipped float model holds an 8 kHz graph (256 new samples + 32 of context a 32 ms window) beside
+the 16 kHz one the engine runs today (512 + 64); the int8 model holds the 16 kHz graph only. A SIP
+call's audio is 8 kHz (G.711), upsampled before VAD, so the 8 kHz graph is the one its audio has. This
+bench times ``session.run`` on random audio for batches of ``--rows`` legs (one session, one thread,
+the engine's options, bench/RESULTS.md "A thousand calls") and prints µs per row (per leg per window)
+with the ratio to float at 16 kHz of the same batch size: the baseline, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from pbx.core.silero import make_session
+
+SHAPES = (("float", 16000, 576), ("float", 8000, 288), ("int8", 16000, 576))
+
+
+def per_row_us(session: object, rate: int, width: int, rows: int, runs: int) -> float:
+    rng = np.random.default_rng(rows)
+    feed = {"input": (rng.standard_normal((rows, width)) * 0.1).astype(np.float32),
+            "state": np.zeros((2, rows, 128), np.float32), "sr": np.array(rate, np.int64)}
+    for _ in range(5):
+        session.run(None, feed)                                  # type: ignore[attr-defined]
+    best = float("inf")
+    for _ in range(3):                                           # best of three: the machine may be shared
+        started = time.perf_counter()
+        for _ in range(runs):
+            session.run(None, feed)                              # type: ignore[attr-defined]
+        best = min(best, (time.perf_counter() - started) / runs / rows * 1e6)
+    return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", default="64,250,400", help="batch sizes (legs with a window due)")
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    sizes = [int(r) for r in args.rows.split(",") if r.strip()]
+    sessions = {model: make_session(1, model) for model in ("float", "int8")}
+    print(f"# command: python bench/silero_branches.py {' '.join(sys.argv[1:])}")
+    print("| model | rate | rows | µs per row | vs float 16 kHz |")
+    print("|---|---:|---:|---:|---:|")
+    for rows in sizes:
+        base = per_row_us(sessions["float"], 16000, 576, rows, args.runs)
+        for model, rate, width in SHAPES:
+            us = base if (model, rate) == ("float", 16000) else \
+                per_row_us(sessions[model], rate, width, rows, args.runs)
+            print(f"| {model} | {rate} | {rows} | {us:.1f} | {us / base:.2f}x |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
