@@ -22,8 +22,9 @@ from pbx.server.admission import BUSY_FRESH_S, LATE_HOLD_S, OVERHEAD_ALPHA, OVER
 from pbx.server.media import TEST_BURN_ENV
 from pbx.server.tickstats import LoadSample, TickStats
 from tests.support.calls import Call
+from tests.support.served import served
 from tests.support.sip import SIPP, sipp
-from tests.test_drain import refused_websocket, served
+from tests.test_drain import refused_websocket
 from tests.test_server_e2e import tts_pcm
 
 FRAME_S = 0.020
