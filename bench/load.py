@@ -36,9 +36,8 @@ the run is not VOID, the server took at most 1.5 cores, at most 0.1 % of frames 
 and RSS per call is at most 2 MiB. "largest N that holds" is the largest such N of the run.
 
 Admission control is off (``capacity_load = 0``) unless ``--capacity-load`` sets it: the bench looks for
-where the server itself stops holding. (With the server's default 0.8, on the busy shared machine, 36 of
-100 calls placed at 50 per second were refused with 503 while the server used 0.13 % of a core per call:
-the admission estimate counts the setup burst.)
+where the server itself stops holding. (With the server's default, 0.8, N = 1000 on two workers
+held with no call refused: bench/RESULTS.md, "A thousand calls".)
 
 Placement (``--placement``): ``split`` (default) pins the server to every CPU but the last and the
 application with the generator to the last (on 2 cores: one each), the generator under SCHED_FIFO so

@@ -11,14 +11,13 @@ the loop can carry, every established call starts losing frames at once, so a ne
   and SIP messages, call events) per unit of tick work. ``overhead`` is measured from each window of
   about a second (:class:`~pbx.server.tickstats.LoadSample`) as (cpu - idle - tick) / tick (CPU
   shares of the loop thread and of its ticks), where ``idle`` is the CPU share of windows with no leg
-  (timers, health probes; the smallest seen),
-  EWMA-smoothed from a prior of :data:`OVERHEAD_PRIOR`. Only settled windows measure it: one in which
-  new calls were more than :data:`SETTLED_SETUPS` of its legs also holds their setup work (SIP, the
-  webhook, the WebSocket handshake, the accept), which is not a cost per established call; charging it
-  to the calls made a server ramped at 50 calls a second refuse 36 of its first 100 calls while it
-  used an eighth of a core (0.13 % a call, on a shared machine). A window counts in proportion to
-  its ticks' share of the loop up to :data:`FULL_WEIGHT_TICK`, as the ratio of a few legs' ticks is
-  mostly noise;
+  (timers, health probes; the smallest seen), EWMA-smoothed from a prior of :data:`OVERHEAD_PRIOR`.
+  Only settled windows measure it: one in which new calls were more than :data:`SETTLED_SETUPS` of
+  its legs also holds their setup work (SIP, the webhook, the WebSocket handshake, the accept), which
+  is not a cost per established call; charging it to the calls made a server ramped at 50 calls a
+  second refuse 36 of its first 100 calls while it used an eighth of a core (0.13 % a call, on a
+  shared machine). A window counts in proportion to its ticks' share of the loop up to
+  :data:`FULL_WEIGHT_TICK`, as the ratio of a few legs' ticks is mostly noise;
 - a new call is refused when ``cost * (live + 1)`` (``live``: legs, plus calls still setting up)
   is above ``capacity_load`` of the loop, or when the last window (if recent) was busier than that
   already: setup work, or work the model does not see, can fill the loop by itself;
@@ -59,7 +58,7 @@ class Admission:
         self.min_calls = min_calls
         self.draining = False
         self.overhead = OVERHEAD_PRIOR     # loop work outside the tick per unit of tick work (EWMA)
-        self.idle: float | None = None     # busy fraction with no leg (the smallest window seen)
+        self.idle: float | None = None     # the loop's CPU share with no leg (the smallest window seen)
         self.last: LoadSample | None = None
         self.refused: dict[str, int] = {"draining": 0, "overload": 0, "late": 0}
         self._skipped: int | None = None
@@ -93,7 +92,7 @@ class Admission:
     def refusal(self, now: float, live: int, extra: int = 1, tick_leg_load: float | None = None) -> str | None:
         """Why ``extra`` more calls (1: a new call; 0: an outbound leg of a call already counted) are
         refused at ``now`` with ``live`` calls up, or None to take them. ``tick_leg_load``: the media
-        tick's seconds per leg over the 20 ms frame, recent (:attr:`TickStats.leg_seconds`)."""
+        tick's CPU seconds per leg over the 20 ms frame, recent (:attr:`TickStats.leg_seconds`)."""
         kind, message = self._why(now, live, extra, tick_leg_load)
         if kind is None:
             self._admitted += extra
