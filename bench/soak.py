@@ -17,9 +17,11 @@ ways; SCHED_FIFO as root). One priming call first, then:
 Read from the server (all its processes: a multi-worker server is the supervisor and its workers):
 file descriptors (``/proc/<pid>/fd``), threads (``/proc/<pid>/task``), VmRSS, and from ``GET /health``
 the asyncio tasks, the RTP port pairs in use and the calls. Sampled after the priming call (the
-baseline: what a server that has taken one call holds), every ``SAMPLE_S`` during the run, when the
+baseline: what a server that has taken a call in each process holds), every ``SAMPLE_S`` during the run, when the
 2,000th and the last short call have hung up, and after the run once they settle (polled for up to
-``--settle`` s).
+``--settle`` s). With workers, one priming call goes to each (a worker's first call opens its engine's
+RTCP epoll set, kept for the next ones). A descriptor that does not come back is named by what it
+points to and in which process.
 
 Bars (exit status 1 when one fails, each printed):
 - after the settle, file descriptors, RTP ports in use, asyncio tasks and calls are back at their
@@ -38,9 +40,11 @@ import contextlib
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +58,7 @@ RSS_GROWTH = 0.05
 RSS_FROM = 0.2                      # the RSS bar starts at this share of the short calls (2,000 of 10,000)
 LONG_RATE = 50.0
 PRIME_HOLD_S = 1.0
+INODE = re.compile(r":\[\d+\]$")         # socket:[1234] -> socket
 THREAD_SLACK = min(32, (os.cpu_count() or 1) + 4)      # concurrent.futures' default max_workers
 
 
@@ -66,11 +71,26 @@ class Sample:
     threads: int
     rss_kib: int
     health: dict[str, Any] = field(default_factory=dict)
+    fd_kinds: dict[str, int] = field(default_factory=dict)     # what the descriptors are (see fd_kinds)
 
     def row(self) -> str:
         h = self.health
         return (f"| {self.label} | {self.done} | {self.fds} | {h.get('rtp_ports_in_use', '?')} | "
                 f"{h.get('asyncio_tasks', '?')} | {self.threads} | {self.rss_kib / 1024:.1f} | {h.get('calls', '?')} |")
+
+
+def fd_kinds(pid: int) -> dict[str, int]:
+    """The server's descriptors by what they point to ("socket", "anon_inode:[eventpoll]", a path), and
+    process ("supervisor" or "worker"): where a descriptor that did not come back is."""
+    kinds: Counter[str] = Counter()
+    for p in process_tree(pid):
+        role = "supervisor" if p == pid else "worker"
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{p}/fd"):
+                with contextlib.suppress(OSError):
+                    target = INODE.sub("", os.readlink(f"/proc/{p}/fd/{fd}"))
+                    kinds[f"{role} {target}"] += 1
+    return dict(kinds)
 
 
 def proc_counts(pid: int) -> tuple[int, int]:
@@ -108,7 +128,8 @@ class Soak:
 
     async def sample(self, label: str) -> Sample:
         fds, threads = proc_counts(self.server.pid)
-        s = Sample(label, time.monotonic(), self.done(), fds, threads, tree_rss_kib(self.server.pid))
+        s = Sample(label, time.monotonic(), self.done(), fds, threads, tree_rss_kib(self.server.pid),
+                   fd_kinds=fd_kinds(self.server.pid) if not label.endswith("running") else {})
         self.samples.append(s)          # /proc first: the health request itself holds a descriptor
         with contextlib.suppress(OSError, ValueError):
             s.health = await http_get_json(self.server.port, "/health")
@@ -166,6 +187,10 @@ def failures_after(base: Sample, after: Sample) -> list[str]:
                        ("calls", base.health.get("calls"), after.health.get("calls"))):
         if a is None or b is None or a > b:
             out.append(f"{name}: {a} after, baseline {b}")
+    if after.fds > base.fds:
+        grown = {k: after.fd_kinds.get(k, 0) - base.fd_kinds.get(k, 0) for k in after.fd_kinds
+                 if after.fd_kinds.get(k, 0) > base.fd_kinds.get(k, 0)}
+        out.append(f"descriptors more than at the baseline: {grown}")
     if after.threads > base.threads + THREAD_SLACK:
         out.append(f"threads: {after.threads} after, baseline {base.threads} (+ {THREAD_SLACK} allowed)")
     return out
@@ -183,11 +208,14 @@ async def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         run = Soak(server, sip_port, hook_port, args, work)
         hooks = await asyncio.start_server(run.webhook, "127.0.0.1", hook_port)
         try:
-            prime = await run.phase("priming call", 1, PRIME_HOLD_S, 1.0, priming=True)
-            if prime.prime is None or prime.prime.answer_at is None:
-                raise RuntimeError(f"the priming call failed: {prime.prime}\n{server.log()}")
+            # a priming call for each worker (new calls go round-robin between idle ones): a worker's first
+            # call opens what it keeps (its engine's RTCP epoll set), which is no leak of the soak's calls
+            for _ in range(args.workers):
+                prime = await run.phase("priming call", 1, PRIME_HOLD_S, 1.0, priming=True)
+                if prime.prime is None or prime.prime.answer_at is None:
+                    raise RuntimeError(f"the priming call failed: {prime.prime}\n{server.log()}")
             await asyncio.sleep(2.0)
-            baseline = await run.sample("baseline (after one call)")
+            baseline = await run.sample(f"baseline (after {args.workers} priming call(s))")
             run.marks = {max(1, round(RSS_FROM * args.calls)): f"short call {max(1, round(RSS_FROM * args.calls))} "
                          "hung up", args.calls: f"short call {args.calls} hung up"}
             short = await run.phase(f"{args.calls} calls of {args.hold:g} s at {args.concurrent} at once", args.calls,
@@ -217,7 +245,7 @@ def judge(run: Soak, baseline: Sample, after: Sample, apps: list[App]) -> dict[s
         if growth > RSS_GROWTH:
             failures.append(f"RSS grew {100 * growth:.1f} % from call {first.done} to call {last.done} "
                             f"(> {100 * RSS_GROWTH:g} %)")
-    reports = run.reports[1:]
+    reports = run.reports[run.args.workers:]          # not the priming calls
     for report in reports:
         if report.answered != report.calls or report.failures:
             failures.append(f"calls: {report.answered} of {report.calls} answered, failures {report.failures}")

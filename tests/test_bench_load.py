@@ -45,7 +45,7 @@ def test_soak_quick_comes_back_to_its_baseline(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "soak.json").read_text())
     assert result["failures"] == []
     samples = {s["label"]: s for s in result["samples"]}
-    base, after = samples["baseline (after one call)"], samples["after, settled"]
+    base, after = samples["baseline (after 1 priming call(s))"], samples["after, settled"]
     assert after["done"] == 60                                  # 50 short calls and 10 long ones hung up
     assert after["fds"] <= base["fds"] and after["health"]["rtp_ports_in_use"] == 0
     assert after["health"]["asyncio_tasks"] <= base["health"]["asyncio_tasks"]
