@@ -233,7 +233,7 @@ def test_a_websocket_call_with_tts_moves_the_numbers(tmp_path: Path) -> None:
         async with running_server(tmp_path) as (_, address):
             before = parse((await scrape(address))[2])
             async with Call.open(address, "id=m1&pingInterval=0") as call:
-                await call.send({"command": "invite", "option": {"codec": "pcm",
+                await call.send({"command": "invite", "option": {"codec": "pcm", "vad": {"type": "silero"},
                                                                  "tts": {"provider": "espeak", "speaker": "en-us"}}})
                 await call.wait_event("answer")
                 await call.send({"command": "tts", "text": "Hello there.", "playId": "p1"})
@@ -257,6 +257,10 @@ def test_a_websocket_call_with_tts_moves_the_numbers(tmp_path: Path) -> None:
     frames = value(during, "pypbx_media_frames_total") - value(before, "pypbx_media_frames_total")
     assert sent >= 30 and frames >= sent
     assert value(after, "pypbx_media_skipped_frames_total") >= 0
+    # the client sent no audio: silero inferred its first quiet windows, then the level gate skipped them
+    assert value(before, "pypbx_silero_windows_total", kind="inferred") == 0
+    assert value(after, "pypbx_silero_windows_total", kind="inferred") >= 8
+    assert value(after, "pypbx_silero_windows_total", kind="skipped") >= 1
     assert count(after, "pypbx_provider_latency_seconds", provider="espeak", kind="tts", metric="ttfb") == 1
     assert count(after, "pypbx_provider_latency_seconds", provider="espeak", kind="tts", metric="completed") == 1
     # the probe runs every 100 ms and the tick every 20 ms, from the start

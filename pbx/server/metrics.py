@@ -330,6 +330,11 @@ def collect(server: CallServer) -> list[MetricFamily]:
     family("pypbx_media_frames_total", "counter", "20 ms frames the media engine produced.").add(engine.frames)
     family("pypbx_media_skipped_frames_total", "counter",
            "Frames the media engine skipped because its tick came late.").add(engine.skipped_frames)
+    inferred, gated = engine.silero_counts
+    f = family("pypbx_silero_windows_total", "counter",
+               "32 ms windows of silero VAD: inferred, or skipped (below the level gate; silero_skip).")
+    f.add(inferred, kind="inferred")
+    f.add(gated, kind="skipped")
 
     for key, text in (("received", "RTP packets received"), ("lost", "RTP packets lost (RTCP receiver count)"),
                       ("sent", "RTP packets sent")):
