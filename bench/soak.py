@@ -9,19 +9,19 @@ The server in its own process (``python -m pbx serve`` with ``workers``, bench/w
 ``ServerProcess``); this process is the application (bench/sip_calls.py's ``App``: each webhook ->
 ``/call/sip`` WebSocket, ``accept`` with PCMU, webrtc VAD and a recorder, a file prompt replayed on
 ``trackEnd``) and the sampler; the caller is bench/sip_load.py in its own process (PCMU speech RTP both
-ways; SCHED_FIFO as root). One priming call first, then:
+ways; SCHED_FIFO as root). A priming call for each worker first, then:
 
 1. ``--calls`` calls of ``--hold`` s at ``--concurrent`` at once (placed at concurrent / hold per second);
 2. ``--long-calls`` calls of ``--long-hold`` s, all up together (placed at 50 per second).
 
 Read from the server (all its processes: a multi-worker server is the supervisor and its workers):
 file descriptors (``/proc/<pid>/fd``), threads (``/proc/<pid>/task``), VmRSS, and from ``GET /health``
-the asyncio tasks, the RTP port pairs in use and the calls. Sampled after the priming call (the
-baseline: what a server that has taken a call in each process holds), every ``SAMPLE_S`` during the run, when the
-2,000th and the last short call have hung up, and after the run once they settle (polled for up to
-``--settle`` s). With workers, one priming call goes to each (a worker's first call opens its engine's
-RTCP epoll set, kept for the next ones). A descriptor that does not come back is named by what it
-points to and in which process.
+the asyncio tasks, the RTP port pairs in use and the calls. Sampled after the priming calls (the
+baseline: what a server that has taken a call in each process holds: a worker's first call opens its
+engine's RTCP epoll set, kept for the next ones), every ``SAMPLE_S`` during the run, when the 2,000th
+and the last short call have hung up, and after the run once they settle (polled for up to
+``--settle`` s). A descriptor that does not come back is named by what it points to and in which
+process.
 
 Bars (exit status 1 when one fails, each printed):
 - after the settle, file descriptors, RTP ports in use, asyncio tasks and calls are back at their
