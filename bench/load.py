@@ -1,6 +1,6 @@
 """A thousand phone calls on one host: server CPU, RSS, frames and setup per call at N = 100, 500, 1000.
 
-    python bench/load.py [--calls 100,500,1000] [--vad webrtc|silero] [--silero-model float|int8]
+    python bench/load.py [--calls 100,500,1000] [--vad webrtc|silero] [--silero-model float|int8] [--silero-rate auto]
                          [--workers 1] [--rate 50] [--seconds 20] [--warmup 3] [--placement split|shared] [--sipp-check]
                          [--quick] [--json FILE]
 
@@ -81,7 +81,7 @@ def run_args(args: argparse.Namespace, calls: int, generator: str = "own") -> ar
         loss=LOSS if own else 0.0, jitter_ms=JITTER_MS if own else 0.0, play=True,
         pin=args.placement == "split", nice=0, workers=args.workers,
         codec="pcmu" if own else "pcma", vad=args.vad,          # sipp's pcap is PCMA
-        capacity_load=args.capacity_load, silero_model=args.silero_model)
+        capacity_load=args.capacity_load, silero_model=args.silero_model, silero_rate=args.silero_rate)
 
 
 def figures(r: dict[str, Any], calls: int) -> dict[str, Any]:
@@ -186,6 +186,8 @@ def main() -> int:
     parser.add_argument("--vad", choices=["webrtc", "silero"], default="webrtc")
     parser.add_argument("--silero-model", choices=["float", "int8"], default="float",
                         help="the server's silero_model (with --vad silero)")
+    parser.add_argument("--silero-rate", choices=["16000", "auto"], default="16000",
+                        help="the server's silero_rate (auto: PCMU legs on the model's 8 kHz graph)")
     parser.add_argument("--workers", type=int, default=1, help="the server's workers (config key workers)")
     parser.add_argument("--rate", type=float, default=50.0, help="new calls per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds with every call up")
@@ -209,7 +211,7 @@ def main() -> int:
     print(f"# command: python {script.relative_to(ROOT) if script.is_relative_to(ROOT) else script} "
           f"{' '.join(sys.argv[1:])}")
     print(f"# N={ns} at {args.rate:g} calls/s, PCMU with {LOSS:.0%} loss and {JITTER_MS:g} ms jitter, {args.vad} VAD"
-          f"{f' ({args.silero_model} model)' if args.vad == 'silero' else ''}, "
+          f"{f' ({args.silero_model} model, rate {args.silero_rate})' if args.vad == 'silero' else ''}, "
           f"stereo recorder, file prompt replayed; workers {args.workers}, placement {args.placement}; "
           f"{os.cpu_count()} CPUs, load average {load_average()}", flush=True)
     plan = [(n, "own") for n in ns]

@@ -711,12 +711,14 @@ def run_sip(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     pcap_packets = write_sipp_files(work, hold_s) if args.generator == "sipp" else None
     sip_port, hook_port = free_sip_port(), free_sip_port()
     low = random.randrange(10000, 18000, 2)          # below the ephemeral range; taken pairs are skipped
-    # bench/load.py passes workers, codec, vad, capacity_load, silero_model
+    # bench/load.py passes workers, codec, vad, capacity_load, silero_model, silero_rate
     workers = getattr(args, "workers", 1)
     capacity = getattr(args, "capacity_load", None)
     silero_model = getattr(args, "silero_model", None)
+    silero_rate = getattr(args, "silero_rate", None)
     extra = ((f"capacity_load = {capacity}\n" if capacity is not None else "")
              + (f'silero_model = "{silero_model}"\n' if silero_model is not None else "")
+             + (f'silero_rate = "{silero_rate}"\n' if silero_rate is not None else "")
              + f'[sip]\naddr = "127.0.0.1:{sip_port}"\nrtp_ports = [{low}, {low + 4 * calls * workers + 200}]\n'
              f'[webhook]\nurl = "http://127.0.0.1:{hook_port}/hook"\ndecision_timeout_secs = 30\n')
     server_cpus, load_cpus = pin_sets() if args.pin else (None, None)

@@ -76,6 +76,7 @@ cdef class Leg:
     cdef bint muted_in
     cdef bint denoise
     cdef int vad_kind
+    cdef readonly bint silero8       # silero runs on the 8 kHz graph with the codec's own audio (else 16 kHz)
     cdef bint asr_on
     cdef PcmRing asr
     cdef WavWriter rec
@@ -165,8 +166,10 @@ cdef class Engine:
     cdef list free_slots
     cdef VadBank vad
     cdef WebRtcBank webrtc
-    cdef SileroBatch silero          # created with the first silero leg
-    cdef tuple silero_options        # (model, skip) it is created with (set_silero)
+    cdef SileroBatch silero          # created with the first silero leg on the 16 kHz graph
+    cdef SileroBatch silero8         # created with the first silero leg on the 8 kHz graph
+    cdef tuple silero_options        # (model, skip, rate) they are created with (set_silero)
+    cdef int silero_threads
     cdef TenBank ten                 # created with the first ten leg (optional package)
     cdef DenoiseBank denoiser        # created with the first leg that asks for denoise
     cdef RecvBatch recv
@@ -213,6 +216,8 @@ cdef class Engine:
     cdef int frame(self, double t_ms, bint receive, double now_ms) except -1
     cdef int drain_vad_events(self) except -1
     cdef int run_silero(self) except -1
+    cdef bint wants_silero8(self, Leg leg)
+    cdef SileroBatch silero_batch(self, Leg leg, bint eight)
     cdef void encode_out(self, Leg leg) noexcept
     cdef void record(self, Leg leg, int64_t t_leg) noexcept
     cdef void stream_catch_up(self, Leg leg, int fs) noexcept

@@ -32,6 +32,7 @@ class Leg:
     payload_type: int
     dtmf_pt: int
     playout: Playout
+    silero8: bool
     rx_packets: int
     rx_bad: int
     rx_foreign: int
@@ -90,7 +91,7 @@ class Engine:
         ratio: float = 0.5, voice_threshold: float = 0.5, silence_timeout_ms: int | None = None,
         max_buffer_secs: float = 50.0, silero_threads: int = 1,
     ) -> None: ...
-    def set_silero(self, model: str = "float", skip: bool = True) -> None: ...
+    def set_silero(self, model: str = "float", skip: bool = True, rate: str = "16000") -> None: ...
     @property
     def silero_counts(self) -> tuple[int, int]: ...
     def set_denoise(self, leg: Leg, enabled: bool) -> None: ...

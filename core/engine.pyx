@@ -152,6 +152,7 @@ cdef inline double mean_square(const int16_t* x, int n) noexcept nogil:
     return <double>acc / n
 
 
+cdef int16_t SILENCE_8K[160]           # a muted 8 kHz leg's 20 ms frame for silero (static: zeros)
 cdef double NTP_UNIX_OFFSET_S = 2208988800.0   # seconds from 1900 (NTP) to 1970 (Unix)
 
 
@@ -270,7 +271,9 @@ cdef class Engine:
         self.vad = VadBank(max_legs)
         self.webrtc = None
         self.silero = None
-        self.silero_options = ("float", True)
+        self.silero8 = None
+        self.silero_options = ("float", True, "16000")
+        self.silero_threads = 1
         self.ten = None
         self.denoiser = None
         self.recv = RecvBatch()
@@ -509,34 +512,57 @@ cdef class Engine:
             self.ten.enable(leg.slot, voice_threshold)
             leg.vad_kind = VAD_TEN
         else:
-            if self.silero is None:
-                model, skip = self.silero_options
-                self.silero = SileroBatch(self.max_legs, threads=silero_threads, model=model,
-                                          skip_below=ENERGY_FLOOR if skip else 0.0)
-            self.silero.reset(leg.slot)
+            self.silero_threads = silero_threads
+            self.silero_batch(leg, self.wants_silero8(leg)).reset(leg.slot)
             leg.vad_kind = VAD_SILERO
 
-    def set_silero(self, str model="float", bint skip=True):
-        """Silero model ("float" or "int8") and level-gate skipping (windows below the energy floor are not
-        inferred) of the engine's silero batch; before the first silero leg, or the same as it has."""
+    cdef bint wants_silero8(self, Leg leg):
+        """Whether the leg's silero runs on the 8 kHz graph: set_silero(rate="auto"), an 8 kHz codec and
+        no denoiser (whose output is 16 kHz)."""
+        return self.silero_options[2] == "auto" and leg.codec.frame_samples == FRAME // 2 and not leg.denoise
+
+    cdef SileroBatch silero_batch(self, Leg leg, bint eight):
+        """The batch for the leg (created on first use), the leg's ``silero8`` set to match."""
+        model, skip = self.silero_options[0], self.silero_options[1]
+        if eight and self.silero8 is None:
+            self.silero8 = SileroBatch(self.max_legs, threads=self.silero_threads, model=model,
+                                       skip_below=ENERGY_FLOOR if skip else 0.0, rate=8000)
+        elif not eight and self.silero is None:
+            self.silero = SileroBatch(self.max_legs, threads=self.silero_threads, model=model,
+                                      skip_below=ENERGY_FLOOR if skip else 0.0)
+        leg.silero8 = eight
+        return self.silero8 if eight else self.silero
+
+    def set_silero(self, str model="float", bint skip=True, str rate="16000"):
+        """Silero model ("float" or "int8"), level-gate skipping (windows below the energy floor are not
+        inferred) and graph (``rate`` "16000": every leg's 16 kHz audio; "auto": legs with an 8 kHz codec
+        run the model's 8 kHz graph on their own audio, float only) of the engine's silero batches;
+        before the first silero leg, or the same as they have."""
         if model not in ("float", "int8"):
             raise ValueError(f"unknown silero model {model!r}; expected float or int8")
-        if self.silero is not None and (self.silero.model_name, self.silero.skip_below > 0) != (model, skip):
-            raise ValueError(f"silero already runs model {self.silero.model_name!r} with skip "
-                             f"{'on' if self.silero.skip_below > 0 else 'off'}: set_silero comes before the "
-                             "first silero leg")
-        self.silero_options = (model, skip)
+        if rate not in ("16000", "auto"):
+            raise ValueError(f"unknown silero rate {rate!r}; expected 16000 or auto")
+        if rate == "auto" and model == "int8":
+            raise ValueError("the int8 silero model has no 8 kHz graph: rate auto needs the float model")
+        if (self.silero is not None or self.silero8 is not None) and self.silero_options != (model, skip, rate):
+            was_model, was_skip, was_rate = self.silero_options
+            raise ValueError(f"silero already runs model {was_model!r} with skip {'on' if was_skip else 'off'} "
+                             f"at rate {was_rate}: set_silero comes before the first silero leg")
+        self.silero_options = (model, skip, rate)
 
     @property
     def silero_counts(self):
-        """(windows inferred, windows skipped by the level gate) since the silero batch was created."""
-        if self.silero is None:
-            return (0, 0)
-        return (self.silero.n_inferred, self.silero.n_skipped)
+        """(windows inferred, windows skipped by the level gate) since the silero batches were created."""
+        inferred = skipped = 0
+        for batch in (self.silero, self.silero8):
+            if batch is not None:
+                inferred += batch.n_inferred
+                skipped += batch.n_skipped
+        return (inferred, skipped)
 
     def _release_vad(self, Leg leg):
         if leg.vad_kind == VAD_SILERO:
-            self.silero.reset(leg.slot)
+            (self.silero8 if leg.silero8 else self.silero).reset(leg.slot)
         elif leg.vad_kind == VAD_TEN:
             self.ten.disable(leg.slot)
         leg.vad_kind = VAD_NONE
@@ -921,7 +947,15 @@ cdef class Engine:
                 voiced = 0
             self.vad.feed_c(leg.slot, <float>voiced, t_leg, FRAME_MS)
         elif leg.vad_kind == VAD_SILERO:
-            self.silero.push_c(leg.slot, leg.in16, FRAME, t_leg)
+            if leg.silero8 != self.wants_silero8(leg):      # the codec or the denoiser changed: the other graph
+                (self.silero8 if leg.silero8 else self.silero).reset_c(leg.slot)
+                self.silero_batch(leg, not leg.silero8).reset_c(leg.slot)
+            if not leg.silero8:
+                self.silero.push_c(leg.slot, leg.in16, FRAME, t_leg)
+            elif leg.muted_in:
+                self.silero8.push_c(leg.slot, SILENCE_8K, FRAME // 2, t_leg)
+            else:
+                self.silero8.push_c(leg.slot, leg.pcm, FRAME // 2, t_leg)
         elif leg.vad_kind == VAD_TEN:
             # two 10 ms hops per frame; the first hop after enable reports -1 (no decision yet)
             if self.ten.process_c(leg.slot, leg.in16, FRAME, probs) == 2:
@@ -946,16 +980,19 @@ cdef class Engine:
             leg.stream_skipped += 1
 
     cdef int run_silero(self) except -1:
-        """One inference over every leg with a full 32 ms window, then their state machines."""
-        cdef SileroBatch silero = self.silero
+        """One inference per batch over every leg with a full 32 ms window, then their state machines."""
+        cdef SileroBatch silero
         cdef int i
-        silero.run_ready()
-        for i in range(silero.n_results):
-            # silero's recurrent state keeps "speech" up for 2-3 windows of digital silence after speech:
-            # the same energy floor as for webrtc applies (with skip on, those windows were not inferred).
-            self.vad.feed_c(silero.result_slots[i],
-                            silero.result_probs[i] if silero.result_mean_square[i] >= ENERGY_FLOOR else 0.0,
-                            silero.result_start_ms[i], SILERO_WINDOW_MS)
+        for silero in (self.silero, self.silero8):
+            if silero is None:
+                continue
+            silero.run_ready()
+            for i in range(silero.n_results):
+                # silero's recurrent state keeps "speech" up for 2-3 windows of digital silence after speech:
+                # the same energy floor as for webrtc applies (with skip on, those windows were not inferred).
+                self.vad.feed_c(silero.result_slots[i],
+                                silero.result_probs[i] if silero.result_mean_square[i] >= ENERGY_FLOOR else 0.0,
+                                silero.result_start_ms[i], SILERO_WINDOW_MS)
         return 0
 
     cdef int drain_vad_events(self) except -1:

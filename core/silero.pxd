@@ -17,6 +17,10 @@ cdef enum:
 
 cdef class SileroBatch:
     cdef readonly int max_legs
+    cdef readonly int rate                 # 16000 or 8000: the model graph this batch runs
+    cdef readonly int window               # new samples per window (32 ms): 512 or 256
+    cdef readonly int context              # samples of the previous window in each row: 64 or 32
+    cdef readonly int row                  # context + window
     cdef readonly int threads
     cdef readonly str model_name           # "float" or "int8" when loaded by name, "custom" for bytes
     # Level gate: a window whose mean square (int16 units squared) is below skip_below is not

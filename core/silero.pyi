@@ -33,6 +33,10 @@ class SileroBatch:
     skip_after: int
     n_inferred: int
     n_skipped: int
+    rate: int
+    window: int
+    context: int
+    row: int
     def __init__(
         self,
         max_legs: int,
@@ -41,6 +45,7 @@ class SileroBatch:
         skip_below: float = 0.0,
         skip_policy: str = "keep",
         skip_after: int = 8,
+        rate: int = 16000,
     ) -> None: ...
     def infer(
         self, slots: npt.ArrayLike, windows: npt.ArrayLike

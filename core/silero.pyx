@@ -74,6 +74,7 @@ WINDOW = SILERO_WINDOW
 WINDOW_MS = SILERO_WINDOW_MS
 CONTEXT = SILERO_CONTEXT
 RATE = SILERO_RATE
+RATES = (16000, 8000)    # the model's two graphs (the ``sr`` input chooses)
 
 
 def model_bytes(name="float"):
@@ -109,17 +110,27 @@ def make_session(int threads=1, model=None):
 
 
 cdef class SileroBatch:
-    """Silero VAD state of ``max_legs`` legs (16 kHz), inferred in batches across legs.
+    """Silero VAD state of ``max_legs`` legs, inferred in batches across legs, at ``rate``: 16000 (512
+    new samples + 64 of context a row) or 8000 (the model's 8 kHz graph: 256 + 32, about 0.56x the
+    16 kHz graph's cost, bench/silero_branches.py; the audio of a G.711 call is 8 kHz).
 
-    ``model``: ``"float"`` (default), ``"int8"`` or the bytes of an ONNX model.  ``skip_below``:
+    ``model``: ``"float"`` (default), ``"int8"`` (16 kHz only) or the bytes of an ONNX model.  ``skip_below``:
     the level gate's mean square (int16 units squared; 0: infer every window), ``skip_policy``:
     ``"keep"``, ``"zero"`` or ``"silence"`` (see the module docstring).
     """
 
     def __init__(self, int max_legs, int threads=1, model=None, double skip_below=0.0, str skip_policy="keep",
-                 int skip_after=SKIP_AFTER):
+                 int skip_after=SKIP_AFTER, int rate=SILERO_RATE):
         if max_legs <= 0:
             raise ValueError("max_legs must be positive")
+        if rate not in RATES:
+            raise ValueError(f"silero runs at {' or '.join(map(str, RATES))} Hz, not {rate}")
+        if rate != SILERO_RATE and model == "int8":
+            raise ValueError("the int8 model holds the 16 kHz graph only")
+        self.rate = rate
+        self.window = rate * SILERO_WINDOW_MS // 1000          # 512 at 16 kHz, 256 at 8 kHz
+        self.context = SILERO_CONTEXT * rate // SILERO_RATE    # 64, 32
+        self.row = self.context + self.window
         if skip_below < 0:
             raise ValueError("skip_below must be >= 0")
         if skip_after < 0:
@@ -140,10 +151,10 @@ cdef class SileroBatch:
         self._infer_probs = np.zeros(max_legs, dtype=np.float32)
         self._infer_index = np.zeros(max_legs, dtype=np.int32)
         self._output_names = list(OUTPUT_NAMES)
-        self._feeds_sr = np.array(SILERO_RATE, dtype=np.int64)
+        self._feeds_sr = np.array(self.rate, dtype=np.int64)
         self._state_arr = np.zeros((max_legs, 2, SILERO_STATE), dtype=np.float32)
         self._state = self._state_arr
-        self._context_arr = np.zeros((max_legs, SILERO_CONTEXT), dtype=np.float32)
+        self._context_arr = np.zeros((max_legs, self.context), dtype=np.float32)
         self._context = self._context_arr
         self._pending_arr = np.zeros((max_legs, SILERO_PENDING), dtype=np.float32)
         self._pending = self._pending_arr
@@ -152,7 +163,7 @@ cdef class SileroBatch:
         self._queued = np.zeros(max_legs, dtype=np.uint8)
         self._ready = np.zeros(max_legs, dtype=np.int32)
         self.n_ready = 0
-        self._input_arr = np.zeros(max_legs * SILERO_ROW, dtype=np.float32)
+        self._input_arr = np.zeros(max_legs * self.row, dtype=np.float32)
         self._input = self._input_arr
         self._state_in_arr = np.zeros(2 * max_legs * SILERO_STATE, dtype=np.float32)
         self._state_in = self._state_in_arr
@@ -172,7 +183,7 @@ cdef class SileroBatch:
     def _settle_on_silence(self):
         """The LSTM state after SILENCE_WINDOWS windows of zeros from a fresh state, float32 [2, 128]."""
         state = np.zeros((2, 1, SILERO_STATE), dtype=np.float32)
-        row = np.zeros((1, SILERO_ROW), dtype=np.float32)
+        row = np.zeros((1, self.row), dtype=np.float32)
         for _ in range(SILENCE_WINDOWS):
             state = self._session.run(self._output_names, {"input": row, "state": state, "sr": self._feeds_sr})[1]
         return np.ascontiguousarray(state[:, 0, :])
@@ -193,7 +204,7 @@ cdef class SileroBatch:
                 memcpy(st_in + i * SILERO_STATE, &self._state[s, 0, 0], SILERO_STATE * sizeof(float))
                 memcpy(st_in + (n + i) * SILERO_STATE, &self._state[s, 1, 0], SILERO_STATE * sizeof(float))
         outs = self._session.run(self._output_names, {
-            "input": self._input_arr[:n * SILERO_ROW].reshape(n, SILERO_ROW),
+            "input": self._input_arr[:n * self.row].reshape(n, self.row),
             "state": self._state_in_arr[:2 * n * SILERO_STATE].reshape(2, n, SILERO_STATE),
             "sr": self._feeds_sr,
         })
@@ -207,8 +218,8 @@ cdef class SileroBatch:
                 probs[i] = out[i, 0]
                 memcpy(&self._state[s, 0, 0], &state_out[0, i, 0], SILERO_STATE * sizeof(float))
                 memcpy(&self._state[s, 1, 0], &state_out[1, i, 0], SILERO_STATE * sizeof(float))
-                memcpy(&self._context[s, 0], inp + i * SILERO_ROW + SILERO_WINDOW,
-                       SILERO_CONTEXT * sizeof(float))
+                memcpy(&self._context[s, 0], inp + i * self.row + self.window,
+                       self.context * sizeof(float))
         return n
 
     def infer_into(self, const int32_t[::1] slots, const float[:, ::1] windows, float[::1] out):
@@ -218,8 +229,8 @@ cdef class SileroBatch:
         """
         cdef Py_ssize_t n = slots.shape[0]
         cdef int i, s
-        if windows.shape[0] != n or windows.shape[1] != SILERO_WINDOW:
-            raise ValueError(f"windows must be float32 [{n}, {SILERO_WINDOW}], "
+        if windows.shape[0] != n or windows.shape[1] != self.window:
+            raise ValueError(f"windows must be float32 [{n}, {self.window}], "
                              f"got [{windows.shape[0]}, {windows.shape[1]}]")
         if out.shape[0] < n:
             raise ValueError(f"out holds {out.shape[0]} values, need {n}")
@@ -242,8 +253,8 @@ cdef class SileroBatch:
         with nogil:
             for i in range(n):
                 s = slots[i]
-                memcpy(inp + i * SILERO_ROW, &self._context[s, 0], SILERO_CONTEXT * sizeof(float))
-                memcpy(inp + i * SILERO_ROW + SILERO_CONTEXT, &windows[i, 0], SILERO_WINDOW * sizeof(float))
+                memcpy(inp + i * self.row, &self._context[s, 0], self.context * sizeof(float))
+                memcpy(inp + i * self.row + self.context, &windows[i, 0], self.window * sizeof(float))
         return self._run(<int>n, &slots[0], &out[0])
 
     def infer(self, slots, windows):
@@ -251,7 +262,7 @@ cdef class SileroBatch:
         slots = np.ascontiguousarray(slots, dtype=np.int32)
         windows = np.ascontiguousarray(windows, dtype=np.float32)
         if windows.ndim != 2:
-            raise ValueError(f"windows must be float32 [{slots.shape[0]}, {SILERO_WINDOW}], "
+            raise ValueError(f"windows must be float32 [{slots.shape[0]}, {self.window}], "
                              f"got {windows.ndim} dimensions")
         out = np.empty(slots.shape[0], dtype=np.float32)
         self.infer_into(slots, windows, out)
@@ -270,17 +281,17 @@ cdef class SileroBatch:
             dst[i] = pcm[i] * (1.0 / 32768.0)
         fill += n
         self._fill[slot] = fill
-        if fill >= SILERO_WINDOW and not self._queued[slot]:
+        if fill >= self.window and not self._queued[slot]:
             self._queued[slot] = 1
             self._ready[self.n_ready] = slot
             self.n_ready += 1
-        return fill // SILERO_WINDOW
+        return fill // self.window
 
     def push(self, int slot, const int16_t[::1] pcm, long long start_ms):
         """Append a leg's 16 kHz audio (pcm[0] at ``start_ms``); returns its full windows waiting."""
         self._slot_arg(slot)
         if pcm.shape[0] == 0:
-            return self._fill[slot] // SILERO_WINDOW
+            return self._fill[slot] // self.window
         cdef int r = self.push_c(slot, &pcm[0], <int>pcm.shape[0], start_ms)
         if r < 0:
             raise ValueError(f"slot {slot} holds more than {SILERO_PENDING} samples: call run_ready()")
@@ -306,9 +317,9 @@ cdef class SileroBatch:
                 self.result_start_ms[i] = self._pending_start_ms[s]
                 w = &self._pending[s, 0]
                 acc = 0.0
-                for j in range(SILERO_WINDOW):
+                for j in range(self.window):
                     acc += <double>w[j] * w[j]
-                acc = acc * (32768.0 * 32768.0 / SILERO_WINDOW)
+                acc = acc * (32768.0 * 32768.0 / self.window)
                 self.result_mean_square[i] = acc
                 if acc < self.skip_below:   # the gate calls it silence: no inference once skip_after have run
                     self._quiet_run[s] += 1
@@ -318,8 +329,8 @@ cdef class SileroBatch:
                         continue
                 else:
                     self._quiet_run[s] = 0
-                memcpy(inp + m * SILERO_ROW, &self._context[s, 0], SILERO_CONTEXT * sizeof(float))
-                memcpy(inp + m * SILERO_ROW + SILERO_CONTEXT, w, SILERO_WINDOW * sizeof(float))
+                memcpy(inp + m * self.row, &self._context[s, 0], self.context * sizeof(float))
+                memcpy(inp + m * self.row + self.context, w, self.window * sizeof(float))
                 self._infer_slots[m] = s
                 self._infer_index[m] = i
                 m += 1
@@ -333,11 +344,11 @@ cdef class SileroBatch:
             k = 0
             for i in range(n):   # consume the window; a slot with another full one stays queued
                 s = self.result_slots[i]
-                rest = self._fill[s] - SILERO_WINDOW
-                memmove(&self._pending[s, 0], &self._pending[s, SILERO_WINDOW], rest * sizeof(float))
+                rest = self._fill[s] - self.window
+                memmove(&self._pending[s, 0], &self._pending[s, self.window], rest * sizeof(float))
                 self._fill[s] = rest
                 self._pending_start_ms[s] += SILERO_WINDOW_MS
-                if rest >= SILERO_WINDOW:
+                if rest >= self.window:
                     self._ready[k] = s
                     k += 1
                 else:
@@ -348,7 +359,7 @@ cdef class SileroBatch:
 
     cdef void _skip_window(self, int s, const float* w) noexcept nogil:
         """A window left out by the gate: exact context, state per skip_policy."""
-        memcpy(&self._context[s, 0], w + SILERO_WINDOW - SILERO_CONTEXT, SILERO_CONTEXT * sizeof(float))
+        memcpy(&self._context[s, 0], w + self.window - self.context, self.context * sizeof(float))
         if self.skip_policy == SILERO_SKIP_ZERO:
             memset(&self._state[s, 0, 0], 0, 2 * SILERO_STATE * sizeof(float))
         elif self.skip_policy == SILERO_SKIP_SILENCE:
@@ -373,7 +384,7 @@ cdef class SileroBatch:
         if slot < 0 or slot >= self.max_legs:
             return
         memset(&self._state[slot, 0, 0], 0, 2 * SILERO_STATE * sizeof(float))
-        memset(&self._context[slot, 0], 0, SILERO_CONTEXT * sizeof(float))
+        memset(&self._context[slot, 0], 0, self.context * sizeof(float))
         self._fill[slot] = 0
         self._quiet_run[slot] = 0
         cdef int i, k = 0

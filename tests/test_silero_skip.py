@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soxr
 
 from pbx import config
 from pbx.client import AudioEncoder, connect
 from pbx.config import Config
 from pbx.core import engine as eng
-from pbx.core import silero
+from pbx.core import g711, silero
 from pbx.core.engine import Engine
 from pbx.core.silero import SileroBatch
 from pbx.core.vad import SILENCE, SPEAKING, VadBank
@@ -59,9 +60,10 @@ def engine_path(signals: list[np.ndarray], batch: SileroBatch) -> list[list[tupl
     """The engine's silero path: 20 ms pushes, one run_ready per tick, gated probabilities to VadBank."""
     vad = VadBank(batch.max_legs)
     events: list[list[tuple[int, int]]] = [[] for _ in signals]
-    for t in range(min(len(s) for s in signals) // TICK):
+    tick = batch.rate // 50                             # 20 ms of samples at the batch's rate
+    for t in range(min(len(s) for s in signals) // tick):
         for leg, s in enumerate(signals):
-            batch.push(leg, s[t * TICK:(t + 1) * TICK], t * 20)
+            batch.push(leg, s[t * tick:(t + 1) * tick], t * 20)
         if batch.run_ready():
             slots, probs, starts = batch.results()
             gated = np.where(batch.result_energies() >= FLOOR, probs, 0).astype(np.float32)
@@ -191,6 +193,26 @@ def test_int8_model_agrees_with_float_on_speech(signals: list[np.ndarray]) -> No
     assert matched >= 0.9 * total, (ref, got)
 
 
+def resampled(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    return np.clip(np.round(soxr.resample(x.astype(np.float32), rate_in, rate_out)), -32768, 32767).astype(np.int16)
+
+
+def test_the_8khz_graph_agrees_with_the_16khz_one_on_telephone_audio(signals: list[np.ndarray]) -> None:
+    """A G.711 call's audio is 8 kHz: the 16 kHz graph gets it upsampled (what the engine does with rate
+    16000), the 8 kHz graph as it is (rate auto). Same events, each within TOLERANCE_MS, for nearly all."""
+    narrow = [resampled(s, 16000, 8000) for s in signals]
+    ref = engine_path([resampled(s, 8000, 16000) for s in narrow], SileroBatch(len(signals), skip_below=FLOOR))
+    got = engine_path(narrow, SileroBatch(len(signals), skip_below=FLOOR, rate=8000))
+    matched = total = extra = 0
+    for leg_ref, leg_got in zip(ref, got, strict=True):
+        assert sum(k == SPEAKING for k, _ in leg_got) >= 3
+        for kind, start in leg_ref:
+            total += 1
+            matched += any(k == kind and abs(s - start) <= TOLERANCE_MS for k, s in leg_got)
+        extra += max(0, len(leg_got) - len(leg_ref))
+    assert matched >= 0.9 * total and extra <= 0.1 * total, (ref, got)
+
+
 def test_engine_set_silero() -> None:
     e = Engine(4)
     with pytest.raises(ValueError, match="unknown silero model 'int4'; expected float or int8"):
@@ -212,6 +234,32 @@ def test_engine_set_silero() -> None:
     assert [ev for ev in events if ev[1] == eng.SPEAKING], events
 
 
+def test_engine_runs_the_8khz_graph_for_8khz_legs_with_rate_auto() -> None:
+    """``set_silero(rate="auto")``: a PCMU leg's silero runs on the model's 8 kHz graph with the leg's own
+    8 kHz audio, a 16 kHz leg's on the 16 kHz graph; both find the same speech (one window apart at most)."""
+    e = Engine(4)
+    with pytest.raises(ValueError, match="no 8 kHz graph"):
+        e.set_silero("int8", rate="auto")
+    e.set_silero("float", skip=True, rate="auto")
+    narrow, wide = e.add_leg("stream", "pcmu", 0.0), e.add_leg("stream", "pcm", 0.0)
+    for leg in (narrow, wide):
+        e.set_vad(leg, "silero")
+    assert (narrow.silero8, wide.silero8) == (True, False)
+    speech = np.concatenate([np.zeros(16000, np.int16), espeak_speech(16000, "Are you still there?")])
+    e.feed(wide, speech.astype("<i2").tobytes())
+    narrow_pcm = np.round(soxr.resample(speech.astype(np.float32), 16000, 8000)).astype(np.int16)
+    e.feed(narrow, g711.ulaw_encode(narrow_pcm))
+    events = []
+    for k in range(len(speech) // TICK):
+        events += e.tick(20.0 * k)
+    onsets = {slot: [t for s, kind, t, *_ in events if s == slot and kind == eng.SPEAKING]
+              for slot in (narrow.slot, wide.slot)}
+    assert onsets[narrow.slot] and len(onsets[narrow.slot]) == len(onsets[wide.slot]), onsets
+    assert all(abs(a - b) <= silero.WINDOW_MS for a, b in zip(onsets[narrow.slot], onsets[wide.slot], strict=True))
+    inferred, skipped = e.silero_counts
+    assert inferred + skipped == 2 * (len(speech) // WINDOW)
+
+
 def test_config_keys() -> None:
     assert (config.Config().silero_model, config.Config().silero_skip) == ("float", True)
     c = config.from_mapping({"silero_model": "int8", "silero_skip": False})
@@ -220,6 +268,11 @@ def test_config_keys() -> None:
         config.from_mapping({"silero_model": "int4"})
     with pytest.raises(ConfigError, match="config key 'silero_skip': expected bool, got str"):
         config.from_mapping({"silero_skip": "yes"})
+    assert config.Config().silero_rate == "16000" and config.from_mapping({"silero_rate": "auto"}).silero_rate == "auto"
+    with pytest.raises(ConfigError, match="config key 'silero_rate': expected \"16000\" or \"auto\", got '8000'"):
+        config.from_mapping({"silero_rate": "8000"})
+    with pytest.raises(ConfigError, match="auto needs silero_model float"):
+        config.from_mapping({"silero_rate": "auto", "silero_model": "int8"})
 
 
 def test_call_server_applies_the_config_keys(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from importlib import resources
 
 import numpy as np
 import pytest
+import soxr
 import webrtcvad
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -450,6 +451,35 @@ def test_batched_equals_single_stream(session: object) -> None:
     assert worst <= 1e-5
     assert max(len(p) for p in probs.values()) > 40
     assert max(probs[0]) > 0.99 and max(probs[4]) < 0.05   # speech leg vs digital-silence leg
+
+
+def test_the_8khz_graph_batched_equals_single_stream_and_finds_speech(session: object) -> None:
+    """``rate=8000`` runs the model's own 8 kHz graph (256 + 32 samples a row): per leg it equals the
+    single-stream reference at 8 kHz, by push/run_ready as by infer, and it finds the speech of a
+    scene decimated to 8 kHz where the 16 kHz graph finds it."""
+    s = scene("please call stella", 1000, 1000, noise=30.0)
+    pcm8 = np.round(soxr.resample(s.pcm.astype(np.float32), 16000, 8000)).astype(np.int16)
+    want = silero_oracle.probabilities(session, pcm8, 8000)
+    batch = SileroBatch(3, rate=8000)
+    assert (batch.rate, batch.window, batch.context, batch.row) == (8000, 256, 32, 288)
+    x = pcm8.astype(np.float32) / 32768
+    by_infer = np.array([batch.infer([1], x[i * 256:(i + 1) * 256][None])[0] for i in range(len(x) // 256)])
+    assert np.abs(by_infer - want).max() <= 1e-5
+    pushed = SileroBatch(3, rate=8000)
+    got: list[float] = []
+    for i in range(len(pcm8) // 160):                   # 20 ms frames of 8 kHz audio, as the engine has them
+        pushed.push(2, np.ascontiguousarray(pcm8[i * 160:(i + 1) * 160]), i * 20)
+        pushed.run_ready()
+        got += list(pushed.results()[1])
+    assert np.abs(np.array(got) - want[:len(got)]).max() <= 1e-5 and len(got) == len(want)
+    t = np.arange(len(want)) * 32
+    inside = (t >= s.onset_ms + 64) & (t + 32 <= s.offset_ms - 32)
+    outside = (t + 32 <= s.onset_ms - 32) | (t >= s.offset_ms + 200)
+    assert np.median(want[inside]) > 0.9 and want[outside].max() < 0.1
+    with pytest.raises(ValueError, match="16 kHz graph only"):
+        SileroBatch(1, rate=8000, model="int8")
+    with pytest.raises(ValueError, match="16000 or 8000"):
+        SileroBatch(1, rate=11025)
 
 
 def test_probability_high_on_speech_low_on_silence(session: object) -> None:

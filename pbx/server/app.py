@@ -68,7 +68,7 @@ class CallServer:
         # the call ids of every worker (pbx.server.supervisor), or of this process alone
         self.registry: Registry = registry or LocalRegistry(self.collect)
         engine = Engine(config.max_calls)
-        engine.set_silero(config.silero_model, config.silero_skip)
+        engine.set_silero(config.silero_model, config.silero_skip, config.silero_rate)
         self.media = MediaRunner(engine, config.playout_max_bytes)
         self.providers = builtin_registry(config.tts_provider, config.asr_provider, ProviderContext(
             AddressPolicy(config.endpoint_allow_networks), config.provider_timeout_secs))

@@ -1,5 +1,6 @@
 """Single-stream silero VAD: one leg, one onnxruntime call per 32 ms window, the way the silero-vad
-package's OnnxWrapper drives the same model (64 samples of context + 512 new ones, state [2, 1, 128]).
+package's OnnxWrapper drives the same model (64 samples of context + 512 new ones at 16 kHz, 32 + 256 at
+8 kHz; state [2, 1, 128]).
 
 The reference for the batched kernel (core/silero.pyx) and its benchmark baseline.
 """
@@ -29,23 +30,25 @@ def make_session(model: bytes, threads: int = 1) -> Any:
 class SileroStream:
     """One leg's silero state; ``session`` may be shared between streams (it holds no state)."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, rate: int = 16000) -> None:
         self.session = session
+        self.window = WINDOW * rate // 16000
+        self.context_size = CONTEXT * rate // 16000
         self.state = np.zeros((2, 1, 128), dtype=np.float32)
-        self.context = np.zeros((1, CONTEXT), dtype=np.float32)
-        self.sr = np.array(16000, dtype=np.int64)
+        self.context = np.zeros((1, self.context_size), dtype=np.float32)
+        self.sr = np.array(rate, dtype=np.int64)
 
     def __call__(self, window: npt.NDArray[np.float32]) -> float:
-        """Speech probability of the next 512 samples (float32 in [-1, 1])."""
-        x = np.concatenate([self.context, window.reshape(1, WINDOW).astype(np.float32)], axis=1)
+        """Speech probability of the next window (512 samples at 16 kHz, 256 at 8 kHz; float32 in [-1, 1])."""
+        x = np.concatenate([self.context, window.reshape(1, self.window).astype(np.float32)], axis=1)
         out, self.state = self.session.run(None, {"input": x, "state": self.state, "sr": self.sr})
-        self.context = x[:, -CONTEXT:]
+        self.context = x[:, -self.context_size:]
         return float(out[0, 0])
 
 
-def probabilities(session: Any, pcm: npt.NDArray[np.int16]) -> npt.NDArray[np.float32]:
-    """Probability of every whole 512-sample window of a 16 kHz int16 signal, from a fresh stream."""
-    stream = SileroStream(session)
+def probabilities(session: Any, pcm: npt.NDArray[np.int16], rate: int = 16000) -> npt.NDArray[np.float32]:
+    """Probability of every whole 32 ms window of an int16 signal at ``rate``, from a fresh stream."""
+    stream = SileroStream(session, rate)
     x = pcm.astype(np.float32) / 32768.0
-    n = len(x) // WINDOW
-    return np.array([stream(x[i * WINDOW:(i + 1) * WINDOW]) for i in range(n)], dtype=np.float32)
+    w = stream.window
+    return np.array([stream(x[i * w:(i + 1) * w]) for i in range(len(x) // w)], dtype=np.float32)
