@@ -1,7 +1,7 @@
 """Cheaper silero (issue 13): level-gate skipping and an int8 model, against float inference of every window.
 
     python bench/silero.py [--legs 1000] [--seconds 20] [--rounds 3] [--int8 PATH] [--agree-legs 48]
-    python bench/silero.py quantize [--out core/models/silero_vad_int8.onnx]      (needs the onnx package)
+    python bench/silero.py quantize [--rate 16000|8000] [--out FILE]      (needs the onnx package)
 
 Audio: a "conversation" per leg at 16 kHz: espeak-ng utterances (several sentences) separated by pauses
 of 0.4-3.2 s (seeded), about 40 % speech, the share of a call the caller talks while an agent answers.
@@ -215,8 +215,9 @@ def agree(ref: Sequence[Events], got: Sequence[Events], kind: int) -> Agreement:
 
 # -- quantisation ------------------------------------------------------------------------------------
 
-def quantize(out: Path) -> None:
-    """Write the int8 model (see the module docstring); needs onnx and onnxruntime.quantization."""
+def quantize(out: Path, rate: int = RATE) -> None:
+    """Write the int8 model of the ``rate`` graph (see the module docstring); needs onnx and
+    onnxruntime.quantization."""
     import onnx
     import onnxruntime as ort
     from onnx import helper, numpy_helper
@@ -229,7 +230,9 @@ def quantize(out: Path) -> None:
     )
 
     src = onnx.load(str(ROOT / "core" / "models" / "silero_vad.onnx"))
-    branch = next(a.g for n in src.graph.node if n.op_type == "If" for a in n.attribute if a.name == "then_branch")
+    # the If on sr: then_branch is the 16 kHz graph, else_branch the 8 kHz one
+    wanted = "then_branch" if rate == RATE else "else_branch"
+    branch = next(a.g for n in src.graph.node if n.op_type == "If" for a in n.attribute if a.name == wanted)
 
     def lift(graph: onnx.GraphProto) -> None:   # Constant weights -> initializers, subgraphs too
         keep = []
@@ -249,7 +252,7 @@ def quantize(out: Path) -> None:
     lift(branch)
     nodes = [*branch.node, helper.make_node("Identity", [branch.output[0].name], ["output"]),
              helper.make_node("Identity", [branch.output[1].name], ["stateN"])]
-    flat = helper.make_model(helper.make_graph(nodes, "silero_vad_16k", list(src.graph.input),
+    flat = helper.make_model(helper.make_graph(nodes, f"silero_vad_{rate // 1000}k", list(src.graph.input),
                                                list(src.graph.output), initializer=list(branch.initializer)),
                              opset_imports=src.opset_import, producer_name="pypbx bench/silero.py quantize")
     flat.ir_version = src.ir_version
@@ -257,20 +260,21 @@ def quantize(out: Path) -> None:
     flat_path = out.with_suffix(".float16k.tmp.onnx")
     onnx.save(flat, str(flat_path))
 
-    speech = espeak_speech(RATE, CALIBRATION_TEXT).astype(np.float32) / 32768.0
+    speech = espeak_speech(rate, CALIBRATION_TEXT).astype(np.float32) / 32768.0
+    window, keep = 512 * rate // RATE, 64 * rate // RATE       # new samples and context a row
     rng = np.random.default_rng(7)
     signals = [speech, speech + rng.standard_normal(speech.shape[0]).astype(np.float32) * 0.01, speech * 0.1]
     session = ort.InferenceSession(str(flat_path), providers=["CPUExecutionProvider"])
     feeds: list[dict[str, np.ndarray]] = []
     for sig in signals:
         state = np.zeros((2, 1, 128), dtype=np.float32)
-        context = np.zeros(64, dtype=np.float32)
-        for i in range(sig.shape[0] // 512):
-            w = sig[i * 512:(i + 1) * 512]
-            feed = {"input": np.concatenate([context, w])[None], "state": state, "sr": np.array(RATE, np.int64)}
+        context = np.zeros(keep, dtype=np.float32)
+        for i in range(sig.shape[0] // window):
+            w = sig[i * window:(i + 1) * window]
+            feed = {"input": np.concatenate([context, w])[None], "state": state, "sr": np.array(rate, np.int64)}
             feeds.append(feed)
             state = session.run(None, feed)[1]
-            context = w[-64:]
+            context = w[-keep:]
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -299,7 +303,9 @@ def cpu_model() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("action", nargs="?", default="bench", choices=["bench", "quantize"])
-    parser.add_argument("--out", type=Path, default=ROOT / "core" / "models" / "silero_vad_int8.onnx")
+    parser.add_argument("--out", type=Path, help="quantize: the model file (default core/models/silero_vad_int8.onnx, "
+                                                 "or silero_vad_int8_8k.onnx with --rate 8000)")
+    parser.add_argument("--rate", type=int, choices=[16000, 8000], default=RATE, help="quantize: the graph")
     parser.add_argument("--legs", type=int, default=1000, help="legs of the batched configurations")
     parser.add_argument("--seconds", type=float, default=20.0, help="audio per configuration (speed)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best is kept")
@@ -310,7 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-speed", action="store_true", help="agreement only")
     args = parser.parse_args(argv)
     if args.action == "quantize":
-        quantize(args.out)
+        name = "silero_vad_int8.onnx" if args.rate == RATE else "silero_vad_int8_8k.onnx"
+        quantize(args.out or ROOT / "core" / "models" / name, args.rate)
         return 0
     int8: str | bytes = args.int8 if args.int8 == "int8" else Path(args.int8).read_bytes()
 

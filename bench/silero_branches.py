@@ -3,8 +3,10 @@
     python bench/silero_branches.py [--rows 64,250,400] [--runs 30]
 
 The shipped float model holds an 8 kHz graph (256 new samples + 32 of context a 32 ms window) beside
-the 16 kHz one the engine runs today (512 + 64); the int8 model holds the 16 kHz graph only. A SIP
-call's audio is 8 kHz (G.711), upsampled before VAD, so the 8 kHz graph is the one its audio has. This
+the 16 kHz one (512 + 64); each int8 model holds one of them quantised (silero_vad_int8.onnx,
+silero_vad_int8_8k.onnx). A SIP
+call's audio is 8 kHz (G.711): with ``silero_rate = "auto"`` it runs the 8 kHz graph on it, else the
+16 kHz graph on it upsampled. This
 bench times ``session.run`` on random audio for batches of ``--rows`` legs (one session, one thread,
 the engine's options, bench/RESULTS.md "A thousand calls") and prints µs per row (per leg per window)
 with the ratio to float at 16 kHz of the same batch size: the baseline, measured in the same run.
@@ -18,9 +20,9 @@ import time
 
 import numpy as np
 
-from pbx.core.silero import make_session
+from pbx.core.silero import make_session, model_bytes
 
-SHAPES = (("float", 16000, 576), ("float", 8000, 288), ("int8", 16000, 576))
+SHAPES = (("float", 16000, 576), ("float", 8000, 288), ("int8", 16000, 576), ("int8", 8000, 288))
 
 
 def per_row_us(session: object, rate: int, width: int, rows: int, runs: int) -> float:
@@ -44,15 +46,15 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
     sizes = [int(r) for r in args.rows.split(",") if r.strip()]
-    sessions = {model: make_session(1, model) for model in ("float", "int8")}
+    sessions = {(model, rate): make_session(1, model_bytes(model, rate)) for model, rate, _ in SHAPES}
     print(f"# command: python bench/silero_branches.py {' '.join(sys.argv[1:])}")
     print("| model | rate | rows | µs per row | vs float 16 kHz |")
     print("|---|---:|---:|---:|---:|")
     for rows in sizes:
-        base = per_row_us(sessions["float"], 16000, 576, rows, args.runs)
+        base = per_row_us(sessions["float", 16000], 16000, 576, rows, args.runs)
         for model, rate, width in SHAPES:
             us = base if (model, rate) == ("float", 16000) else \
-                per_row_us(sessions[model], rate, width, rows, args.runs)
+                per_row_us(sessions[model, rate], rate, width, rows, args.runs)
             print(f"| {model} | {rate} | {rows} | {us:.1f} | {us / base:.2f}x |", flush=True)
     return 0
 

@@ -536,14 +536,12 @@ cdef class Engine:
     def set_silero(self, str model="float", bint skip=True, str rate="16000"):
         """Silero model ("float" or "int8"), level-gate skipping (windows below the energy floor are not
         inferred) and graph (``rate`` "16000": every leg's 16 kHz audio; "auto": legs with an 8 kHz codec
-        run the model's 8 kHz graph on their own audio, float only) of the engine's silero batches;
+        run the model's 8 kHz graph on their own audio) of the engine's silero batches;
         before the first silero leg, or the same as they have."""
         if model not in ("float", "int8"):
             raise ValueError(f"unknown silero model {model!r}; expected float or int8")
         if rate not in ("16000", "auto"):
             raise ValueError(f"unknown silero rate {rate!r}; expected 16000 or auto")
-        if rate == "auto" and model == "int8":
-            raise ValueError("the int8 silero model has no 8 kHz graph: rate auto needs the float model")
         if (self.silero is not None or self.silero8 is not None) and self.silero_options != (model, skip, rate):
             was_model, was_skip, was_rate = self.silero_options
             raise ValueError(f"silero already runs model {was_model!r} with skip {'on' if was_skip else 'off'} "

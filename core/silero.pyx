@@ -62,6 +62,7 @@ from pbx.core.errors import CoreError
 
 MODEL_FILE = "silero_vad.onnx"
 MODEL_FILES = {"float": MODEL_FILE, "int8": "silero_vad_int8.onnx"}
+INT8_8K_FILE = "silero_vad_int8_8k.onnx"     # the 8 kHz graph quantised (bench/silero.py quantize --rate 8000)
 SKIP_KEEP = SILERO_SKIP_KEEP
 SKIP_ZERO = SILERO_SKIP_ZERO
 SKIP_SILENCE = SILERO_SKIP_SILENCE
@@ -77,12 +78,15 @@ RATE = SILERO_RATE
 RATES = (16000, 8000)    # the model's two graphs (the ``sr`` input chooses)
 
 
-def model_bytes(name="float"):
-    """A bundled model: ``"float"`` (silero_vad.onnx) or ``"int8"`` (silero_vad_int8.onnx)."""
+def model_bytes(name="float", int rate=SILERO_RATE):
+    """A bundled model: ``"float"`` (silero_vad.onnx, both graphs) or ``"int8"`` (silero_vad_int8.onnx, the
+    16 kHz graph; silero_vad_int8_8k.onnx for ``rate`` 8000)."""
     try:
         fname = MODEL_FILES[name]
     except KeyError:
         raise ValueError(f"unknown silero model {name!r}; expected one of {', '.join(MODEL_FILES)}") from None
+    if name == "int8" and rate == 8000:
+        fname = INT8_8K_FILE
     return resources.files("pbx.core").joinpath("models", fname).read_bytes()
 
 
@@ -114,7 +118,7 @@ cdef class SileroBatch:
     new samples + 64 of context a row) or 8000 (the model's 8 kHz graph: 256 + 32, about 0.56x the
     16 kHz graph's cost, bench/silero_branches.py; the audio of a G.711 call is 8 kHz).
 
-    ``model``: ``"float"`` (default), ``"int8"`` (16 kHz only) or the bytes of an ONNX model.  ``skip_below``:
+    ``model``: ``"float"`` (default), ``"int8"`` (the graph of ``rate`` quantised) or the bytes of an ONNX model.  ``skip_below``:
     the level gate's mean square (int16 units squared; 0: infer every window), ``skip_policy``:
     ``"keep"``, ``"zero"`` or ``"silence"`` (see the module docstring).
     """
@@ -125,8 +129,6 @@ cdef class SileroBatch:
             raise ValueError("max_legs must be positive")
         if rate not in RATES:
             raise ValueError(f"silero runs at {' or '.join(map(str, RATES))} Hz, not {rate}")
-        if rate != SILERO_RATE and model == "int8":
-            raise ValueError("the int8 model holds the 16 kHz graph only")
         self.rate = rate
         self.window = rate * SILERO_WINDOW_MS // 1000          # 512 at 16 kHz, 256 at 8 kHz
         self.context = SILERO_CONTEXT * rate // SILERO_RATE    # 64, 32
@@ -140,7 +142,7 @@ cdef class SileroBatch:
         self.max_legs = max_legs
         self.threads = threads
         self.model_name = "float" if model is None else model if isinstance(model, str) else "custom"
-        self._session = make_session(threads, model)
+        self._session = make_session(threads, model_bytes(model, rate) if isinstance(model, str) else model)
         self.skip_below = skip_below
         self.skip_policy = SKIP_POLICIES[skip_policy]
         self.skip_after = skip_after

@@ -129,7 +129,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "silero_model": (str, "silero VAD model of every call: float, or int8 (about 1.9x cheaper batched, onsets "
                           "and offsets within 64 ms of float's for ~99 %: bench/RESULTS.md)"),
     "silero_rate": (str, "silero graph: 16000 (every leg's 16 kHz audio), or auto (legs with an 8 kHz codec run "
-                         "the model's 8 kHz graph on their own audio, ~0.56x the cost; float model only)"),
+                         "the model's 8 kHz graph on their own audio, ~0.56x the cost)"),
     "silero_skip": (bool, "true: windows below the -55 dBFS VAD floor skip silero inference (the decision is "
                           "'not speech' either way; events within 64 ms of inferring every window)"),
     "metrics_public": (bool, "true: GET /metrics needs no API token from a loopback peer (a local Prometheus "
@@ -220,10 +220,7 @@ def from_mapping(values: dict[str, Any]) -> Config:
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
         raise ConfigError(f"unknown config key {unknown[0]!r}")
-    config = Config(**{key: _check(key, value) for key, value in values.items()})
-    if config.silero_rate == "auto" and config.silero_model == "int8":
-        raise ConfigError("config key 'silero_rate': auto needs silero_model float (the int8 model has no 8 kHz graph)")
-    return config
+    return Config(**{key: _check(key, value) for key, value in values.items()})
 
 
 def load(path: str | os.PathLike[str] | None) -> Config:
