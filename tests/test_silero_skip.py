@@ -27,50 +27,17 @@ from pbx.core import engine as eng
 from pbx.core import g711, silero
 from pbx.core.engine import Engine
 from pbx.core.silero import SileroBatch
-from pbx.core.vad import SILENCE, SPEAKING, VadBank
+from pbx.core.vad import SILENCE, SPEAKING
 from pbx.errors import ConfigError
 from pbx.protocol import AnswerEvent, SpeakingEvent
 from pbx.server.app import CallServer
 from support.audio import espeak_speech
 from support.oracles import silero as silero_oracle
+from support.silero_events import FLOOR, TOLERANCE_MS, agreement, conversation, engine_path, resampled
 from tests.support.calls import LOOPBACK_SIP
 
-FLOOR = 3400.0            # core/engine.pyx ENERGY_FLOOR: -55 dBFS as a mean square
 WINDOW = 512
 TICK = 320                # the engine pushes 20 ms per tick
-TOLERANCE_MS = 64
-
-
-def conversation(seed: int, background_dbfs: float | None) -> np.ndarray:
-    """Three utterances with pauses of 0.6-2.5 s, over white noise at ``background_dbfs`` (None: none)."""
-    rng = np.random.default_rng(seed)
-    parts = []
-    for text in ("Hello, I am calling about my order.", "Yes.",
-                 "Could you check whether it left the warehouse?"):
-        parts.append(np.zeros(int(rng.uniform(0.6, 2.5) * 16000), np.float32))
-        parts.append(espeak_speech(16000, text).astype(np.float32))
-    parts.append(np.zeros(16000, np.float32))
-    x = np.concatenate(parts)
-    if background_dbfs is not None:
-        x += rng.standard_normal(x.shape[0]).astype(np.float32) * 32768.0 * 10 ** (background_dbfs / 20)
-    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
-
-
-def engine_path(signals: list[np.ndarray], batch: SileroBatch) -> list[list[tuple[int, int]]]:
-    """The engine's silero path: 20 ms pushes, one run_ready per tick, gated probabilities to VadBank."""
-    vad = VadBank(batch.max_legs)
-    events: list[list[tuple[int, int]]] = [[] for _ in signals]
-    tick = batch.rate // 50                             # 20 ms of samples at the batch's rate
-    for t in range(min(len(s) for s in signals) // tick):
-        for leg, s in enumerate(signals):
-            batch.push(leg, s[t * tick:(t + 1) * tick], t * 20)
-        if batch.run_ready():
-            slots, probs, starts = batch.results()
-            gated = np.where(batch.result_energies() >= FLOOR, probs, 0).astype(np.float32)
-            vad.feed_many(slots, gated, starts, 32)
-        for slot, kind, _time, start, _dur in vad.drain():
-            events[slot].append((kind, start))
-    return events
 
 
 def assert_same_events(ref: list[tuple[int, int]], got: list[tuple[int, int]], tolerance_ms: int) -> None:
@@ -185,17 +152,9 @@ def test_int8_model_agrees_with_float_on_speech(signals: list[np.ndarray]) -> No
     assert len(silero.model_bytes("int8")) < len(silero.model_bytes("float"))
     ref = engine_path(signals, SileroBatch(len(signals)))
     got = engine_path(signals, batch)
-    matched = total = 0
-    for leg_ref, leg_got in zip(ref, got, strict=True):
-        assert sum(k == SPEAKING for k, _ in leg_got) >= 2
-        for kind, start in leg_ref:
-            total += 1
-            matched += any(k == kind and abs(s - start) <= TOLERANCE_MS for k, s in leg_got)
-    assert matched >= 0.9 * total, (ref, got)
-
-
-def resampled(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    return np.clip(np.round(soxr.resample(x.astype(np.float32), rate_in, rate_out)), -32768, 32767).astype(np.int16)
+    assert all(sum(k == SPEAKING for k, _ in leg) >= 2 for leg in got)
+    found = agreement(ref, got)
+    assert found["matched"] >= 0.9 * found["events"], (ref, got)
 
 
 @pytest.mark.parametrize("model", ["float", "int8"])
@@ -206,14 +165,9 @@ def test_the_8khz_graph_agrees_with_the_16khz_one_on_telephone_audio(signals: li
     narrow = [resampled(s, 16000, 8000) for s in signals]
     ref = engine_path([resampled(s, 8000, 16000) for s in narrow], SileroBatch(len(signals), skip_below=FLOOR))
     got = engine_path(narrow, SileroBatch(len(signals), skip_below=FLOOR, rate=8000, model=model))
-    matched = total = extra = 0
-    for leg_ref, leg_got in zip(ref, got, strict=True):
-        assert sum(k == SPEAKING for k, _ in leg_got) >= 3
-        for kind, start in leg_ref:
-            total += 1
-            matched += any(k == kind and abs(s - start) <= TOLERANCE_MS for k, s in leg_got)
-        extra += max(0, len(leg_got) - len(leg_ref))
-    assert matched >= 0.9 * total and extra <= 0.1 * total, (ref, got)
+    assert all(sum(k == SPEAKING for k, _ in leg) >= 3 for leg in got)
+    found = agreement(ref, got)
+    assert found["matched"] >= 0.9 * found["events"] and found["extra"] <= 0.1 * found["events"], (ref, got)
 
 
 def test_engine_set_silero() -> None:
