@@ -170,6 +170,7 @@ cdef class Engine:
     cdef SileroBatch silero8         # created with the first silero leg on the 8 kHz graph
     cdef tuple silero_options        # (model, skip, rate) they are created with (set_silero)
     cdef int silero_threads
+    cdef bint silero_auto            # silero_options' rate is "auto" (read per leg per tick)
     cdef TenBank ten                 # created with the first ten leg (optional package)
     cdef DenoiseBank denoiser        # created with the first leg that asks for denoise
     cdef RecvBatch recv

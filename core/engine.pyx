@@ -273,6 +273,7 @@ cdef class Engine:
         self.silero = None
         self.silero8 = None
         self.silero_options = ("float", True, "16000")
+        self.silero_auto = False
         self.silero_threads = 1
         self.ten = None
         self.denoiser = None
@@ -519,7 +520,7 @@ cdef class Engine:
     cdef bint wants_silero8(self, Leg leg):
         """Whether the leg's silero runs on the 8 kHz graph: set_silero(rate="auto"), an 8 kHz codec and
         no denoiser (whose output is 16 kHz)."""
-        return self.silero_options[2] == "auto" and leg.codec.frame_samples == FRAME // 2 and not leg.denoise
+        return self.silero_auto and leg.codec.frame_samples == FRAME // 2 and not leg.denoise
 
     cdef SileroBatch silero_batch(self, Leg leg, bint eight):
         """The batch for the leg (created on first use), the leg's ``silero8`` set to match."""
@@ -547,6 +548,7 @@ cdef class Engine:
             raise ValueError(f"silero already runs model {was_model!r} with skip {'on' if was_skip else 'off'} "
                              f"at rate {was_rate}: set_silero comes before the first silero leg")
         self.silero_options = (model, skip, rate)
+        self.silero_auto = rate == "auto"
 
     @property
     def silero_counts(self):
