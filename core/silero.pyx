@@ -9,7 +9,9 @@ At 16 kHz it takes
     state   float32 [2, N, 128]   LSTM state, zeros for a fresh stream
     sr      int64   []            16000
 
-and returns ``output`` float32 [N, 1] (speech probability) and ``stateN`` [2, N, 128].
+and returns ``output`` float32 [N, 1] (speech probability) and ``stateN`` [2, N, 128]. Its 8 kHz graph
+(``sr`` 8000) takes [N, 288]: 32 samples of context + 256 new ones, the same 32 ms; a batch runs one
+graph (``SileroBatch(rate=...)``), and the engine keeps one batch per graph it uses.
 
 :class:`SileroBatch` keeps every leg's state and context in numpy arrays indexed by
 leg slot.  A batch gathers the rows of the slots taking part into scratch arrays,
@@ -22,7 +24,7 @@ Why a .pyx: the gather/scatter loops and the engine's per-leg audio path
 without the GIL; Python runs once per batch (``run_ready`` / ``infer``), never
 per leg.  Two ways in:
 
-- ``infer(slots, windows)``: the caller hands full 512-sample float32 windows.
+- ``infer(slots, windows)``: the caller hands full windows (512 samples, 256 at 8 kHz), float32.
 - ``push_c(slot, pcm, n, start_ms)`` per leg per tick from the engine (20 ms of
   int16 audio), then one ``run_ready()`` per tick: every slot holding a full
   window gets one inference; results in ``result_slots/result_probs/
@@ -115,12 +117,12 @@ def make_session(int threads=1, model=None):
 
 cdef class SileroBatch:
     """Silero VAD state of ``max_legs`` legs, inferred in batches across legs, at ``rate``: 16000 (512
-    new samples + 64 of context a row) or 8000 (the model's 8 kHz graph: 256 + 32, about 0.56x the
+    new samples + 64 of context a row) or 8000 (the model's 8 kHz graph: 256 + 32, about 0.57x the
     16 kHz graph's cost, bench/silero_branches.py; the audio of a G.711 call is 8 kHz).
 
-    ``model``: ``"float"`` (default), ``"int8"`` (the graph of ``rate`` quantised) or the bytes of an ONNX model.  ``skip_below``:
-    the level gate's mean square (int16 units squared; 0: infer every window), ``skip_policy``:
-    ``"keep"``, ``"zero"`` or ``"silence"`` (see the module docstring).
+    ``model``: ``"float"`` (default), ``"int8"`` (the graph of ``rate`` quantised) or the bytes of an
+    ONNX model.  ``skip_below``: the level gate's mean square (int16 units squared; 0: infer every
+    window), ``skip_policy``: ``"keep"``, ``"zero"`` or ``"silence"`` (see the module docstring).
     """
 
     def __init__(self, int max_legs, int threads=1, model=None, double skip_below=0.0, str skip_policy="keep",
@@ -225,9 +227,9 @@ cdef class SileroBatch:
         return n
 
     def infer_into(self, const int32_t[::1] slots, const float[:, ::1] windows, float[::1] out):
-        """Probabilities of one 512-sample window per slot into ``out``; returns the count.
+        """Probabilities of one window (512 samples, 256 at 8 kHz) per slot into ``out``; returns the count.
 
-        ``slots``: int32, distinct; ``windows``: float32 [n, 512] in [-1, 1].
+        ``slots``: int32, distinct; ``windows``: float32 [n, window] in [-1, 1].
         """
         cdef Py_ssize_t n = slots.shape[0]
         cdef int i, s
@@ -260,7 +262,7 @@ cdef class SileroBatch:
         return self._run(<int>n, &slots[0], &out[0])
 
     def infer(self, slots, windows):
-        """Speech probability (float32 [n]) of one 512-sample window per slot, one inference for all."""
+        """Speech probability (float32 [n]) of one window per slot, one inference for all."""
         slots = np.ascontiguousarray(slots, dtype=np.int32)
         windows = np.ascontiguousarray(windows, dtype=np.float32)
         if windows.ndim != 2:
@@ -290,7 +292,7 @@ cdef class SileroBatch:
         return fill // self.window
 
     def push(self, int slot, const int16_t[::1] pcm, long long start_ms):
-        """Append a leg's 16 kHz audio (pcm[0] at ``start_ms``); returns its full windows waiting."""
+        """Append a leg's audio at the batch's rate (pcm[0] at ``start_ms``); returns its full windows waiting."""
         self._slot_arg(slot)
         if pcm.shape[0] == 0:
             return self._fill[slot] // self.window
