@@ -257,7 +257,7 @@ def quantize(out: Path, rate: int = RATE) -> None:
                              opset_imports=src.opset_import, producer_name="pypbx bench/silero.py quantize")
     flat.ir_version = src.ir_version
     onnx.checker.check_model(flat)
-    flat_path = out.with_suffix(".float16k.tmp.onnx")
+    flat_path = out.with_suffix(f".float{rate // 1000}k.tmp.onnx")
     onnx.save(flat, str(flat_path))
 
     speech = espeak_speech(rate, CALIBRATION_TEXT).astype(np.float32) / 32768.0

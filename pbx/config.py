@@ -128,7 +128,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "drain_secs": ((int, float), "on SIGTERM, how long active calls may go on before they end with shutdown"),
     "silero_model": (str, "silero VAD model of every call: float, or int8 (about 1.9x cheaper batched, onsets "
                           "and offsets within 64 ms of float's for ~99 %: bench/RESULTS.md)"),
-    "silero_rate": (str, "silero graph: 16000 (every leg's 16 kHz audio), or auto (legs with an 8 kHz codec run "
+    "silero_rate": ((str, int), "silero graph: 16000 (every leg's 16 kHz audio), or auto (legs with an 8 kHz codec run "
                          "the model's 8 kHz graph on their own audio, ~0.56x the cost)"),
     "silero_skip": (bool, "true: windows below the -55 dBFS VAD floor skip silero inference (the decision is "
                           "'not speech' either way; events within 64 ms of inferring every window)"),
@@ -182,6 +182,8 @@ def _check(key: str, raw: Any) -> Any:
                                   "10.0.0.0/8") from None
     if key == "silero_model" and value not in ("float", "int8"):
         raise ConfigError(f"config key 'silero_model': expected float or int8, got {value!r}")
+    if key == "silero_rate":
+        value = str(value)                      # 16000 and "16000" alike
     if key == "silero_rate" and value not in ("16000", "auto"):
         raise ConfigError(f"config key 'silero_rate': expected \"16000\" or \"auto\", got {value!r}")
     if key == "log_format" and value not in ("text", "json"):

@@ -224,6 +224,7 @@ def test_config_keys() -> None:
     with pytest.raises(ConfigError, match="config key 'silero_skip': expected bool, got str"):
         config.from_mapping({"silero_skip": "yes"})
     assert config.Config().silero_rate == "16000" and config.from_mapping({"silero_rate": "auto"}).silero_rate == "auto"
+    assert config.from_mapping({"silero_rate": 16000}).silero_rate == "16000"
     with pytest.raises(ConfigError, match="config key 'silero_rate': expected \"16000\" or \"auto\", got '8000'"):
         config.from_mapping({"silero_rate": "8000"})
 
