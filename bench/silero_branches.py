@@ -30,14 +30,8 @@ import numpy as np
 from pbx.core.silero import SileroBatch, make_session, model_bytes
 
 sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]          # the checkout: support/
-from support.silero_events import (  # noqa: E402
-    FLOOR,
-    TOLERANCE_MS,
-    agreement,
-    conversation,
-    engine_path,
-    resampled,
-)
+from support.audio import resampled  # noqa: E402
+from support.silero_events import FLOOR, TOLERANCE_MS, agreement, conversation, engine_path  # noqa: E402
 
 SHAPES = (("float", 16000, 576), ("float", 8000, 288), ("int8", 16000, 576), ("int8", 8000, 288))
 SHAPES_TRIED = (("float", 8000), ("int8", 8000), ("int8", 16000))      # against float 16 kHz

@@ -65,6 +65,11 @@ def espeak_speech(rate: int = 16000, text: str = DEFAULT_TEXT, voice: str = "en-
     return np.clip(np.round(out * 32768.0), -32768, 32767).astype(np.int16)
 
 
+def resampled(pcm: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """int16 audio at ``rate_in`` resampled to ``rate_out`` (soxr's default quality), rounded and clipped."""
+    return np.clip(np.round(soxr.resample(pcm.astype(np.float32), rate_in, rate_out)), -32768, 32767).astype(np.int16)
+
+
 def tone(freq: float, rate: int, seconds: float, amplitude: float = 0.5) -> np.ndarray:
     """A sine tone as int16 (amplitude relative to full scale)."""
     t = np.arange(round(rate * seconds)) / rate

@@ -5,7 +5,6 @@ espeak-ng conversations with pauses over a chosen background, the engine's siler
 from __future__ import annotations
 
 import numpy as np
-import soxr
 
 from pbx.core.silero import SileroBatch
 from pbx.core.vad import VadBank
@@ -45,10 +44,6 @@ def engine_path(signals: list[np.ndarray], batch: SileroBatch) -> list[list[tupl
         for slot, kind, _time, start, _dur in vad.drain():
             events[slot].append((kind, start))
     return events
-
-
-def resampled(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    return np.clip(np.round(soxr.resample(x.astype(np.float32), rate_in, rate_out)), -32768, 32767).astype(np.int16)
 
 
 def agreement(ref: list[list[tuple[int, int]]], got: list[list[tuple[int, int]]],

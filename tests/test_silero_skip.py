@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soxr
 
 from pbx import config
 from pbx.client import AudioEncoder, connect
@@ -31,9 +30,9 @@ from pbx.core.vad import SILENCE, SPEAKING
 from pbx.errors import ConfigError
 from pbx.protocol import AnswerEvent, SpeakingEvent
 from pbx.server.app import CallServer
-from support.audio import espeak_speech
+from support.audio import espeak_speech, resampled
 from support.oracles import silero as silero_oracle
-from support.silero_events import FLOOR, TOLERANCE_MS, agreement, conversation, engine_path, resampled
+from support.silero_events import FLOOR, TOLERANCE_MS, agreement, conversation, engine_path
 from tests.support.calls import LOOPBACK_SIP
 
 WINDOW = 512
@@ -202,7 +201,7 @@ def test_engine_runs_the_8khz_graph_for_8khz_legs_with_rate_auto() -> None:
     assert (narrow.silero8, wide.silero8) == (True, False)
     speech = np.concatenate([np.zeros(16000, np.int16), espeak_speech(16000, "Are you still there?")])
     e.feed(wide, speech.astype("<i2").tobytes())
-    narrow_pcm = np.round(soxr.resample(speech.astype(np.float32), 16000, 8000)).astype(np.int16)
+    narrow_pcm = resampled(speech, 16000, 8000)
     e.feed(narrow, g711.ulaw_encode(narrow_pcm))
     events = []
     for k in range(len(speech) // TICK):

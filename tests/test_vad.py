@@ -20,7 +20,6 @@ from importlib import resources
 
 import numpy as np
 import pytest
-import soxr
 import webrtcvad
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,7 +27,7 @@ from hypothesis import strategies as st
 from pbx.core import silero
 from pbx.core.silero import SileroBatch
 from pbx.core.vad import SEGMENT_CAP, SILENCE, SPEAKING, VadBank, WebRtcBank, webrtc_mode
-from support.audio import espeak_speech
+from support.audio import espeak_speech, resampled
 from support.oracles import silero as silero_oracle
 from support.oracles.vad import VadOracle
 
@@ -458,7 +457,7 @@ def test_the_8khz_graph_batched_equals_single_stream_and_finds_speech(session: o
     single-stream reference at 8 kHz, by push/run_ready as by infer, and it finds the speech of a
     scene decimated to 8 kHz where the 16 kHz graph finds it."""
     s = scene("please call stella", 1000, 1000, noise=30.0)
-    pcm8 = np.round(soxr.resample(s.pcm.astype(np.float32), 16000, 8000)).astype(np.int16)
+    pcm8 = resampled(s.pcm, 16000, 8000)
     want = silero_oracle.probabilities(session, pcm8, 8000)
     batch = SileroBatch(3, rate=8000)
     assert (batch.rate, batch.window, batch.context, batch.row) == (8000, 256, 32, 288)
