@@ -113,8 +113,7 @@ class Admission:
         if self.capacity_load <= 0.0 or live < self.min_calls:
             return None, ""
         cost = self.cost(tick_leg_load)
-        projected = 0.0 if cost is None else cost * (live + extra)
-        if cost is not None and projected > self.capacity_load:
+        if cost is not None and (projected := cost * (live + extra)) > self.capacity_load:
             return "overload", (f"the server is at capacity: {live + extra} calls would take {projected:.0%} of "
                                 f"its event loop ({cost:.2%} each, measured), above {self.capacity_load:.0%} "
                                 "(capacity_load); try again later")

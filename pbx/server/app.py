@@ -380,9 +380,8 @@ class CallServer:
         ``max_connections``, or admission control (draining, overload); None to take it.
         An application connecting for an inbound INVITE already taken (``/call/sip?id=<dialogId>``)
         is not a new call."""
-        limit = self.config.max_connections
-        if len(self.sessions) >= limit:
-            return f"the server has its maximum of {limit} connections (max_connections); try again later"
+        if (full := self._connections_full()) is not None:
+            return full
         url = urlsplit(path)
         if url.path == "/call/sip" and dict(parse_qsl(url.query)).get("id") in self.sip.pending:
             return None
@@ -398,8 +397,14 @@ class CallServer:
 
     def refusing(self) -> bool:
         """Whether a new call would be refused now (draining or overloaded), asked without counting one."""
-        return len(self.sessions) >= self.config.max_connections or \
+        return self._connections_full() is not None or \
             self.admission.refusing(time.monotonic(), self.live_calls(), self._tick_leg_load())
+
+    def _connections_full(self) -> str | None:
+        limit = self.config.max_connections
+        if len(self.sessions) >= limit:
+            return f"the server has its maximum of {limit} connections (max_connections); try again later"
+        return None
 
     def _tick_leg_load(self) -> float | None:
         leg_seconds = self.media.tick_stats.leg_seconds
